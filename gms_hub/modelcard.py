@@ -1,0 +1,107 @@
+"""Model cards for saved GMS models: YAML metadata, usage, scores and the citation."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from huggingface_hub import ModelCard, ModelCardData
+
+CITATION = """@inproceedings{huo2025gms,
+  title     = {Generative Medical Segmentation},
+  author    = {Huo, Jiayu and Ouyang, Xi and Ourselin, S{\\'e}bastien and Sparks, Rachel},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
+  year      = {2025},
+  note      = {arXiv:2403.18198}
+}"""
+
+
+def _metrics_table(metrics: Dict[str, Dict[str, Any]]) -> str:
+    rows = ["| split | DSC (%) | IoU (%) | n |", "|---|---|---|---|"]
+    for split, m in metrics.items():
+        if not isinstance(m, dict) or "dsc_mean" not in m:
+            continue
+        dsc = f"{100 * m['dsc_mean']:.2f} ± {100 * m.get('dsc_std', 0.0):.2f}"
+        iou = f"{100 * m['iou_mean']:.2f} ± {100 * m.get('iou_std', 0.0):.2f}" if "iou_mean" in m else "-"
+        rows.append(f"| {split} | {dsc} | {iou} | {m.get('n', '-')} |")
+    return "\n".join(rows)
+
+
+def build_model_card(
+    config: Dict[str, Any],
+    base_data: Optional[ModelCardData] = None,
+    *,
+    datasets: Optional[List[str]] = None,
+    metrics: Optional[Dict[str, Dict[str, Any]]] = None,
+    selection_split: Optional[str] = None,
+    training_command: Optional[str] = None,
+    description: Optional[str] = None,
+    license: Optional[str] = None,
+    dataset_name: Optional[str] = None,
+    repo_id: Optional[str] = None,
+) -> ModelCard:
+    """Build the README.md of a saved GMS.
+
+    Args:
+        config (`dict`): the model's `config.json` content.
+        base_data (`ModelCardData`, *optional*): class-level metadata (library, pipeline tag, tags, licence).
+        datasets (`list[str]`, *optional*): Hub dataset ids the model was trained on.
+        metrics (`dict`, *optional*): per split, `{"dsc_mean", "dsc_std", "iou_mean", "iou_std", "n"}`.
+        selection_split (`str`, *optional*): the split the checkpoint was selected on (`validation` or `test`).
+        training_command (`str`, *optional*): the command that trained the model.
+        description (`str`, *optional*): free markdown placed after the title.
+        license (`str`, *optional*): overrides the default licence.
+        dataset_name (`str`, *optional*): human-readable dataset name for the title.
+        repo_id (`str`, *optional*): the Hub id used in the usage snippet.
+
+    Returns:
+        `huggingface_hub.ModelCard`.
+    """
+    data = ModelCardData(**(base_data.to_dict() if base_data is not None else {}))
+    data.library_name = "gms_hub"
+    data.pipeline_tag = "image-segmentation"
+    if license:
+        data.license = license
+    if datasets:
+        data.datasets = list(datasets)
+    if metrics:
+        data.metrics = ["dice", "mean_iou"]
+        data.eval_results = None
+    title = f"GMS{' for ' + dataset_name if dataset_name else ''}"
+    vae = config.get("vae")
+    if config.get("vae_bundled"):
+        vae_line = "bundled in `vae/` (loading needs no network)" + (f"; originally `{vae}`" if vae else "")
+    else:
+        revision = config.get("vae_revision") or "latest"
+        vae_line = f"`{vae}` (subfolder `{config.get('vae_subfolder')}`, revision `{revision}`)"
+    sections = [
+        f"# {title}",
+        description or (
+            "Generative Medical Segmentation (GMS): the image is encoded by a frozen Stable Diffusion VAE, a small "
+            "latent mapping model maps the image latent to a mask latent, and the same frozen VAE decodes the mask."
+        ),
+        "## Model\n"
+        f"- Frozen VAE: {vae_line}\n"
+        f"- Latent mapping model: base channels {config.get('base_channels')}, channel multipliers "
+        f"{tuple(config.get('channel_mult', ()))}; weights in `model.safetensors`\n"
+        f"- Input size {config.get('image_size')}x{config.get('image_size')}, threshold {config.get('threshold')}",
+        "## Usage\n```python\nfrom PIL import Image\nfrom gms_hub import GMS\n\n"
+        f"model = GMS.from_pretrained(\"{repo_id or 'path/or/hub-id'}\")\n"
+        "mask = model.segment(Image.open(\"image.png\"))  # bool array at the image's size\n```",
+    ]
+    if metrics:
+        selection = {
+            "test": "selected on the **test** split, as the reference implementation does (test scores are optimistic)",
+            "validation": "selected on a validation split carved from the training set; the test set was used once",
+        }.get(selection_split or "", f"selected on {selection_split}" if selection_split else "selection split not recorded")
+        sections.append(
+            "## Evaluation\nThe paper's protocol: 224x224 input, probability > 0.5, ground truth resized with nearest "
+            f"neighbour; per-image DSC and IoU, mean ± sample std. Checkpoint {selection}.\n\n" + _metrics_table(metrics)
+        )
+    if training_command:
+        sections.append(f"## Training\n```bash\n{training_command}\n```")
+    sections.append(
+        "## Intended use\nResearch and education. Not a medical device; not for clinical decisions."
+    )
+    sections.append(f"## Citation\n```bibtex\n{CITATION}\n```")
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+    return ModelCard(content)

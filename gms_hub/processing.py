@@ -1,0 +1,149 @@
+"""Images in, masks out: intensity scaling, the paper's resize rule, and masks at the original size."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ImageInput = Union[Image.Image, np.ndarray]
+ValueRange = Optional[Tuple[float, float]]
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(image, dtype=np.uint16)
+    if mode in ("I", "F"):
+        return np.asarray(image).astype(np.float32)
+    if mode in ("RGBA", "LA", "PA", "P", "1", "CMYK", "YCbCr", "HSV", "LAB", "RGBX", "La", "RGBa"):
+        image = image.convert("RGBA" if mode in ("P", "PA") else "RGB" if mode not in ("LA", "La", "1") else "L")
+    return np.asarray(image)
+
+
+def to_float_rgb(image: ImageInput, value_range: ValueRange = None) -> np.ndarray:
+    """Turn one image into float32 RGB in [0, 1], shape (H, W, 3).
+
+    uint8 is divided by 255 (the paper). uint16, other integers and floats are stretched per image from
+    their min to their max unless `value_range=(lo, hi)` is given (16-bit scanners rarely fill the range).
+    Alpha is dropped and grayscale is repeated to three channels.
+
+    Args:
+        image (`PIL.Image.Image` or `np.ndarray`): (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
+        value_range (`tuple(float, float)`, *optional*): the intensities mapped to 0 and 1.
+
+    Returns:
+        `np.ndarray` of float32, (H, W, 3), values in [0, 1].
+    """
+    if isinstance(image, Image.Image):
+        array = _pil_to_array(image)
+    elif isinstance(image, np.ndarray):
+        array = image
+    elif isinstance(image, torch.Tensor):
+        raise TypeError(
+            "Got a torch.Tensor; segment() takes PIL images or numpy arrays (H, W[, C]). "
+            "For preprocessed (B, 3, S, S) tensors in [-1, 1] call the model directly: model(pixel_values)."
+        )
+    else:
+        raise TypeError(f"Expected a PIL.Image.Image or a numpy array, got {type(image).__name__}.")
+
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        array = array[..., :3] if array.shape[2] == 4 else array
+    elif array.ndim != 2:
+        raise ValueError(f"Expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {array.shape}.")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"Got an empty image of shape {array.shape}.")
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"Expected uint8, uint16 or float pixels, got dtype {array.dtype}.")
+
+    data = array.astype(np.float32)
+    if not np.isfinite(data).all():
+        raise ValueError("The image contains NaN or infinite values; clean them before segmenting.")
+    if value_range is not None:
+        lo, hi = (float(v) for v in value_range)
+        if not hi > lo:
+            raise ValueError(f"value_range must be (lo, hi) with hi > lo, got {value_range}.")
+    elif array.dtype == np.uint8:
+        lo, hi = 0.0, 255.0
+    else:
+        lo, hi = float(data.min()), float(data.max())
+    data = (data - lo) / (hi - lo) if hi > lo else np.zeros_like(data)
+    data = np.clip(data, 0.0, 1.0)
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.shape[2] == 1:
+        data = np.repeat(data, 3, axis=2)
+    return np.ascontiguousarray(data)
+
+
+def resize_bilinear(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with half-pixel centres and no antialiasing (OpenCV's INTER_LINEAR rule)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+def preprocess(
+    images: Sequence[ImageInput], image_size: int, value_range: ValueRange = None
+) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
+    """Images -> pixel values (B, 3, S, S) in [-1, 1], plus each image's original (H, W).
+
+    Example:
+        >>> pixel_values, sizes = preprocess([Image.open("scan.png")], image_size=224)
+        >>> pixel_values.shape  # torch.Size([1, 3, 224, 224])
+    """
+    batch, sizes = [], []
+    for image in images:
+        rgb = torch.from_numpy(to_float_rgb(image, value_range)).permute(2, 0, 1)[None]  # (1, 3, H, W)
+        sizes.append((int(rgb.shape[-2]), int(rgb.shape[-1])))
+        batch.append(resize_bilinear(rgb, (image_size, image_size)))
+    pixel_values = torch.cat(batch) * 2.0 - 1.0  # (B, 3, S, S)
+    return pixel_values, sizes
+
+
+def resize_probabilities(probs: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Resize a (1, S, S) or (S, S) probability map to `size` = (H, W), bilinearly."""
+    x = probs.reshape(1, 1, *probs.shape[-2:]).float()
+    return resize_bilinear(x, size)[0, 0].clamp_(0.0, 1.0)
+
+
+#: Largest image accepted by `load_image` (pixels); bigger files are refused before decoding.
+MAX_IMAGE_PIXELS = 64_000_000
+MIN_IMAGE_SIDE = 8
+
+
+def load_image(path, max_pixels: int = MAX_IMAGE_PIXELS, min_side: int = MIN_IMAGE_SIDE) -> Image.Image:
+    """Open and fully decode an image file, refusing what cannot be segmented.
+
+    Keeps 16-bit data (mode `I;16`) intact. Raises `ValueError` with a clear message for a file that is not
+    an image, a truncated file, an image smaller than `min_side` pixels on a side, or one over `max_pixels`
+    pixels (checked from the header, before decoding, so a decompression bomb costs nothing).
+
+    Example:
+        >>> image = load_image("scan.png")
+    """
+    import warnings
+
+    name = getattr(path, "name", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ValueError(
+                    f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} pixels; downscale it first."
+                )
+            image.load()
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{name}: image too large ({err}); downscale it first.") from err
+    except Image.DecompressionBombWarning as err:
+        raise ValueError(f"{name}: image too large ({err}); downscale it first.") from err
+    except (Image.UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"{name}: not a readable image ({err}). Expected PNG, JPEG, BMP or TIFF.") from err
+    if min(image.size) < min_side:
+        raise ValueError(f"{name}: image is {image.size[0]}x{image.size[1]} pixels; at least {min_side}x{min_side} is needed.")
+    return image
