@@ -6,7 +6,6 @@ card; the 83.65 M-parameter VAE is referenced by Hub id and revision, or bundled
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -286,15 +285,18 @@ class GMS(
                 "Use a Hub id for `vae`, or save_pretrained(..., include_vae=True) to bundle the VAE.",
                 config["vae"],
             )
-        from safetensors.torch import save_file
+        from safetensors.torch import load_file, save_file
 
         save_directory.mkdir(parents=True, exist_ok=True)
         state_dict = {k: v.detach().to("cpu", save_dtype or v.dtype).contiguous() for k, v in self.lmm.state_dict().items()}
         save_file(state_dict, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "gms_hub"})
         (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if include_vae:
-            vae = self.vae if save_dtype is None else copy.deepcopy(self.vae).to(save_dtype)
-            vae.save_pretrained(str(save_directory / VAE_FOLDER), safe_serialization=True)
+            self.vae.save_pretrained(str(save_directory / VAE_FOLDER), safe_serialization=True)
+            if save_dtype is not None:  # re-store the weights in save_dtype (the VAE itself is left untouched)
+                vae_weights = str(save_directory / VAE_FOLDER / VAE_FILES[1])
+                tensors = {k: v.to(save_dtype) for k, v in load_file(vae_weights).items()}
+                save_file(tensors, vae_weights, metadata={"format": "pt"})
         card = build_model_card(config, self._hub_mixin_info.model_card_data, **(model_card_kwargs or {}))
         card.save(str(save_directory / "README.md"))
         if push_to_hub:

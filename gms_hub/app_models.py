@@ -1,0 +1,500 @@
+"""Which model serves each benchmark in the Space, loaded lazily once and cached.
+
+Resolution order for every benchmark (first that loads wins):
+1. a configured GMS repo: `GMS_MODELS` (JSON object or `busi=org/gms-busi,bus=...`) over the config file
+   (`app_models.json`); a value is a Hub repo id (optionally `@revision`) or a local folder;
+2. the paper's published checkpoint, converted on first use (`GMS.from_reference_checkpoint`): online, or
+   offline when it is already cached;
+3. the offline demo model (`GMS_DEMO_MODEL` or `gms_hub.DEMO_MODEL_PATH`), labelled
+   "demo model trained on synthetic data".
+
+Network availability is decided once (`network_available`), so an offline app never waits on retries.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BENCHMARKS",
+    "DEMO_LABEL",
+    "LoadedModel",
+    "ModelRegistry",
+    "ModelSource",
+    "ModelUnavailableError",
+    "PreparedInput",
+    "UnknownModelError",
+    "count_half_precision_changes",
+    "load_model_config",
+    "network_available",
+    "parse_model_config",
+]
+
+BENCHMARKS: Dict[str, str] = {
+    "bus": "BUS (breast ultrasound)",
+    "busi": "BUSI (breast ultrasound)",
+    "glas": "GlaS (colon histology)",
+    "ham10000": "HAM10000 (dermoscopy)",
+    "kvasir-instrument": "Kvasir-Instrument (endoscopy tools)",
+}
+"""Model picker entries: key (as `GMS.from_reference_checkpoint` names it) -> label."""
+
+DEMO_LABEL = "demo model trained on synthetic data"
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+class UnknownModelError(ValueError):
+    """A model name that is none of `BENCHMARKS`."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """No source of a benchmark's model could be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One place a benchmark's model can come from.
+
+    Args:
+        kind (`str`): `"hub"` (Hub repo id), `"local"` (configured folder), `"reference"` (the paper's checkpoint)
+            or `"demo"` (the offline demo model).
+        location (`str`): repo id, folder, or reference checkpoint name.
+        revision (`str`, *optional*): Hub revision for `"hub"`.
+    """
+
+    kind: str
+    location: str
+    revision: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        """Human-readable description shown in the UI and returned by the API."""
+        if self.kind == "hub":
+            return f"Hub model {self.location}" + (f"@{self.revision}" if self.revision else "")
+        if self.kind == "local":
+            return f"local model folder {self.location}"
+        if self.kind == "reference":
+            return f"the paper's published checkpoint ({self.location}), converted on first use"
+        return DEMO_LABEL
+
+
+@dataclass
+class LoadedModel:
+    """A loaded GMS, where it came from, and how it runs."""
+
+    model: torch.nn.Module
+    source: ModelSource
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.image_size)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.model.threshold)
+
+
+@dataclass
+class PreparedInput:
+    """An upload ready for the model: pixel values (1, 3, S, S) in [-1, 1] on CPU, the input's (H, W), and an
+    8-bit RGB preview for overlays."""
+
+    pixel_values: torch.Tensor
+    size: Tuple[int, int]
+    display: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------- config
+def normalize_name(name: object) -> str:
+    """Map a model name (key, label, any case, `_` for `-`) to its `BENCHMARKS` key.
+
+    Raises:
+        `UnknownModelError`: when the name is none of the benchmarks.
+
+    Example:
+        >>> normalize_name("Kvasir_Instrument")
+        'kvasir-instrument'
+    """
+    if isinstance(name, str):
+        text = name.strip().lower().replace("_", "-")
+        for key, label in BENCHMARKS.items():
+            if text in (key, label.lower()):
+                return key
+    raise UnknownModelError(
+        f"Unknown model {name!r}. Choose one of: {', '.join(BENCHMARKS)} (case-insensitive)."
+    )
+
+
+def parse_model_config(text: Optional[str]) -> Dict[str, str]:
+    """Parse `GMS_MODELS`: a JSON object or comma-separated `name=repo` pairs.
+
+    Args:
+        text (`str`, *optional*): e.g. `'{"busi": "org/gms-busi"}'` or `"busi=org/gms-busi@v1,bus=/models/gms-bus"`.
+            Empty values (and JSON `null`) mean "not configured"; keys starting with `_` are comments.
+
+    Returns:
+        `dict[str, str]`: benchmark key -> repo id (optionally `@revision`) or local folder.
+
+    Example:
+        >>> parse_model_config("busi=org/gms-busi, GlaS=org/gms-glas@v2")
+        {'busi': 'org/gms-busi', 'glas': 'org/gms-glas@v2'}
+    """
+    if text is None or not text.strip():
+        return {}
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"GMS_MODELS looks like JSON but does not parse: {err}. Example: '{{\"busi\": \"org/gms-busi\"}}'.") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"GMS_MODELS must be a JSON object of name -> repo id, got {type(raw).__name__}.")
+        items = list(raw.items())
+    else:
+        items = []
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ValueError(
+                    f"GMS_MODELS entry {part.strip()!r} is not name=repo. Example: 'busi=org/gms-busi,bus=org/gms-bus'."
+                )
+            key, _, value = part.partition("=")
+            items.append((key, value))
+    config: Dict[str, str] = {}
+    for key, value in items:
+        if str(key).startswith("_"):
+            continue
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"GMS_MODELS value for {key!r} must be a repo id or folder, got {value!r}.")
+        if value is None or not value.strip():
+            continue
+        config[normalize_name(str(key))] = value.strip()
+    return config
+
+
+def load_model_config(
+    config_file: Union[None, str, os.PathLike] = None, env_value: Optional[str] = None
+) -> Dict[str, str]:
+    """The configured GMS repos: the config file (if it exists) overridden per key by `env_value` (`GMS_MODELS`).
+
+    Example:
+        >>> load_model_config("app_models.json", os.environ.get("GMS_MODELS"))
+        {}
+    """
+    config: Dict[str, str] = {}
+    if config_file is not None and Path(config_file).is_file():
+        try:
+            config.update(parse_model_config(Path(config_file).read_text()))
+        except ValueError as err:
+            raise ValueError(f"{config_file}: {err}") from None
+    config.update(parse_model_config(env_value))
+    return config
+
+
+def _split_revision(value: str) -> Tuple[str, Optional[str]]:
+    # "org/name@rev" -> ("org/name", "rev"); local paths keep any "@" they contain.
+    if "@" in value and not os.path.exists(value):
+        repo, _, revision = value.rpartition("@")
+        return repo, revision or None
+    return value, None
+
+
+def network_available(timeout_s: float = 2.0, endpoint: Optional[str] = None) -> bool:
+    """Decide once whether the Hub is reachable: `False` at once under `HF_HUB_OFFLINE`, else a TCP connect.
+
+    The connect (DNS included) runs in a daemon thread so a black-holed network costs `timeout_s` at most.
+
+    Args:
+        timeout_s (`float`, defaults to 2.0): the longest this may take.
+        endpoint (`str`, *optional*): URL to probe; defaults to `HF_ENDPOINT` or https://huggingface.co.
+
+    Returns:
+        `bool`: whether a connection could be opened in time.
+
+    Example:
+        >>> network_available(timeout_s=0.5)
+        False
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+        logger.info("HF_HUB_OFFLINE is set: running offline.")
+        return False
+    url = urlparse(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme != "http" else 80)
+    result: List[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name="gms-network-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    online = bool(result and result[0])
+    logger.info("Network probe of %s:%d: %s.", host, port, "online" if online else "offline")
+    return online
+
+
+# ---------------------------------------------------------------------------------------------- registry
+class ModelRegistry:
+    """Resolves, loads (once, lazily, one lock per model) and runs the Space's models.
+
+    Args:
+        hub_models (`Mapping[str, str]`, *optional*): benchmark key -> Hub repo id (`@revision` allowed) or folder.
+        online (`bool`, defaults to `False`): whether Hub/GitHub downloads may be attempted.
+        demo_model_path (`str` or `os.PathLike`, *optional*): folder of the offline demo model.
+        device (`str`, *optional*): `"cuda"` when available, else `"cpu"`.
+        precision (`str`, defaults to `"auto"`): `"auto"` runs float16 on CUDA for a model only if its float16
+            masks equal its float32 masks on `check_images`, else float32; `"fp32"` always float32. CPU is float32.
+        check_images (`Sequence`, *optional*): images (PIL or arrays) for the float16 check.
+
+    Example:
+        >>> registry = ModelRegistry(demo_model_path=DEMO_MODEL_PATH)
+        >>> registry.get("busi").source.label
+        'demo model trained on synthetic data'
+    """
+
+    def __init__(
+        self,
+        hub_models: Optional[Mapping[str, str]] = None,
+        online: bool = False,
+        demo_model_path: Union[None, str, os.PathLike] = None,
+        device: Optional[str] = None,
+        precision: str = "auto",
+        check_images: Optional[Sequence] = None,
+    ):
+        if precision not in ("auto", "fp32"):
+            raise ValueError(f"precision must be 'auto' or 'fp32', got {precision!r}.")
+        self.hub_models = {normalize_name(k): v for k, v in (hub_models or {}).items()}
+        self.online = bool(online)
+        self.demo_model_path = None if demo_model_path is None else Path(demo_model_path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = precision
+        self.check_images = list(check_images or [])
+        self._lock = threading.Lock()
+        self._name_locks: Dict[str, threading.Lock] = {key: threading.Lock() for key in BENCHMARKS}
+        self._source_locks: Dict[ModelSource, threading.Lock] = {}
+        self._by_source: Dict[ModelSource, LoadedModel] = {}
+        self._serving: Dict[str, LoadedModel] = {}
+        self._failures: Dict[ModelSource, str] = {}
+
+    @classmethod
+    def from_env(
+        cls,
+        config_file: Union[None, str, os.PathLike] = None,
+        check_images: Optional[Sequence] = None,
+        network_timeout_s: float = 2.0,
+    ) -> "ModelRegistry":
+        """Build the registry from the environment: `GMS_MODELS`, `GMS_DEMO_MODEL`, `GMS_DEVICE`, `GMS_PRECISION`,
+        plus `config_file` and one network probe (`HF_HUB_OFFLINE` skips it).
+
+        Example:
+            >>> registry = ModelRegistry.from_env("app_models.json")
+        """
+        from . import DEMO_MODEL_PATH
+
+        return cls(
+            hub_models=load_model_config(config_file, os.environ.get("GMS_MODELS")),
+            online=network_available(network_timeout_s),
+            demo_model_path=os.environ.get("GMS_DEMO_MODEL") or DEMO_MODEL_PATH,
+            device=os.environ.get("GMS_DEVICE") or None,
+            precision=os.environ.get("GMS_PRECISION", "auto").strip().lower(),
+            check_images=check_images,
+        )
+
+    # ------------------------------------------------------------------ resolution
+    @property
+    def choices(self) -> List[Tuple[str, str]]:
+        """(label, key) pairs for a dropdown."""
+        return [(label, key) for key, label in BENCHMARKS.items()]
+
+    def candidates(self, name: str) -> List[ModelSource]:
+        """The sources that may serve `name`, in resolution order (sources that cannot work here are left out).
+
+        Example:
+            >>> [s.kind for s in ModelRegistry(demo_model_path=DEMO_MODEL_PATH).candidates("busi")]
+            ['demo']
+        """
+        from .convert import reference_cache_dir
+
+        key = normalize_name(name)
+        sources: List[ModelSource] = []
+        configured = self.hub_models.get(key)
+        if configured:
+            location, revision = _split_revision(configured)
+            if os.path.isdir(location):
+                sources.append(ModelSource("local", location))
+            else:
+                # Offline it may still be in the Hub cache (`local_files_only`).
+                sources.append(ModelSource("hub", location, revision))
+        if self.online or (reference_cache_dir() / key / "best_model.pth").is_file():
+            sources.append(ModelSource("reference", key))
+        if self.demo_model_path is not None and (self.demo_model_path / "config.json").is_file():
+            sources.append(ModelSource("demo", str(self.demo_model_path)))
+        return sources
+
+    def describe(self, name: str) -> str:
+        """Which source serves `name` (once loaded) or will be tried first (before)."""
+        key = normalize_name(name)
+        loaded = self._serving.get(key)
+        if loaded is not None:
+            precision = "float16" if loaded.dtype == torch.float16 else "float32"
+            return f"{BENCHMARKS[key]}: served by {loaded.source.label} ({loaded.device.type}, {precision})."
+        candidates = self.candidates(key)
+        if not candidates:
+            return f"{BENCHMARKS[key]}: no model available ({self._nothing_to_load_hint()})."
+        return f"{BENCHMARKS[key]}: will be served by {candidates[0].label} (loaded on first use)."
+
+    def _nothing_to_load_hint(self) -> str:
+        where = self.demo_model_path if self.demo_model_path is not None else "gms_hub.DEMO_MODEL_PATH"
+        return (
+            f"no configured repo, {'the reference checkpoint failed' if self.online else 'offline'}, and no demo model at "
+            f"{where}; set GMS_MODELS or GMS_DEMO_MODEL"
+        )
+
+    # ------------------------------------------------------------------ loading
+    def get(self, name: str) -> LoadedModel:
+        """The model serving `name`, loading it on first use (thread-safe; each model loads once).
+
+        Raises:
+            `UnknownModelError` for an unknown name, `ModelUnavailableError` when no source loads.
+        """
+        key = normalize_name(name)
+        loaded = self._serving.get(key)
+        if loaded is not None:
+            return loaded
+        with self._name_locks[key]:
+            if key in self._serving:
+                return self._serving[key]
+            tried = []
+            for source in self.candidates(key):
+                try:
+                    loaded = self._load_source(source)
+                except Exception as err:  # any loader failure means: try the next source
+                    logger.warning("Could not load %s for %s: %s", source.label, key, err)
+                    tried.append(f"{source.label}: {type(err).__name__}: {err}")
+                    continue
+                logger.info("%s is served by %s.", BENCHMARKS[key], source.label)
+                self._serving[key] = loaded
+                return loaded
+            detail = "; ".join(tried) if tried else self._nothing_to_load_hint()
+            raise ModelUnavailableError(f"No model could be loaded for {BENCHMARKS[key]}: {detail}.")
+
+    def _load_source(self, source: ModelSource) -> LoadedModel:
+        with self._lock:
+            lock = self._source_locks.setdefault(source, threading.Lock())
+        with lock:
+            if source in self._by_source:
+                return self._by_source[source]
+            if source in self._failures:
+                raise ModelUnavailableError(f"failed earlier: {self._failures[source]}")
+            try:
+                model = self._build(source).to(self.device).eval()
+            except Exception as err:
+                self._failures[source] = f"{type(err).__name__}: {err}"
+                raise
+            model, dtype = self._choose_precision(model, source)
+            loaded = LoadedModel(model=model, source=source, device=self.device, dtype=dtype)
+            self._by_source[source] = loaded
+            return loaded
+
+    def _build(self, source: ModelSource) -> torch.nn.Module:
+        from .modeling import GMS
+
+        logger.info("Loading %s ...", source.label)
+        if source.kind in ("hub", "local"):
+            return GMS.from_pretrained(source.location, revision=source.revision, local_files_only=not self.online)
+        if source.kind == "reference":
+            return GMS.from_reference_checkpoint(source.location, vae_kwargs={"local_files_only": not self.online})
+        return GMS.from_pretrained(source.location, local_files_only=True)
+
+    def _choose_precision(self, model: torch.nn.Module, source: ModelSource) -> Tuple[torch.nn.Module, torch.dtype]:
+        """float16 on CUDA only when it reproduces the float32 masks of the check images exactly."""
+        if self.device.type != "cuda" or self.precision == "fp32":
+            return model, torch.float32
+        if not self.check_images:
+            logger.info("No check images for %s: keeping float32.", source.label)
+            return model, torch.float32
+        half = copy.deepcopy(model).half()
+        differing = count_half_precision_changes(model, half, self.check_images)
+        if differing:
+            logger.info("%s: float16 changes %d mask pixels on the check images; keeping float32.", source.label, differing)
+            return model, torch.float32
+        logger.info("%s: float16 masks equal float32 masks on %d check images; using float16.", source.label, len(self.check_images))
+        return half, torch.float16
+
+    # ------------------------------------------------------------------ inference
+    def prepare(self, name: str, image) -> PreparedInput:
+        """Load the model for `name` if needed and preprocess `image` for it (CPU work, no forward pass).
+
+        Args:
+            name (`str`): benchmark key or label.
+            image (`PIL.Image.Image` or `np.ndarray`): any mode the library reads (8/16-bit, gray, RGB, RGBA).
+
+        Returns:
+            `PreparedInput`.
+        """
+        from .app_io import display_image
+        from .processing import preprocess, to_float_rgb
+
+        loaded = self.get(name)
+        rgb = to_float_rgb(image)  # (H, W, 3) in [0, 1]: the library's intensity rule
+        display = display_image(rgb)
+        # value_range=(0, 1) makes preprocess's own to_float_rgb the identity on `rgb`.
+        pixel_values, sizes = preprocess([rgb], loaded.image_size, value_range=(0.0, 1.0))  # (1, 3, S, S)
+        del rgb
+        return PreparedInput(pixel_values=pixel_values, size=sizes[0], display=display)
+
+    @torch.inference_mode()
+    def mask_probabilities(self, name: str, pixel_values: torch.Tensor) -> np.ndarray:
+        """Run the model for `name` on prepared pixel values (1, 3, S, S); returns float32 probabilities (S, S)."""
+        loaded = self.get(name)
+        probs = loaded.model(pixel_values.to(loaded.device, loaded.dtype)).mask_probs  # (1, 1, S, S)
+        return probs[0, 0].float().cpu().numpy()
+
+
+@torch.inference_mode()
+def count_half_precision_changes(model: torch.nn.Module, half_model: torch.nn.Module, images: Sequence) -> int:
+    """How many mask pixels differ between `model` (float32) and `half_model` (float16) on `images`.
+
+    Masks are compared where a user sees them: at the model's resolution and at each image's own size,
+    thresholded at `model.threshold`.
+
+    Example:
+        >>> count_half_precision_changes(model, copy.deepcopy(model).half(), [Image.open("examples/ultrasound.png")])
+        0
+    """
+    from .processing import preprocess, resize_probabilities
+
+    pixel_values, sizes = preprocess(list(images), model.image_size)  # (N, 3, S, S)
+    pixel_values = pixel_values.to(model.device)
+    probs32 = model(pixel_values).mask_probs.float()  # (N, 1, S, S)
+    probs16 = half_model(pixel_values.half()).mask_probs.float()  # (N, 1, S, S)
+    differing = 0
+    for p32, p16, size in zip(probs32, probs16, sizes):
+        for target in (tuple(p32.shape[-2:]), size):
+            mask32 = resize_probabilities(p32, target) > model.threshold
+            mask16 = resize_probabilities(p16, target) > model.threshold
+            differing += int((mask32 != mask16).sum())
+    return differing
