@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 CITATION = """@inproceedings{huo2025gms,
   title     = {Generative Medical Segmentation},
@@ -24,6 +24,27 @@ def _metrics_table(metrics: Dict[str, Dict[str, Any]]) -> str:
         iou = f"{100 * m['iou_mean']:.2f} ± {100 * m.get('iou_std', 0.0):.2f}" if "iou_mean" in m else "-"
         rows.append(f"| {split} | {dsc} | {iou} | {m.get('n', '-')} |")
     return "\n".join(rows)
+
+
+def title_name(dataset_name: Optional[str]) -> str:
+    return f"GMS{' for ' + dataset_name if dataset_name else ''}"
+
+
+def _eval_results(metrics: Dict[str, Dict[str, Any]], dataset_id: str, dataset_name: Optional[str]) -> List[EvalResult]:
+    """Model-index entries (Hub metadata) for each split's mean DSC and IoU."""
+    results = []
+    for split, m in metrics.items():
+        if not isinstance(m, dict) or "dsc_mean" not in m:
+            continue
+        for metric_type, key in (("dice", "dsc_mean"), ("mean_iou", "iou_mean")):
+            if key in m:
+                results.append(
+                    EvalResult(
+                        task_type="image-segmentation", dataset_type=dataset_id, dataset_name=dataset_name or dataset_id,
+                        dataset_split=split, metric_type=metric_type, metric_value=round(float(m[key]), 6),
+                    )
+                )
+    return results
 
 
 def build_model_card(
@@ -65,8 +86,9 @@ def build_model_card(
         data.datasets = list(datasets)
     if metrics:
         data.metrics = ["dice", "mean_iou"]
-        data.eval_results = None
-    title = f"GMS{' for ' + dataset_name if dataset_name else ''}"
+        data.eval_results = _eval_results(metrics, (datasets or [dataset_name or "unknown"])[0], dataset_name)
+        data.model_name = repo_id or title_name(dataset_name)
+    title = title_name(dataset_name)
     vae = config.get("vae")
     if config.get("vae_bundled"):
         vae_line = "bundled in `vae/` (loading needs no network)" + (f"; originally `{vae}`" if vae else "")
@@ -89,13 +111,15 @@ def build_model_card(
         "mask = model.segment(Image.open(\"image.png\"))  # bool array at the image's size\n```",
     ]
     if metrics:
+        size = config.get("image_size")
         selection = {
             "test": "selected on the **test** split, as the reference implementation does (test scores are optimistic)",
             "validation": "selected on a validation split carved from the training set; the test set was used once",
         }.get(selection_split or "", f"selected on {selection_split}" if selection_split else "selection split not recorded")
         sections.append(
-            "## Evaluation\nThe paper's protocol: 224x224 input, probability > 0.5, ground truth resized with nearest "
-            f"neighbour; per-image DSC and IoU, mean ± sample std. Checkpoint {selection}.\n\n" + _metrics_table(metrics)
+            f"## Evaluation\nThe paper's protocol: {size}x{size} input, probability > 0.5, ground truth resized to "
+            f"{size}x{size} with nearest neighbour; per-image DSC and IoU, mean ± sample std. Checkpoint {selection}."
+            "\n\n" + _metrics_table(metrics)
         )
     if training_command:
         sections.append(f"## Training\n```bash\n{training_command}\n```")

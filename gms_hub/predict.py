@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             continue
         try:
             masks, probs = model.segment([b[0] for b in batch], threshold=args.threshold, return_probabilities=True)
-        except (ValueError, TypeError) as err:  # e.g. NaN pixels: retry one by one to isolate the bad file
+        except (ValueError, TypeError):  # e.g. NaN pixels: retry one by one to isolate the bad file
             masks, probs = [], []
             for image, name in batch:
                 try:

@@ -1,0 +1,180 @@
+"""Configuration of the Space's models: benchmark names, the `GMS_MODELS` format, and the network probe.
+
+`GMS_MODELS` (or the JSON config file, `app_models.json` in the repo) names a GMS repo per benchmark;
+`network_available` decides once, at startup, whether downloads may be attempted at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+from urllib.parse import urlparse
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BENCHMARKS",
+    "DEMO_LABEL",
+    "UnknownModelError",
+    "load_model_config",
+    "network_available",
+    "normalize_name",
+    "parse_model_config",
+    "split_revision",
+]
+
+BENCHMARKS: Dict[str, str] = {
+    "bus": "BUS (breast ultrasound)",
+    "busi": "BUSI (breast ultrasound)",
+    "glas": "GlaS (colon histology)",
+    "ham10000": "HAM10000 (dermoscopy)",
+    "kvasir-instrument": "Kvasir-Instrument (endoscopy tools)",
+}
+"""Model picker entries: key (as `GMS.from_reference_checkpoint` names it) -> label."""
+
+DEMO_LABEL = "demo model trained on synthetic data"
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+class UnknownModelError(ValueError):
+    """A model name that is none of `BENCHMARKS`."""
+
+
+def normalize_name(name: object) -> str:
+    """Map a model name (key, label, any case, `_` for `-`) to its `BENCHMARKS` key.
+
+    Raises:
+        `UnknownModelError`: when the name is none of the benchmarks.
+
+    Example:
+        >>> normalize_name("Kvasir_Instrument")
+        'kvasir-instrument'
+    """
+    if isinstance(name, str):
+        text = name.strip().lower().replace("_", "-")
+        for key, label in BENCHMARKS.items():
+            if text in (key, label.lower()):
+                return key
+    raise UnknownModelError(
+        f"Unknown model {name!r}. Choose one of: {', '.join(BENCHMARKS)} (case-insensitive)."
+    )
+
+
+def parse_model_config(text: Optional[str]) -> Dict[str, str]:
+    """Parse `GMS_MODELS`: a JSON object or comma-separated `name=repo` pairs.
+
+    Args:
+        text (`str`, *optional*): e.g. `'{"busi": "org/gms-busi"}'` or `"busi=org/gms-busi@v1,bus=/models/gms-bus"`.
+            Empty values (and JSON `null`) mean "not configured"; keys starting with `_` are comments.
+
+    Returns:
+        `dict[str, str]`: benchmark key -> repo id (optionally `@revision`) or local folder.
+
+    Example:
+        >>> parse_model_config("busi=org/gms-busi, GlaS=org/gms-glas@v2")
+        {'busi': 'org/gms-busi', 'glas': 'org/gms-glas@v2'}
+    """
+    if text is None or not text.strip():
+        return {}
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"GMS_MODELS looks like JSON but does not parse: {err}. Example: '{{\"busi\": \"org/gms-busi\"}}'.") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"GMS_MODELS must be a JSON object of name -> repo id, got {type(raw).__name__}.")
+        items = list(raw.items())
+    else:
+        items = []
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ValueError(
+                    f"GMS_MODELS entry {part.strip()!r} is not name=repo. Example: 'busi=org/gms-busi,bus=org/gms-bus'."
+                )
+            key, _, value = part.partition("=")
+            items.append((key, value))
+    config: Dict[str, str] = {}
+    for key, value in items:
+        if str(key).startswith("_"):
+            continue
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"GMS_MODELS value for {key!r} must be a repo id or folder, got {value!r}.")
+        if value is None or not value.strip():
+            continue
+        config[normalize_name(str(key))] = value.strip()
+    return config
+
+
+def load_model_config(
+    config_file: Union[None, str, os.PathLike] = None, env_value: Optional[str] = None
+) -> Dict[str, str]:
+    """The configured GMS repos: the config file (if it exists) overridden per key by `env_value` (`GMS_MODELS`).
+
+    Example:
+        >>> load_model_config("app_models.json", os.environ.get("GMS_MODELS"))
+        {}
+    """
+    config: Dict[str, str] = {}
+    if config_file is not None and Path(config_file).is_file():
+        try:
+            config.update(parse_model_config(Path(config_file).read_text()))
+        except ValueError as err:
+            raise ValueError(f"{config_file}: {err}") from None
+    config.update(parse_model_config(env_value))
+    return config
+
+
+def split_revision(value: str) -> Tuple[str, Optional[str]]:
+    """`"org/name@rev"` -> `("org/name", "rev")`; an existing local path keeps any `@` it contains."""
+    if "@" in value and not os.path.exists(value):
+        repo, _, revision = value.rpartition("@")
+        return repo, revision or None
+    return value, None
+
+
+def network_available(timeout_s: float = 2.0, endpoint: Optional[str] = None) -> bool:
+    """Decide once whether the Hub is reachable: `False` at once under `HF_HUB_OFFLINE`, else a TCP connect.
+
+    The connect (DNS included) runs in a daemon thread so a black-holed network costs `timeout_s` at most.
+
+    Args:
+        timeout_s (`float`, defaults to 2.0): the longest this may take.
+        endpoint (`str`, *optional*): URL to probe; defaults to `HF_ENDPOINT` or https://huggingface.co.
+
+    Returns:
+        `bool`: whether a connection could be opened in time.
+
+    Example:
+        >>> network_available(timeout_s=0.5)
+        False
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+        logger.info("HF_HUB_OFFLINE is set: running offline.")
+        return False
+    url = urlparse(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme != "http" else 80)
+    result: List[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name="gms-network-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    online = bool(result and result[0])
+    logger.info("Network probe of %s:%d: %s.", host, port, "online" if online else "offline")
+    return online

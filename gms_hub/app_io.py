@@ -1,0 +1,177 @@
+"""Image in and results out for the Space (app.py): safe upload reading, masks, overlays, statistics.
+
+Everything here is pure and model-free, so the Gradio layer only wires components to these
+functions and turns `ImageInputError` into `gr.Error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .processing import (  # noqa: F401  (re-exported for app.py)
+    ALLOWED_FORMATS,
+    DEFAULT_MAX_PIXELS,
+    MIN_SIDE,
+    ImageInputError,
+    load_image as read_image,
+    resize_bilinear,
+    resize_probabilities,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "DISPLAY_MAX_SIDE",
+    "MIN_SIDE",
+    "ImageInputError",
+    "check_threshold",
+    "display_image",
+    "mask_from_probabilities",
+    "mask_stats",
+    "overlay_mask",
+    "probability_image",
+    "read_image",
+    "save_mask_png",
+]
+
+DISPLAY_MAX_SIDE = 1024
+"""Overlay and probability previews are shown at most this large; the downloadable mask is always
+at the input's full size."""
+
+_OVERLAY_COLOR = np.array([255, 48, 48], dtype=np.float32)
+_OVERLAY_ALPHA = 0.45
+
+
+def display_image(float_rgb: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """Turn a float RGB image in [0, 1] into a uint8 preview no larger than `max_side`.
+
+    Args:
+        float_rgb (`np.ndarray`): (H, W, 3) float32 in [0, 1], as from `processing.to_float_rgb`.
+        max_side (`int`, defaults to `DISPLAY_MAX_SIDE`): longest side of the preview.
+
+    Returns:
+        `np.ndarray`: (h, w, 3) uint8.
+
+    Example:
+        >>> display_image(np.zeros((2048, 1024, 3), np.float32)).shape
+        (1024, 512, 3)
+    """
+    height, width = float_rgb.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        tensor = torch.from_numpy(np.ascontiguousarray(float_rgb)).permute(2, 0, 1)[None]  # (1, 3, H, W)
+        # Antialiased for a clean preview; the model input uses the paper's rule in `preprocess`.
+        tensor = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
+        float_rgb = tensor[0].permute(1, 2, 0).numpy()  # (h, w, 3)
+    return np.rint(np.clip(float_rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def mask_from_probabilities(probs: np.ndarray, size: Tuple[int, int], threshold: float) -> np.ndarray:
+    """Threshold a model-resolution probability map at the input's size (mask = probability > threshold).
+
+    Args:
+        probs (`np.ndarray`): (S, S) float probabilities in [0, 1] at the model's resolution.
+        size (`tuple(int, int)`): the input's (H, W).
+        threshold (`float`): in [0, 1].
+
+    Returns:
+        `np.ndarray`: (H, W) bool.
+
+    Example:
+        >>> mask_from_probabilities(np.full((8, 8), 0.7, np.float32), (20, 30), 0.5).shape
+        (20, 30)
+    """
+    check_threshold(threshold)
+    full = resize_probabilities(torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)), tuple(size))  # (H, W)
+    return (full > float(threshold)).numpy()
+
+
+def check_threshold(threshold) -> float:
+    """Return `threshold` as a float, or raise `ImageInputError` if it is not a number in [0, 1]."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ImageInputError(f"The threshold must be a number in [0, 1], got {threshold!r}.") from None
+    if not 0.0 <= value <= 1.0:
+        raise ImageInputError(f"The threshold must be in [0, 1], got {value}. 0.5 is the paper's value.")
+    return value
+
+
+def _resize_mask_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    if mask.shape == tuple(size):
+        return mask
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
+    return np.asarray(resized) > 127
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Blend a translucent red mask with a solid outline onto a preview image.
+
+    Args:
+        image (`np.ndarray`): (h, w, 3) uint8 preview.
+        mask (`np.ndarray`): bool mask at any size (resized to the preview with nearest neighbour).
+
+    Returns:
+        `np.ndarray`: (h, w, 3) uint8.
+
+    Example:
+        >>> overlay_mask(np.zeros((4, 4, 3), np.uint8), np.ones((8, 8), bool))[0, 0].tolist()
+        [255, 48, 48]
+    """
+    mask = _resize_mask_nearest(mask, image.shape[:2])  # (h, w)
+    out = image.astype(np.float32)
+    out[mask] = (1.0 - _OVERLAY_ALPHA) * out[mask] + _OVERLAY_ALPHA * _OVERLAY_COLOR
+    # Outline: mask pixels with a 4-neighbour outside the mask (image borders count as inside).
+    padded = np.pad(mask, 1, mode="edge")
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    out[mask & ~interior] = _OVERLAY_COLOR
+    return np.rint(out).astype(np.uint8)
+
+
+def probability_image(probs: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Render a probability map as an 8-bit grayscale image of the given (h, w) (white = 1).
+
+    Example:
+        >>> probability_image(np.ones((8, 8), np.float32), (16, 16)).max()
+        255
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))[None, None]  # (1, 1, S, S)
+    resized = resize_bilinear(tensor, tuple(size))[0, 0].clamp(0.0, 1.0).numpy()  # (h, w)
+    return np.rint(resized * 255.0).astype(np.uint8)
+
+
+def mask_stats(mask: np.ndarray) -> Dict[str, float]:
+    """Segmented area of a bool mask, in pixels and in percent of the image.
+
+    Example:
+        >>> mask_stats(np.eye(4, dtype=bool))
+        {'area_px': 4, 'area_percent': 25.0, 'height': 4, 'width': 4}
+    """
+    area = int(np.count_nonzero(mask))
+    total = int(mask.size)
+    return {
+        "area_px": area,
+        "area_percent": round(100.0 * area / total, 4) if total else 0.0,
+        "height": int(mask.shape[0]),
+        "width": int(mask.shape[1]),
+    }
+
+
+def save_mask_png(mask: np.ndarray, path: "os.PathLike | str") -> str:
+    """Write a bool mask as a lossless 8-bit PNG with values 0 and 255; returns the path.
+
+    Example:
+        >>> save_mask_png(np.ones((3, 5), bool), "mask.png")
+        'mask.png'
+    """
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path, format="PNG")
+    return str(path)

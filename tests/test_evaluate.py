@@ -1,0 +1,159 @@
+"""The evaluation core and train/evaluate.py against hand-computed scores on crafted masks.
+
+The model is a stand-in whose prediction is the image itself (probability = gray level), so each crafted
+image *is* the predicted mask and every score can be counted by hand.
+"""
+
+import csv
+import importlib.util
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from gms_hub.evaluation import evaluate_dataset, summarize_records
+from gms_hub.metrics import dice_iou
+from tests._training_utils import EVALUATE_SCRIPT
+
+SIZE = 32
+
+
+class ImageIsThePrediction(nn.Module):
+    """Mask probability = the image's mean channel mapped to [0, 1]."""
+
+    def __init__(self, image_size=SIZE):
+        super().__init__()
+        self.image_size = image_size
+        self.threshold = 0.5
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    @property
+    def device(self):
+        return self.anchor.device
+
+    @property
+    def dtype(self):
+        return self.anchor.dtype
+
+    def forward(self, pixel_values):
+        return SimpleNamespace(mask_probs=(pixel_values.mean(dim=1, keepdim=True) + 1) / 2)  # (B, 1, S, S)
+
+
+def _box(size, rows, cols):
+    mask = np.zeros(size, dtype=bool)
+    if rows is not None:
+        mask[rows[0] : rows[1], cols[0] : cols[1]] = True
+    return mask
+
+
+# name -> (predicted mask, ground truth, hand-computed (DSC, IoU) at 32x32)
+CASES = {
+    # TP = 32, FP = 32, FN = 32
+    "overlap": (_box((32, 32), (4, 12), (4, 12)), _box((32, 32), (8, 16), (4, 12)), (0.5, 1 / 3)),
+    "both_empty": (_box((32, 32), None, None), _box((32, 32), None, None), (0.0, 0.0)),
+    "empty_prediction": (_box((32, 32), None, None), _box((32, 32), (3, 9), (3, 9)), (0.0, 0.0)),
+    "empty_ground_truth": (_box((32, 32), (3, 9), (3, 9)), _box((32, 32), None, None), (0.0, 0.0)),
+    # 64x64 with 2x2-aligned edges: bilinear and PIL-nearest halving keep it exact -> a perfect match
+    "perfect_64px": (_box((64, 64), (10, 30), (20, 44)), _box((64, 64), (10, 30), (20, 44)), (1.0, 1.0)),
+}
+HAND_DSC = [0.5, 0.0, 0.0, 0.0, 1.0]
+HAND_IOU = [1 / 3, 0.0, 0.0, 0.0, 1.0]
+
+
+def _crafted_dataset():
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image(), "name": datasets.Value("string")})
+    columns = {"image": [], "mask": [], "name": []}
+    for name, (pred, gt, _) in CASES.items():
+        columns["image"].append(Image.fromarray(pred.astype(np.uint8) * 255, mode="L"))
+        columns["mask"].append(Image.fromarray(gt.astype(np.uint8) * 255, mode="L"))
+        columns["name"].append(name)
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def test_per_image_scores_equal_hand_counts():
+    records = evaluate_dataset(ImageIsThePrediction(), _crafted_dataset(), batch_size=2)
+    assert [r["name"] for r in records] == list(CASES)
+    for record, (_, _, expected) in zip(records, CASES.values()):
+        assert (record["dsc"], record["iou"]) == pytest.approx(expected), record["name"]
+        # same sizes (or exact 2x) and binary predictions: the original-resolution scores agree here
+        assert (record["dsc_original"], record["iou_original"]) == pytest.approx(expected), record["name"]
+
+
+def test_summary_is_mean_and_sample_std_of_hand_counts():
+    summary = summarize_records(evaluate_dataset(ImageIsThePrediction(), _crafted_dataset(), batch_size=3))
+    assert summary["n"] == 5
+    assert summary["dsc_mean"] == pytest.approx(0.3)
+    assert summary["dsc_std"] == pytest.approx(0.2**0.5)  # squares of deviations sum to 0.8, / (n - 1)
+    assert summary["iou_mean"] == pytest.approx(4 / 15)
+    assert summary["iou_std"] == pytest.approx((170 / 900) ** 0.5)
+
+
+def test_original_resolution_scores_resize_probabilities_not_masks():
+    """A 40x24 image: the protocol scores at 32x32, the original-resolution score at 40x24."""
+    import datasets
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 24)) > 0.5).astype(np.uint8) * 255
+    gt = (rng.random((40, 24)) > 0.4).astype(np.uint8) * 255
+    features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image(), "name": datasets.Value("string")})
+    dataset = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(image)], "mask": [Image.fromarray(gt)], "name": ["odd"]}, features=features
+    )
+    (record,) = evaluate_dataset(ImageIsThePrediction(), dataset)
+
+    x = torch.from_numpy(image / 255.0).float()[None, None]
+    probs = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=False)  # the model input
+    gt_small = F.interpolate(torch.from_numpy(gt).float()[None, None], size=(SIZE, SIZE), mode="nearest-exact") / 255 >= 0.5
+    assert (record["dsc"], record["iou"]) == pytest.approx(dice_iou((probs > 0.5)[0, 0].numpy(), gt_small[0, 0].numpy()))
+    full = F.interpolate(probs, size=(40, 24), mode="bilinear", align_corners=False)[0, 0] > 0.5
+    expected_original = dice_iou(full.numpy(), gt >= 128)
+    assert (record["dsc_original"], record["iou_original"]) == pytest.approx(expected_original)
+    assert expected_original != pytest.approx((record["dsc"], record["iou"]))  # the two really differ here
+
+
+def test_evaluate_script_writes_metrics_csv_and_masks(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    dataset_dir = tmp_path / "crafted"
+    from gms_hub.data import write_dataset_folder
+
+    write_dataset_folder({"test": _crafted_dataset()}, dataset_dir, card={"pretty_name": "crafted", "license": "apache-2.0"})
+    monkeypatch.setattr(evaluate, "load_model", lambda args: ImageIsThePrediction())
+    output_dir = tmp_path / "eval"
+    evaluate.main(evaluate.parse_args(["--model", "stand-in", "--dataset", str(dataset_dir), "--split", "test",
+                                       "--output_dir", str(output_dir), "--batch_size", "4"]))
+
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["n"] == 5 and metrics["split"] == "test" and metrics["image_size"] == SIZE
+    assert metrics["dsc_mean"] == pytest.approx(0.3) and metrics["iou_mean"] == pytest.approx(4 / 15)
+    assert metrics["dsc_std"] == pytest.approx(0.2**0.5)
+    assert metrics["original_resolution"]["dsc_mean"] == pytest.approx(0.3)
+    assert "PIL NEAREST" in metrics["protocol"]
+
+    with open(output_dir / "per_image.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["name"] for row in rows] == list(CASES)
+    assert [float(row["dsc"]) for row in rows] == pytest.approx(HAND_DSC, abs=1e-6)
+    assert [float(row["iou"]) for row in rows] == pytest.approx(HAND_IOU, abs=1e-6)
+
+    for name, (pred, _, _) in CASES.items():
+        written = np.asarray(Image.open(output_dir / "masks" / f"{name}.png"))
+        expected = pred if pred.shape == (SIZE, SIZE) else pred[::2, ::2]
+        np.testing.assert_array_equal(written, expected.astype(np.uint8) * 255)
+
+
+def test_reference_names_are_recognised():
+    spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    assert evaluate.is_reference_checkpoint("busi") and evaluate.is_reference_checkpoint("kvasir-instrument")
+    assert evaluate.is_reference_checkpoint("ckpt/best_model.pth")
+    assert not evaluate.is_reference_checkpoint("org/gms-busi")

