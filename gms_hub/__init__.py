@@ -1,5 +1,6 @@
 """gms_hub: Generative Medical Segmentation (Huo et al., AAAI 2025) on the Hugging Face stack."""
 
+from importlib import import_module
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -7,7 +8,17 @@ __version__ = "0.1.0"
 #: The offline demo model (a small VAE + LMM trained by the project on synthetic data), bundled with the package.
 DEMO_MODEL_PATH = Path(__file__).parent / "demo_model"
 
-from .lmm import LatentMappingModel  # noqa: E402
-from .modeling import GMS, GMSOutput  # noqa: E402
+# Imported on first use, so `gms_hub.data` and the CLIs don't pay for torch/diffusers until they need them.
+_LAZY = {"GMS": ".modeling", "GMSOutput": ".modeling", "LatentMappingModel": ".lmm"}
 
 __all__ = ["GMS", "GMSOutput", "LatentMappingModel", "DEMO_MODEL_PATH", "__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'gms_hub' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,162 @@
+"""Convert a benchmark's raw download (or generate the synthetic one) into a Hub-style dataset folder.
+
+Usage:
+    python -m gms_hub.data.prepare busi --raw_dir Dataset_BUSI_with_GT --output_dir outputs/gms-busi
+    python -m gms_hub.data.prepare ham10000 --raw_dir HAM10000 --output_dir outputs/gms-ham10000 --num_proc 4
+    python -m gms_hub.data.prepare glas --raw_dir GlaS --output_dir outputs/gms-glas --splits glas.json \\
+        --push_to_hub --hub_dataset_id my-org/gms-glas --private
+    python -m gms_hub.data.prepare synthetic --output_dir outputs/synthetic --num_train 64 --image_size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .bus import BUSConverter
+from .busi import BUSIConverter
+from .common import BenchmarkConverter
+from .convert import convert_benchmark
+from .glas import GlaSConverter
+from .ham10000 import HAM10000Converter
+from .hub import DEFAULT_MAX_SHARD_SIZE, DatasetCardInfo, push_dataset_folder, write_dataset_folder
+from .kvasir_instrument import KvasirInstrumentConverter
+
+logger = logging.getLogger(__name__)
+
+CONVERTERS: dict[str, type[BenchmarkConverter]] = {
+    "bus": BUSConverter,
+    "busi": BUSIConverter,
+    "glas": GlaSConverter,
+    "ham10000": HAM10000Converter,
+    "kvasir-instrument": KvasirInstrumentConverter,
+}
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output_dir", required=True, help="Dataset folder to create (Hub repo layout).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing non-empty --output_dir.")
+    parser.add_argument("--max_shard_size", default=DEFAULT_MAX_SHARD_SIZE, help="Parquet shard size limit, e.g. 500MB.")
+    parser.add_argument("--push_to_hub", action="store_true", help="Upload the folder to the Hub when done.")
+    parser.add_argument("--hub_dataset_id", default=None, help="Dataset repo id for --push_to_hub, e.g. my-org/gms-busi.")
+    parser.add_argument("--hub_token", default=None, help="Hub token (defaults to the logged-in one).")
+    parser.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m gms_hub.data.prepare",
+        description="Convert a GMS benchmark (or generate the synthetic one) into a Hub-style dataset folder.",
+    )
+    choices = "{" + ",".join([*CONVERTERS, "synthetic"]) + "}"
+    subparsers = parser.add_subparsers(dest="dataset", required=True, metavar=choices)
+    for name, converter in CONVERTERS.items():
+        sub = subparsers.add_parser(name, help=f"{converter.display_name}: {converter.layout}")
+        sub.add_argument("--raw_dir", required=True, help=f"The extracted download ({converter.layout}).")
+        sub.add_argument(
+            "--splits",
+            default=None,
+            help="Split list: .pkl or .json path or URL (default: the paper's pickle from the GMS repository).",
+        )
+        sub.add_argument(
+            "--validation_fraction", type=float, default=0.1, help="Share of the paper's train list for validation."
+        )
+        sub.add_argument("--seed", type=int, default=2333, help="Seed of the validation carve-out.")
+        sub.add_argument("--num_proc", type=int, default=1, help="Processes decoding the raw files.")
+        _add_common(sub)
+    sub = subparsers.add_parser("synthetic", help="Generate the synthetic benchmark.")
+    sub.add_argument("--num_train", type=int, default=None)
+    sub.add_argument("--num_validation", type=int, default=None)
+    sub.add_argument("--num_test", type=int, default=None)
+    sub.add_argument("--seed", type=int, default=None)
+    sub.add_argument("--image_size", type=int, default=None)
+    _add_common(sub)
+    args = parser.parse_args(argv)
+    if args.push_to_hub and not args.hub_dataset_id:
+        parser.error("--push_to_hub needs --hub_dataset_id (e.g. my-org/gms-busi).")
+    if getattr(args, "num_proc", 1) < 1:
+        parser.error(f"--num_proc must be >= 1, got {args.num_proc}.")
+    return args
+
+
+def _recorded_command(args: argparse.Namespace) -> str:
+    """The command for the dataset card: local paths become placeholders, the token is never recorded."""
+    parts = ["python -m gms_hub.data.prepare", args.dataset]
+    if args.dataset == "synthetic":
+        for key in ("num_train", "num_validation", "num_test", "seed", "image_size"):
+            if getattr(args, key) is not None:
+                parts += [f"--{key}", str(getattr(args, key))]
+        parts += ["--output_dir", "OUTPUT_DIR"]
+        return " ".join(parts)
+    parts += ["--raw_dir", "RAW_DIR", "--output_dir", "OUTPUT_DIR"]
+    if args.splits is not None:
+        splits = args.splits if args.splits.startswith(("http://", "https://")) else Path(args.splits).name
+        parts += ["--splits", shlex.quote(splits)]
+    parts += ["--validation_fraction", str(args.validation_fraction), "--seed", str(args.seed)]
+    return " ".join(parts)
+
+
+def _synthetic(args: argparse.Namespace) -> None:
+    from . import synthetic
+
+    given = {key: getattr(args, key) for key in ("num_train", "num_validation", "num_test", "seed", "image_size")}
+    defaults = {k: p.default for k, p in inspect.signature(synthetic.make_synthetic_dataset).parameters.items()}
+    used = {key: (value if value is not None else defaults[key]) for key, value in given.items()}
+    dataset_dict = synthetic.make_synthetic_dataset(**used)
+    counts = {split: len(ds) for split, ds in dataset_dict.items()}
+    body = synthetic.synthetic_card(counts, seed=used["seed"], image_size=used["image_size"])
+    if "## Generation" in body:  # the title, description and counts are already in the card
+        body = body[body.index("## Generation"):].split("## Splits")[0]
+    card = DatasetCardInfo.from_mapping({**synthetic.SYNTHETIC_CARD, "body": body})
+    provenance = {"seed": used["seed"], "command": _recorded_command(args)}
+    write_dataset_folder(
+        dataset_dict, args.output_dir, card, provenance=provenance, max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+    )
+
+
+def main(args: argparse.Namespace) -> Path:
+    """Run the conversion (and the push) described by parsed command-line arguments."""
+    if args.dataset == "synthetic":
+        _synthetic(args)
+    else:
+        convert_benchmark(
+            CONVERTERS[args.dataset](),
+            raw_dir=args.raw_dir,
+            output_dir=args.output_dir,
+            splits=args.splits,
+            validation_fraction=args.validation_fraction,
+            seed=args.seed,
+            num_proc=args.num_proc,
+            max_shard_size=args.max_shard_size,
+            overwrite=args.overwrite,
+            progress=True,
+            command=_recorded_command(args),
+        )
+    logger.info("Dataset folder ready: %s", os.path.abspath(args.output_dir))
+    if args.push_to_hub:
+        url = push_dataset_folder(args.output_dir, args.hub_dataset_id, token=args.hub_token, private=args.private or None)
+        logger.info("Pushed to %s", url)
+    return Path(args.output_dir)
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: parse, run, and turn expected errors into a one-paragraph message and exit code 1."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        main(args)
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:
+        logger.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,592 @@
+"""A synthetic segmentation benchmark that looks like the paper's modalities.
+
+Every example is rendered from its ground-truth mask, so the mask is exact: a binary lesion shape is
+drawn first, then an image is painted around it with the nuisances that make the real benchmarks hard
+(speckle, low contrast, acoustic shadows, hair, vignetting, stained texture). Rendering is numpy only
+and fast (a few milliseconds per 128 px image), so tests, the offline demo model and CI can build
+training sets on the fly.
+
+Kinds:
+    - ``"ultrasound"`` (BUS/BUSI-like, grayscale): multiplicative Rayleigh speckle over layered tissue,
+      depth attenuation, a darker (hypoechoic) irregular lesion with a soft low-contrast rim and internal
+      echoes, posterior acoustic shadowing or enhancement, and shadow streaks and dark blobs elsewhere
+      that are *not* lesion.
+    - ``"dermoscopy"`` (HAM10000-like, RGB): skin with texture and vignetting, a pigmented irregular lesion
+      with uneven pigment and a blurred border, dark hair-like curves crossing the field (and the lesion).
+    - ``"histology"`` (GlaS-like, RGB): H&E-like pink stroma with scattered nuclei, one to three glands
+      (the mask) drawn as a pale lumen ringed by dense purple epithelial nuclei.
+
+Determinism: example ``i`` of split ``s`` uses its own ``np.random.default_rng([seed, split_id(s), i])``,
+so the same seed gives the same bytes, any example can be regenerated alone, and different seeds give
+unrelated images.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "KINDS",
+    "SPLIT_IDS",
+    "SYNTHETIC_CARD",
+    "generate_example",
+    "generate_split",
+    "make_synthetic_dataset",
+    "synthetic_card",
+]
+
+KINDS: tuple[str, ...] = ("ultrasound", "dermoscopy", "histology")
+"""The kinds of image the generator renders, in the order examples cycle through them."""
+
+SPLIT_IDS: dict[str, int] = {"train": 0, "validation": 1, "test": 2}
+"""Stable integer per split, mixed into each example's random seed."""
+
+MIN_IMAGE_SIZE = 32
+"""Below this, lesions of a few pixels and one-pixel hairs stop resembling anything."""
+
+# Margin (in pixels) kept free of lesion on every side, so no mask pixel touches the border.
+_BORDER_MARGIN = 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Small numpy helpers
+# --------------------------------------------------------------------------------------------------
+def _upsample_bilinear(grid: np.ndarray, size: int) -> np.ndarray:
+    """Bilinearly resize a small (h, w) grid to (size, size), half-pixel centres."""
+    h, w = grid.shape
+    ys = (np.arange(size) + 0.5) * h / size - 0.5
+    xs = (np.arange(size) + 0.5) * w / size - 0.5
+    ys = np.clip(ys, 0, h - 1)
+    xs = np.clip(xs, 0, w - 1)
+    y0 = np.floor(ys).astype(np.int64)
+    x0 = np.floor(xs).astype(np.int64)
+    y1 = np.minimum(y0 + 1, h - 1)
+    x1 = np.minimum(x0 + 1, w - 1)
+    wy = (ys - y0)[:, None]
+    wx = (xs - x0)[None, :]
+    top = grid[y0][:, x0] * (1 - wx) + grid[y0][:, x1] * wx
+    bottom = grid[y1][:, x0] * (1 - wx) + grid[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Zero-mean, unit-ish smooth noise: a (cells x cells) Gaussian grid upsampled to (size, size)."""
+    cells = max(2, int(cells))
+    return _upsample_bilinear(rng.standard_normal((cells, cells)), size)
+
+
+def _fractal_noise(rng: np.random.Generator, size: int, octaves: Sequence[int]) -> np.ndarray:
+    """Sum of smooth noises at several grid resolutions, amplitude halving per octave, std ~ 1."""
+    total = np.zeros((size, size))
+    amplitude, norm = 1.0, 0.0
+    for cells in octaves:
+        total += amplitude * _smooth_noise(rng, size, cells)
+        norm += amplitude**2
+        amplitude *= 0.5
+    return total / np.sqrt(norm)
+
+
+def _box_blur(image: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Box blur of width 2*radius+1 along one axis (edge-replicated), via cumulative sums."""
+    if radius <= 0:
+        return image
+    pad = [(0, 0)] * image.ndim
+    pad[axis] = (radius + 1, radius)
+    padded = np.pad(image, pad, mode="edge")
+    csum = np.cumsum(padded, axis=axis)
+    n = image.shape[axis]
+    upper = np.take(csum, np.arange(2 * radius + 1, 2 * radius + 1 + n), axis=axis)
+    lower = np.take(csum, np.arange(0, n), axis=axis)
+    return (upper - lower) / (2 * radius + 1)
+
+
+def _stamp_disks(
+    canvas: np.ndarray,
+    centers: np.ndarray,
+    radii: np.ndarray | float,
+    values: np.ndarray,
+) -> None:
+    """Paint filled disks in place: ``canvas[pixel] = value`` for every pixel of every disk.
+
+    Args:
+        canvas (`np.ndarray`): (H, W) or (H, W, C) float array, modified in place.
+        centers (`np.ndarray`): (N, 2) float (y, x) disk centres.
+        radii (`np.ndarray` or `float`): disk radius per centre (or one for all), in pixels.
+        values (`np.ndarray`): (N,) or (N, C) values painted per disk.
+    """
+    if len(centers) == 0:
+        return
+    h, w = canvas.shape[:2]
+    radii = np.broadcast_to(np.asarray(radii, dtype=np.float64), (len(centers),))
+    r_max = int(np.ceil(radii.max()))
+    oy, ox = np.mgrid[-r_max : r_max + 1, -r_max : r_max + 1]
+    oy, ox = oy.ravel(), ox.ravel()
+    cy = np.rint(centers[:, 0]).astype(np.int64)[:, None]
+    cx = np.rint(centers[:, 1]).astype(np.int64)[:, None]
+    inside = (oy[None, :] ** 2 + ox[None, :] ** 2) <= (radii[:, None] ** 2 + 0.25)
+    ys = cy + oy[None, :]
+    xs = cx + ox[None, :]
+    valid = inside & (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    disk_index = np.broadcast_to(np.arange(len(centers))[:, None], valid.shape)[valid]
+    canvas[ys[valid], xs[valid]] = np.asarray(values)[disk_index]
+
+
+def _curve_points(rng: np.random.Generator, start: np.ndarray, end: np.ndarray, bend: float) -> np.ndarray:
+    """Points every ~0.5 px along a quadratic Bezier curve from ``start`` to ``end``, (N, 2) as (y, x)."""
+    direction = end - start
+    length = float(np.hypot(*direction)) + 1e-6
+    normal = np.array([-direction[1], direction[0]]) / length
+    control = (start + end) / 2 + normal * bend * length * rng.uniform(-1, 1)
+    t = np.linspace(0, 1, max(4, int(length * 2)))[:, None]
+    return (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end
+
+
+# --------------------------------------------------------------------------------------------------
+# Lesion geometry
+# --------------------------------------------------------------------------------------------------
+def _irregular_shape(
+    rng: np.random.Generator,
+    size: int,
+    radius_range: tuple[float, float],
+    lobes: tuple[int, int] = (2, 7),
+    roughness: float = 0.18,
+    keep_out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An irregular star-shaped region fully inside the image.
+
+    The boundary is ``r(theta) = 1 + sum_k a_k cos(k theta + phi_k)`` in a rotated, anisotropically scaled
+    frame. The centre is drawn so that the largest possible extent stays ``_BORDER_MARGIN`` pixels away
+    from every edge.
+
+    Returns:
+        `tuple[np.ndarray, np.ndarray]`: ``mask`` (bool, (S, S)) and ``edge`` (float, (S, S)), the
+        approximate signed distance to the boundary in pixels (positive inside).
+    """
+    radius = rng.uniform(*radius_range) * size
+    aspect = rng.uniform(0.65, 1.0)
+    semi_axes = np.array([radius, radius * aspect])
+    n_terms = int(rng.integers(lobes[0], lobes[1] + 1))
+    ks = np.arange(2, 2 + n_terms)
+    amplitudes = rng.uniform(0, 1, n_terms) * roughness / np.sqrt(ks - 1)
+    phases = rng.uniform(0, 2 * np.pi, n_terms)
+    extent = float(semi_axes.max() * (1 + amplitudes.sum()))
+    lo = _BORDER_MARGIN + extent
+    hi = size - 1 - _BORDER_MARGIN - extent
+    if hi < lo:  # shape too large for the image: shrink it to fit
+        scale = (size - 1 - 2 * _BORDER_MARGIN) / (2 * extent) * 0.98
+        semi_axes *= scale
+        extent *= scale
+        lo = hi = (size - 1) / 2
+    center = rng.uniform(lo, hi, 2)
+    if keep_out is not None:  # try a few centres away from existing structures
+        for _ in range(8):
+            cy, cx = np.rint(center).astype(int)
+            if not keep_out[cy, cx]:
+                break
+            center = rng.uniform(lo, hi, 2)
+    angle = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    dy, dx = yy - center[0], xx - center[1]
+    u = (dy * np.cos(angle) + dx * np.sin(angle)) / semi_axes[0]
+    v = (-dy * np.sin(angle) + dx * np.cos(angle)) / semi_axes[1]
+    rho = np.hypot(u, v)
+    theta = np.arctan2(v, u)
+    boundary = 1 + (amplitudes[:, None, None] * np.cos(ks[:, None, None] * theta + phases[:, None, None])).sum(0)
+    mask = rho < boundary
+    edge = (boundary - rho) * semi_axes.mean()
+    return mask, edge
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _soft(edge: np.ndarray, width: float) -> np.ndarray:
+    """Soft membership in [0, 1] from a signed edge distance: 0.5 on the boundary, ramp of ``width`` px."""
+    return np.clip(0.5 + edge / max(width, 1e-3), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Renderers, one per kind: each returns (image float in [0, 1], (S, S) or (S, S, 3); mask bool (S, S))
+# --------------------------------------------------------------------------------------------------
+def _render_ultrasound(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy = np.linspace(0, 1, size)[:, None]
+    # Layered tissue: bright skin line near the top, horizontal bands, smooth echogenicity texture.
+    tissue = 0.5 + 0.12 * _fractal_noise(rng, size, (4, 8, 16))
+    bands = 0.08 * np.sin(2 * np.pi * (yy * rng.uniform(2, 5) + rng.uniform(0, 1)) + 0.8 * _smooth_noise(rng, size, 4))
+    tissue = tissue + bands
+    skin = rng.uniform(0.05, 0.12)
+    tissue = tissue + 0.35 * np.exp(-(((yy - skin) / 0.03) ** 2))
+
+    mask, edge = _irregular_shape(rng, size, radius_range=(0.13, 0.3), roughness=0.22)
+    soft = _soft(edge, rng.uniform(1.0, 3.5) * size / 128)
+    # Hypoechoic lesion: darker by a random, sometimes small, factor; internal echoes keep it textured.
+    contrast = rng.uniform(0.3, 0.65)
+    inner = 0.55 + 0.25 * _fractal_noise(rng, size, (6, 12))
+    lesion_level = np.clip(1 - contrast * np.clip(inner, 0.2, 1.2), 0.15, 1)
+    tissue = tissue * (1 - soft) + tissue * lesion_level * soft
+    # Echogenic rim on part of the boundary (a halo), as in many malignant lesions.
+    if rng.random() < 0.5:
+        rim = np.exp(-((edge / (1.5 * size / 128)) ** 2)) * (edge < 0)
+        tissue = tissue + rng.uniform(0.05, 0.2) * rim * (0.5 + 0.5 * _smooth_noise(rng, size, 6))
+
+    # Posterior shadow (darker) or enhancement (brighter) in the columns below the lesion.
+    cols = mask.any(0)
+    rows = np.where(mask.any(1))[0]
+    column_profile = _box_blur(cols.astype(np.float64)[None, :], max(1, size // 40), axis=1)[0]
+    bottom = rows.max() / size
+    below = _sigmoid((yy - bottom) / 0.03) * np.exp(-np.clip(yy - bottom, 0, None) / rng.uniform(0.2, 0.6))
+    posterior = column_profile[None, :] * below
+    sign = -1.0 if rng.random() < 0.6 else 0.6
+    tissue = tissue * (1 + sign * rng.uniform(0.2, 0.5) * posterior)
+
+    # Distractors: vertical acoustic shadow streaks and faint dark blobs that are not lesion.
+    for _ in range(int(rng.integers(1, 4))):
+        x0 = rng.uniform(0, size)
+        width = rng.uniform(0.02, 0.08) * size
+        start = rng.uniform(0.1, 0.7)
+        streak = np.exp(-(((np.arange(size) - x0) / width) ** 2))[None, :] * _sigmoid((yy - start) / 0.05)
+        tissue = tissue * (1 - rng.uniform(0.15, 0.4) * streak)
+    for _ in range(int(rng.integers(0, 3))):
+        _, blob_edge = _irregular_shape(rng, size, radius_range=(0.05, 0.12), roughness=0.1, keep_out=mask)
+        blob = _soft(blob_edge, 3.0 * size / 128) * (~mask)
+        tissue = tissue * (1 - rng.uniform(0.15, 0.3) * blob)
+
+    # Depth attenuation with time-gain-compensation residue.
+    tissue = tissue * np.exp(-rng.uniform(0.2, 0.8) * yy) * (1 + 0.1 * np.sin(2 * np.pi * yy * rng.uniform(0.5, 1.5)))
+
+    # Multiplicative Rayleigh speckle, correlated laterally (the beam is wider than the pulse).
+    re = rng.standard_normal((size, size))
+    im = rng.standard_normal((size, size))
+    lateral = max(1, int(round(size / 100)))
+    re = _box_blur(re, lateral, axis=1)
+    im = _box_blur(im, lateral, axis=1)
+    speckle = np.hypot(re, im)
+    speckle = speckle / speckle.mean()
+    image = tissue * (1 + rng.uniform(0.4, 0.7) * (speckle - 1))
+    image = image + 0.03 * rng.standard_normal((size, size))
+    image = np.clip(image * rng.uniform(0.8, 1.1), 0, 1)
+    return image, mask
+
+
+def _render_dermoscopy(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    skin_color = np.array([0.86, 0.64, 0.54]) + rng.uniform(-0.08, 0.06, 3)
+    texture = 0.04 * _fractal_noise(rng, size, (4, 12, 32))
+    skin = skin_color[None, None, :] * (1 + texture[..., None] + 0.02 * rng.standard_normal((size, size, 1)))
+
+    mask, edge = _irregular_shape(rng, size, radius_range=(0.16, 0.34), roughness=0.25)
+    soft = _soft(edge, rng.uniform(1.5, 5.0) * size / 128)
+    # Uneven pigment: darker core, patchy network, sometimes a pale regression area inside.
+    pigment = np.array([0.42, 0.26, 0.18]) * rng.uniform(0.45, 1.2) * (1 + rng.uniform(-0.1, 0.1, 3))
+    depth = np.clip(0.55 + 0.3 * _fractal_noise(rng, size, (5, 10, 20)) + 0.25 * np.clip(edge / (0.15 * size), 0, 1), 0, 1)
+    strength = rng.uniform(0.45, 0.95)  # low values give faint, low-contrast lesions
+    alpha = soft * strength * depth
+    lesion = skin * (1 - alpha[..., None]) + pigment[None, None, :] * alpha[..., None]
+    image = lesion
+
+    # Hairs: dark thin curves, some forced to cross the lesion.
+    hair_layer = np.zeros((size, size))
+    n_hairs = int(rng.integers(2, 9))
+    ys_lesion, xs_lesion = np.nonzero(mask)
+    for i in range(n_hairs):
+        if i < 2 and rng.random() < 0.8:  # through a lesion pixel
+            j = rng.integers(len(ys_lesion))
+            through = np.array([ys_lesion[j], xs_lesion[j]], dtype=np.float64)
+            angle = rng.uniform(0, np.pi)
+            d = np.array([np.sin(angle), np.cos(angle)]) * size
+            start, end = through - d, through + d
+        else:
+            start = rng.uniform(-0.2, 1.2, 2) * size
+            end = rng.uniform(-0.2, 1.2, 2) * size
+        points = _curve_points(rng, start, end, bend=0.25)
+        thickness = rng.uniform(0.4, 1.2) * max(1.0, size / 128)
+        _stamp_disks(hair_layer, points, thickness, np.full(len(points), rng.uniform(0.6, 0.95)))
+    hair_color = np.array([0.12, 0.08, 0.06])
+    image = image * (1 - hair_layer[..., None]) + hair_color * hair_layer[..., None]
+
+    # Dermoscope vignetting (dark corners) and a slight global color cast.
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1) - 0.5
+    r = np.hypot(yy, xx) / 0.5
+    vignette = 1 - rng.uniform(0.2, 0.6) * np.clip(r - rng.uniform(0.6, 0.9), 0, None) / 0.5
+    image = image * np.clip(vignette, 0.05, 1)[..., None]
+    image = image * (1 + rng.uniform(-0.06, 0.06, 3))[None, None, :]
+    image = image + 0.015 * rng.standard_normal(image.shape)
+    return np.clip(image, 0, 1), mask
+
+
+def _render_histology(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    stroma_color = np.array([0.86, 0.6, 0.74]) + rng.uniform(-0.06, 0.06, 3)
+    fibers = _fractal_noise(rng, size, (6, 16, 40))
+    stroma = stroma_color[None, None, :] * (1 + 0.08 * fibers[..., None])
+
+    mask = np.zeros((size, size), dtype=bool)
+    edges = []
+    for _ in range(int(rng.integers(1, 4))):
+        gland, gland_edge = _irregular_shape(rng, size, radius_range=(0.12, 0.24), roughness=0.2, keep_out=mask)
+        mask |= gland
+        edges.append(gland_edge)
+    edge = np.max(edges, axis=0)  # signed distance to the nearest gland boundary (inside positive)
+    ring_width = rng.uniform(0.03, 0.08) * size
+    lumen = _soft(edge - ring_width, 2.0)
+    epithelium = np.clip(_soft(edge, 1.5) - lumen, 0, 1)
+
+    # Lumen from nearly white to stroma-like pink (mucin, debris), so brightness alone is not the answer.
+    lumen_mix = rng.uniform(0.25, 0.9)
+    lumen_color = lumen_mix * np.array([0.95, 0.9, 0.93]) + (1 - lumen_mix) * stroma_color
+    lumen_color = lumen_color[None, None, :] * (1 + 0.05 * _smooth_noise(rng, size, 10)[..., None])
+    epithelium_color = np.array([0.72, 0.5, 0.72]) + rng.uniform(-0.05, 0.05, 3)
+    image = stroma * (1 - lumen[..., None]) + lumen_color * lumen[..., None]
+    image = image * (1 - epithelium[..., None]) + epithelium_color * epithelium[..., None]
+
+    # Distractors: pale stromal clefts / vessels without an epithelial ring, outside the glands.
+    for _ in range(int(rng.integers(0, 3))):
+        _, cleft_edge = _irregular_shape(rng, size, radius_range=(0.04, 0.1), roughness=0.3, keep_out=mask)
+        cleft = _soft(cleft_edge, 1.5) * (~mask) * rng.uniform(0.4, 0.8)
+        image = image * (1 - cleft[..., None]) + np.array([0.96, 0.9, 0.94]) * cleft[..., None]
+
+    # Nuclei: dense along the gland epithelium, scattered in the stroma (a nuclear-density cue that is
+    # not perfectly aligned with the boundary).
+    nucleus_color = np.array([0.35, 0.2, 0.5])
+    nuclear_radius = max(0.8, size / 110)
+    n_stroma = int(size * size / rng.uniform(40, 90))
+    stroma_nuclei = rng.uniform(0, size - 1, (n_stroma, 2))
+    ey, ex = np.nonzero(epithelium > 0.3)
+    density = rng.uniform(0.5, 1.0)
+    n_epi = min(len(ey), int(density * len(ey) / max(1.0, 2.5 * nuclear_radius**2)))
+    pick = rng.choice(len(ey), size=n_epi, replace=False) if n_epi else np.zeros(0, dtype=int)
+    epi_nuclei = np.stack([ey[pick], ex[pick]], axis=1).astype(np.float64) + rng.uniform(-1.0, 1.0, (n_epi, 2))
+    centers = np.concatenate([stroma_nuclei, epi_nuclei])
+    shade = 1 + rng.uniform(-0.15, 0.25, (len(centers), 1))
+    _stamp_disks(image, centers, nuclear_radius * rng.uniform(0.7, 1.3, len(centers)), nucleus_color * shade)
+
+    image = image * (1 + 0.06 * _smooth_noise(rng, size, 3)[..., None])  # uneven staining
+    image = image + 0.025 * rng.standard_normal(image.shape)
+    return np.clip(image, 0, 1), mask
+
+
+_RENDERERS = {
+    "ultrasound": _render_ultrasound,
+    "dermoscopy": _render_dermoscopy,
+    "histology": _render_histology,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+def _check_kinds(kinds: Sequence[str] | None) -> tuple[str, ...]:
+    if kinds is None:
+        return KINDS
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in _RENDERERS]
+    if not kinds or unknown:
+        raise ValueError(
+            f"`kinds` must be a non-empty subset of {list(KINDS)}, got {list(kinds)}; "
+            f"unknown: {unknown}. Pass None for all kinds."
+        )
+    return kinds
+
+
+def _check_image_size(image_size: int) -> int:
+    if not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"`image_size` must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}.")
+    return int(image_size)
+
+
+def generate_example(kind: str, rng: np.random.Generator, image_size: int = 224) -> tuple[Image.Image, Image.Image]:
+    """Render one synthetic image and its exact ground-truth mask.
+
+    The mask is the geometry the image was painted from; it is non-empty and keeps at least two
+    pixels of background on every side of the image.
+
+    Args:
+        kind (`str`): one of `KINDS` (``"ultrasound"``, ``"dermoscopy"``, ``"histology"``).
+        rng (`np.random.Generator`): the only source of randomness; the same generator state gives
+            the same bytes.
+        image_size (`int`, defaults to 224): width and height of the square output, >= 32.
+
+    Returns:
+        `tuple[PIL.Image.Image, PIL.Image.Image]`: the image (mode ``"L"`` for ultrasound, ``"RGB"``
+        otherwise) and the mask (mode ``"L"``, values exactly 0 and 255).
+
+    Example:
+        >>> image, mask = generate_example("ultrasound", np.random.default_rng(0), image_size=64)
+        >>> image.mode, mask.size, np.unique(np.asarray(mask)).tolist()
+        ('L', (64, 64), [0, 255])
+    """
+    (kind,) = _check_kinds([kind])
+    size = _check_image_size(image_size)
+    image, mask = _RENDERERS[kind](rng, size)
+    assert mask.any() and not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+    pixels = np.rint(image * 255).astype(np.uint8)
+    return Image.fromarray(pixels), Image.fromarray(mask.astype(np.uint8) * 255)
+
+
+def generate_split(
+    split: str,
+    num_examples: int,
+    seed: int = 2333,
+    image_size: int = 224,
+    kinds: Sequence[str] | None = None,
+) -> dict[str, list]:
+    """Render one split as column lists (``image``, ``mask``, ``name``, ``kind``).
+
+    Example ``i`` has kind ``kinds[i % len(kinds)]`` and its own generator
+    ``np.random.default_rng([seed, SPLIT_IDS[split], i])``.
+
+    Args:
+        split (`str`): ``"train"``, ``"validation"`` or ``"test"``.
+        num_examples (`int`): how many examples, >= 0.
+        seed (`int`, defaults to 2333): base seed.
+        image_size (`int`, defaults to 224): square image size in pixels.
+        kinds (`Sequence[str]`, *optional*): subset of `KINDS`; all of them by default.
+
+    Returns:
+        `dict[str, list]`: columns of equal length, ready for `datasets.Dataset.from_dict`.
+
+    Example:
+        >>> columns = generate_split("test", 3, seed=7, image_size=64)
+        >>> columns["name"], columns["kind"]
+        (['synthetic_test_00000', 'synthetic_test_00001', 'synthetic_test_00002'], ['ultrasound', 'dermoscopy', 'histology'])
+    """
+    if split not in SPLIT_IDS:
+        raise ValueError(f"`split` must be one of {list(SPLIT_IDS)}, got {split!r}.")
+    if int(num_examples) < 0:
+        raise ValueError(f"`num_examples` must be >= 0, got {num_examples}.")
+    if int(seed) < 0:
+        raise ValueError(f"`seed` must be a non-negative integer, got {seed} (numpy seeds cannot be negative).")
+    kinds = _check_kinds(kinds)
+    size = _check_image_size(image_size)
+    columns: dict[str, list] = {"image": [], "mask": [], "name": [], "kind": []}
+    for index in range(int(num_examples)):
+        kind = kinds[index % len(kinds)]
+        rng = np.random.default_rng([int(seed), SPLIT_IDS[split], index])
+        image, mask = generate_example(kind, rng, size)
+        columns["image"].append(image)
+        columns["mask"].append(mask)
+        columns["name"].append(f"synthetic_{split}_{index:05d}")
+        columns["kind"].append(kind)
+    return columns
+
+
+def make_synthetic_dataset(
+    num_train: int = 300,
+    num_validation: int = 60,
+    num_test: int = 90,
+    seed: int = 2333,
+    image_size: int = 224,
+    kinds: Sequence[str] | None = None,
+):
+    """Generate the synthetic benchmark as a `datasets.DatasetDict` in the project's schema.
+
+    Args:
+        num_train (`int`, defaults to 300): examples in ``train``.
+        num_validation (`int`, defaults to 60): examples in ``validation``.
+        num_test (`int`, defaults to 90): examples in ``test``.
+        seed (`int`, defaults to 2333): base seed; the same seed gives the same bytes.
+        image_size (`int`, defaults to 224): square image size in pixels (>= 32).
+        kinds (`Sequence[str]`, *optional*): subset of `KINDS` to mix; all of them by default.
+
+    Returns:
+        `datasets.DatasetDict`: splits ``train``, ``validation``, ``test`` with columns ``image``
+        (`Image`, ``L`` or ``RGB``), ``mask`` (`Image`, ``L``, 0/255), ``name`` and ``kind`` (strings).
+
+    Example:
+        >>> ds = make_synthetic_dataset(num_train=6, num_validation=3, num_test=3, image_size=64)
+        >>> ds["train"][0]["name"], ds["train"].features["mask"]
+        ('synthetic_train_00000', Image(mode=None, decode=True))
+    """
+    import datasets  # imported here: generating arrays alone should not need `datasets`
+
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "mask": datasets.Image(),
+            "name": datasets.Value("string"),
+            "kind": datasets.Value("string"),
+        }
+    )
+    counts = {"train": num_train, "validation": num_validation, "test": num_test}
+    splits = {}
+    for split, count in counts.items():
+        logger.info("Generating %d synthetic %s examples (seed %d, %d px)", count, split, seed, image_size)
+        columns = generate_split(split, count, seed=seed, image_size=image_size, kinds=kinds)
+        splits[split] = datasets.Dataset.from_dict(columns, features=features, split=split)
+    return datasets.DatasetDict(splits)
+
+
+SYNTHETIC_CARD: dict = {
+    "pretty_name": "GMS synthetic segmentation benchmark",
+    "license": "apache-2.0",
+    "task_categories": ["image-segmentation"],
+    "tags": ["medical", "synthetic", "segmentation"],
+    "source": "Generated by `gms_hub.data.synthetic` (numpy rendering, no real patient data).",
+    "citation": None,
+    "description": (
+        "Synthetic image/mask pairs that resemble the modalities of the GMS paper's benchmarks. "
+        "Each image is rendered from its mask, so masks are exact (values 0 and 255), non-empty and "
+        "never touch the image border.\n\n"
+        "- **ultrasound** (grayscale, BUS/BUSI-like): Rayleigh speckle over layered tissue, depth "
+        "attenuation, a darker irregular lesion with a soft low-contrast rim and internal echoes, "
+        "posterior shadowing or enhancement, plus shadow streaks and faint dark blobs that are not lesion.\n"
+        "- **dermoscopy** (RGB, HAM10000-like): textured skin, vignetting, a pigmented irregular lesion "
+        "with uneven pigment and blurred border, dark hair-like curves crossing it.\n"
+        "- **histology** (RGB, GlaS-like): H&E-like stroma with scattered nuclei and one to three glands "
+        "(the mask): a pale lumen ringed by dense epithelial nuclei.\n\n"
+        "Not medical data; for tests, demos and CI only."
+    ),
+}
+"""Dataset-card metadata for the synthetic benchmark (see `synthetic_card` for the full text)."""
+
+
+def synthetic_card(
+    counts: dict[str, int],
+    seed: int,
+    image_size: int,
+    kinds: Sequence[str] | None = None,
+) -> str:
+    """Markdown body of the synthetic benchmark's dataset card (no YAML header).
+
+    Args:
+        counts (`dict[str, int]`): examples per split, e.g. ``{"train": 300, "validation": 60, "test": 90}``.
+        seed (`int`): the base seed used.
+        image_size (`int`): the image size used.
+        kinds (`Sequence[str]`, *optional*): the kinds mixed in; all by default.
+
+    Returns:
+        `str`: markdown with the description, generation parameters, the command that regenerates the
+        data, and the split counts.
+
+    Example:
+        >>> text = synthetic_card({"train": 6, "validation": 3, "test": 3}, seed=1, image_size=64)
+        >>> "--seed 1" in text
+        True
+    """
+    kinds = _check_kinds(kinds)
+    command = (
+        "python -m gms_hub.data.prepare synthetic --output_dir DIR "
+        f"--num_train {counts.get('train', 0)} --num_validation {counts.get('validation', 0)} "
+        f"--num_test {counts.get('test', 0)} --seed {seed} --image_size {image_size}"
+    )
+    rows = "\n".join(f"| {split} | {count} |" for split, count in counts.items())
+    return (
+        f"# {SYNTHETIC_CARD['pretty_name']}\n\n"
+        f"{SYNTHETIC_CARD['description']}\n\n"
+        "## Generation\n\n"
+        f"- seed: {seed} (example `i` of split `s` uses `numpy.random.default_rng([seed, split_id, i])`, "
+        f"split ids {SPLIT_IDS})\n"
+        f"- image size: {image_size} x {image_size}\n"
+        f"- kinds: {', '.join(kinds)} (cycled in this order)\n"
+        f"- source: {SYNTHETIC_CARD['source']}\n\n"
+        f"Regenerate with:\n\n```bash\n{command}\n```\n\n"
+        "## Splits\n\n| split | examples |\n|---|---|\n"
+        f"{rows}\n"
+    )
