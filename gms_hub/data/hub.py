@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from ..modelcard import CITATION
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -40,13 +42,8 @@ DEFAULT_MAX_SHARD_SIZE = "500MB"
 ROWS_PER_GROUP = 100  # what `datasets` uses for image columns: keeps row groups small for the dataset viewer
 SPLIT_ORDER = ("train", "validation", "test")
 
-GMS_CITATION = """@inproceedings{huo2025gms,
-  title     = {Generative Medical Segmentation},
-  author    = {Huo, Jiayu and Ouyang, Xi and Ourselin, S{\\'e}bastien and Sparks, Rachel},
-  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
-  year      = {2025},
-  note      = {arXiv:2403.18198}
-}"""
+GMS_CITATION = CITATION
+
 
 
 @dataclass
