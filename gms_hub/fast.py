@@ -6,7 +6,8 @@ decode, ~4 GFLOP for the LMM). The rewrites here change how the decoder computes
 - **Sub-pixel upsampling.** Each decoder upsampler is a nearest 2x upsample followed by a 3x3 convolution
   (zero padding 1). Every output pixel of phase `(a, b)` (row parity `a`, column parity `b`) reads only a 2x2
   window of the low-resolution input, so the pair equals four 2x2 convolutions of the low-resolution input,
-  interleaved: 4/9 of the multiply-adds. [`SubpixelUpsample2D`] runs the four phases as one convolution.
+  interleaved: 4/9 of the multiply-adds (plus one border row and column: [`SubpixelUpsample2D`] runs the four
+  phases as one padded convolution).
 - **Folded mask head.** GMS averages the decoder's three output channels and maps `(x + 1) / 2`; both are
   linear, so they fold into the last convolution (`conv_out`), which then computes one channel, not three.
 - **channels_last** memory format, which oneDNN (CPU) and cuDNN (GPU) run faster for these convolutions.
@@ -20,7 +21,6 @@ same files before and after [`optimize`].
 from __future__ import annotations
 
 import logging
-import types
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
@@ -85,7 +85,7 @@ class SubpixelUpsample2D(nn.Module):
     """Drop-in, exact replacement for diffusers' `Upsample2D` (nearest 2x upsample, then 3x3 conv, padding 1).
 
     It computes the four output phases as one 2x2 convolution of the low-resolution input with 4x the output
-    channels, then interleaves them: 4/9 of the multiply-adds and no upsampled intermediate. The original
+    channels, then interleaves them: about 4/9 of the multiply-adds and no upsampled intermediate. The original
     convolution stays registered under its original name, so the state dict keys and values do not change.
 
     Args:
@@ -110,9 +110,14 @@ class SubpixelUpsample2D(nn.Module):
 
     def _phase_weights(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         conv = self._conv()
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return subpixel_weights(conv.weight, conv.bias)  # differentiable; compile traces it into the graph
         bias = conv.bias
+        if (
+            torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or conv.weight.is_inference()  # inference tensors have no version counter to validate a cache
+            or (bias is not None and bias.is_inference())
+        ):
+            return subpixel_weights(conv.weight, bias)  # differentiable; compile traces it into the graph
         key = (
             conv.weight.data_ptr(), conv.weight._version, conv.weight.dtype, conv.weight.device,
             None if bias is None else (bias.data_ptr(), bias._version),
@@ -135,7 +140,9 @@ class SubpixelUpsample2D(nn.Module):
 
 
 def _upsample_conv(upsample: nn.Module) -> Optional[nn.Module]:
-    return getattr(upsample, "conv", None) if getattr(upsample, "name", "conv") == "conv" else getattr(upsample, "Conv2d_0", None)
+    # diffusers registers the conv as `conv`, or as `Conv2d_0` for old weight names (name != "conv").
+    name = "conv" if getattr(upsample, "name", "conv") == "conv" else "Conv2d_0"
+    return getattr(upsample, name, None)
 
 
 def is_subpixel_compatible(module: nn.Module) -> bool:
@@ -260,21 +267,35 @@ def decode_mask_probabilities(
     return probs.clamp(0.0, 1.0)
 
 
-def _fast_decode_mask(self, latents: torch.Tensor) -> torch.Tensor:
-    """`GMS.decode_mask` through [`decode_mask_probabilities`] (installed by [`optimize`])."""
-    settings = self._fast_settings
-    return decode_mask_probabilities(
-        self.vae, latents / self.scaling_factor, fold_mean=settings["fold_mask_mean"],
-        gradient_checkpointing=settings["gradient_checkpointing"],
-    )
+class _FastDecodeMask:
+    """`GMS.decode_mask` through [`decode_mask_probabilities`], installed on an instance by [`optimize`].
+
+    A plain callable object rather than a bound method or a submodule: it adds nothing to the state dict,
+    and deepcopy and pickle rebuild it around the copied model.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        # Gradient checkpointing follows the decoder's flag (`vae.enable_gradient_checkpointing()`), like vae.decode.
+        return decode_mask_probabilities(
+            model.vae, latents / model.scaling_factor, fold_mean=model._fast_settings["fold_mask_mean"]
+        )
 
 
-def _autocast_forward(self, pixel_values: torch.Tensor):
-    """`GMS.forward` under autocast, with float32 outputs (installed by [`optimize`])."""
-    dtype = self._fast_settings["autocast_dtype"]
-    with torch.autocast(device_type=pixel_values.device.type, dtype=dtype):
-        output = type(self).forward(self, pixel_values)
-    return type(output)(**{name: value.float() for name, value in output.items()})
+class _AutocastForward:
+    """`GMS.forward` under `torch.autocast`, with float32 outputs, installed on an instance by [`optimize`]."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, pixel_values: torch.Tensor):
+        model = self.model
+        with torch.autocast(device_type=pixel_values.device.type, dtype=model._fast_settings["autocast_dtype"]):
+            output = type(model).forward(model, pixel_values)
+        return type(output)(**{name: value.float() for name, value in output.items()})
 
 
 def optimize(
@@ -344,9 +365,9 @@ def optimize(
             autocast_dtype=autocast_dtype, gradient_checkpointing=gradient_checkpointing, compile=bool(compile),
         )
         # Instance attributes, not submodules: state_dict, save_pretrained and deepcopy are unaffected.
-        model.decode_mask = types.MethodType(_fast_decode_mask, model)
+        model.decode_mask = _FastDecodeMask(model)
         if autocast_dtype is not None:
-            model.forward = types.MethodType(_autocast_forward, model)
+            model.forward = _AutocastForward(model)
         elif "forward" in vars(model):
             del model.forward
     if compile:

@@ -218,8 +218,8 @@ def _soft(edge: np.ndarray, width: float) -> np.ndarray:
 def _render_ultrasound(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     yy = np.linspace(0, 1, size)[:, None]
     # Layered tissue: bright skin line near the top, horizontal bands, smooth echogenicity texture.
-    tissue = 0.5 + 0.12 * _fractal_noise(rng, size, (4, 8, 16))
-    bands = 0.08 * np.sin(2 * np.pi * (yy * rng.uniform(2, 5) + rng.uniform(0, 1)) + 0.8 * _smooth_noise(rng, size, 4))
+    tissue = 0.5 + 0.08 * _fractal_noise(rng, size, (4, 8, 16))
+    bands = 0.05 * np.sin(2 * np.pi * (yy * rng.uniform(2, 5) + rng.uniform(0, 1)) + 0.8 * _smooth_noise(rng, size, 4))
     tissue = tissue + bands
     skin = rng.uniform(0.05, 0.12)
     tissue = tissue + 0.35 * np.exp(-(((yy - skin) / 0.03) ** 2))
@@ -227,7 +227,7 @@ def _render_ultrasound(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     mask, edge = _irregular_shape(rng, size, radius_range=(0.13, 0.3), roughness=0.22)
     soft = _soft(edge, rng.uniform(1.0, 3.5) * size / 128)
     # Hypoechoic lesion: darker by a random, sometimes small, factor; internal echoes keep it textured.
-    contrast = rng.uniform(0.3, 0.65)
+    contrast = rng.uniform(0.45, 0.75)
     inner = 0.55 + 0.25 * _fractal_noise(rng, size, (6, 12))
     lesion_level = np.clip(1 - contrast * np.clip(inner, 0.2, 1.2), 0.15, 1)
     tissue = tissue * (1 - soft) + tissue * lesion_level * soft
@@ -252,11 +252,11 @@ def _render_ultrasound(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
         width = rng.uniform(0.02, 0.08) * size
         start = rng.uniform(0.1, 0.7)
         streak = np.exp(-(((np.arange(size) - x0) / width) ** 2))[None, :] * _sigmoid((yy - start) / 0.05)
-        tissue = tissue * (1 - rng.uniform(0.15, 0.4) * streak)
+        tissue = tissue * (1 - rng.uniform(0.1, 0.35) * streak)
     for _ in range(int(rng.integers(0, 3))):
         _, blob_edge = _irregular_shape(rng, size, radius_range=(0.05, 0.12), roughness=0.1, keep_out=mask)
         blob = _soft(blob_edge, 3.0 * size / 128) * (~mask)
-        tissue = tissue * (1 - rng.uniform(0.15, 0.3) * blob)
+        tissue = tissue * (1 - rng.uniform(0.1, 0.25) * blob)
 
     # Depth attenuation with time-gain-compensation residue.
     tissue = tissue * np.exp(-rng.uniform(0.2, 0.8) * yy) * (1 + 0.1 * np.sin(2 * np.pi * yy * rng.uniform(0.5, 1.5)))
@@ -269,7 +269,7 @@ def _render_ultrasound(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     im = _box_blur(im, lateral, axis=1)
     speckle = np.hypot(re, im)
     speckle = speckle / speckle.mean()
-    image = tissue * (1 + rng.uniform(0.4, 0.7) * (speckle - 1))
+    image = tissue * (1 + rng.uniform(0.35, 0.6) * (speckle - 1))
     image = image + 0.03 * rng.standard_normal((size, size))
     image = np.clip(image * rng.uniform(0.8, 1.1), 0, 1)
     return image, mask

