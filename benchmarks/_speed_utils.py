@@ -48,6 +48,18 @@ def build_model(args):
     return model.to(args.device).eval()
 
 
+def start_run(args):
+    """Apply the thread and cuDNN settings, print the run's header, and build the model."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    print(f"machine: {machine_description(args.device)}")
+    print(f"inputs: batch {args.batch_size}, {args.image_size}x{args.image_size}, VAE "
+          f"{args.vae or 'SD2 architecture, random weights'}; {args.repeats} alternating rounds")
+    return build_model(args)
+
+
 def make_images(batch_size: int, image_size: int, seed: int, device) -> torch.Tensor:
     """Smooth random images in [-1, 1] (low-resolution noise, upsampled bilinearly), (B, 3, S, S)."""
     generator = torch.Generator().manual_seed(seed)

@@ -21,8 +21,8 @@ import statistics
 import torch
 
 from _speed_utils import (
-    add_common_args, alternate, build_model, machine_description, make_images, median_ratio, peak_memory,
-    print_table, release_cpu_memory_eagerly, timed,
+    add_common_args, alternate, make_images, median_ratio, peak_memory,
+    print_table, release_cpu_memory_eagerly, start_run, timed,
 )
 
 # name -> (gms_hub.fast.optimize kwargs or None for no rewrite, also call model.compile())
@@ -77,14 +77,7 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main(args) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if torch.device(args.device).type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    print(f"machine: {machine_description(args.device)}")
-    print(f"inputs: batch {args.batch_size}, {args.image_size}x{args.image_size}, VAE "
-          f"{args.vae or 'SD2 architecture, random weights'}; {args.repeats} alternating rounds")
-    base = build_model(args)
+    base = start_run(args)
     images = make_images(args.batch_size, args.image_size, args.seed, args.device)
 
     models, first_call, outputs = {}, {}, {}

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from _speed_utils import (
-    add_common_args, alternate, build_model, machine_description, make_images, median_ratio, peak_memory,
-    print_table, release_cpu_memory_eagerly,
+    add_common_args, alternate, make_images, median_ratio, peak_memory,
+    print_table, release_cpu_memory_eagerly, start_run,
 )
 
 # name -> (gms_hub.fast.optimize kwargs or None, loss: "three_pass" | "batched", autocast dtype, torch.compile)
@@ -114,14 +114,7 @@ def loss_and_grads(model, loss_fn):
 
 
 def main(args) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if torch.device(args.device).type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    print(f"machine: {machine_description(args.device)}")
-    print(f"inputs: batch {args.batch_size}, {args.image_size}x{args.image_size}, VAE "
-          f"{args.vae or 'SD2 architecture, random weights'}; {args.repeats} alternating rounds")
-    base = build_model(args)
+    base = start_run(args)
     pixel_values = make_images(args.batch_size, args.image_size, args.seed, args.device)
     generator = torch.Generator().manual_seed(args.seed + 1)
     blobs = torch.rand(args.batch_size, 1, max(2, args.image_size // 32), max(2, args.image_size // 32), generator=generator)
