@@ -224,10 +224,10 @@ def _render_ultrasound(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     skin = rng.uniform(0.05, 0.12)
     tissue = tissue + 0.35 * np.exp(-(((yy - skin) / 0.03) ** 2))
 
-    mask, edge = _irregular_shape(rng, size, radius_range=(0.13, 0.3), roughness=0.22)
+    mask, edge = _irregular_shape(rng, size, radius_range=(0.15, 0.32), roughness=0.22)
     soft = _soft(edge, rng.uniform(1.0, 3.5) * size / 128)
     # Hypoechoic lesion: darker by a random, sometimes small, factor; internal echoes keep it textured.
-    contrast = rng.uniform(0.45, 0.75)
+    contrast = rng.uniform(0.5, 0.8)
     inner = 0.55 + 0.25 * _fractal_noise(rng, size, (6, 12))
     lesion_level = np.clip(1 - contrast * np.clip(inner, 0.2, 1.2), 0.15, 1)
     tissue = tissue * (1 - soft) + tissue * lesion_level * soft
@@ -240,11 +240,11 @@ def _render_ultrasound(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     cols = mask.any(0)
     rows = np.where(mask.any(1))[0]
     column_profile = _box_blur(cols.astype(np.float64)[None, :], max(1, size // 40), axis=1)[0]
-    bottom = rows.max() / size
+    bottom = rows.max() / size + rng.uniform(0.02, 0.06)  # the lesion's far wall stays visible above the shadow
     below = _sigmoid((yy - bottom) / 0.03) * np.exp(-np.clip(yy - bottom, 0, None) / rng.uniform(0.2, 0.6))
     posterior = column_profile[None, :] * below
-    sign = -1.0 if rng.random() < 0.6 else 0.6
-    tissue = tissue * (1 + sign * rng.uniform(0.2, 0.5) * posterior)
+    sign = -1.0 if rng.random() < 0.5 else 0.6
+    tissue = tissue * (1 + sign * rng.uniform(0.05, 0.25) * posterior)
 
     # Distractors: vertical acoustic shadow streaks and faint dark blobs that are not lesion.
     for _ in range(int(rng.integers(1, 4))):
@@ -253,7 +253,7 @@ def _render_ultrasound(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
         start = rng.uniform(0.1, 0.7)
         streak = np.exp(-(((np.arange(size) - x0) / width) ** 2))[None, :] * _sigmoid((yy - start) / 0.05)
         tissue = tissue * (1 - rng.uniform(0.1, 0.35) * streak)
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(0, 2))):
         _, blob_edge = _irregular_shape(rng, size, radius_range=(0.05, 0.12), roughness=0.1, keep_out=mask)
         blob = _soft(blob_edge, 3.0 * size / 128) * (~mask)
         tissue = tissue * (1 - rng.uniform(0.1, 0.25) * blob)
@@ -280,7 +280,7 @@ def _render_dermoscopy(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     texture = 0.04 * _fractal_noise(rng, size, (4, 12, 32))
     skin = skin_color[None, None, :] * (1 + texture[..., None] + 0.02 * rng.standard_normal((size, size, 1)))
 
-    mask, edge = _irregular_shape(rng, size, radius_range=(0.16, 0.34), roughness=0.25)
+    mask, edge = _irregular_shape(rng, size, radius_range=(0.18, 0.36), roughness=0.25)
     soft = _soft(edge, rng.uniform(1.5, 5.0) * size / 128)
     # Uneven pigment: darker core, patchy network, sometimes a pale regression area inside.
     pigment = np.array([0.42, 0.26, 0.18]) * rng.uniform(0.45, 1.2) * (1 + rng.uniform(-0.1, 0.1, 3))
@@ -328,7 +328,7 @@ def _render_histology(rng: np.random.Generator, size: int) -> tuple[np.ndarray, 
     mask = np.zeros((size, size), dtype=bool)
     edges = []
     for _ in range(int(rng.integers(1, 4))):
-        gland, gland_edge = _irregular_shape(rng, size, radius_range=(0.12, 0.24), roughness=0.2, keep_out=mask)
+        gland, gland_edge = _irregular_shape(rng, size, radius_range=(0.14, 0.26), roughness=0.2, keep_out=mask)
         mask |= gland
         edges.append(gland_edge)
     edge = np.max(edges, axis=0)  # signed distance to the nearest gland boundary (inside positive)
