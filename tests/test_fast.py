@@ -374,10 +374,45 @@ def test_model_compile_traces_gms_in_one_graph(optimized):
     torch._dynamo.reset()
     model = optimize(make_gms()) if optimized else make_gms()
     compiled = copy.deepcopy(model)
-    compiled.compile(backend="eager", fullgraph=True)
+    compiled.compile(backend="eager", fullgraph=True, exact_rewrites=False)
     pixel_values = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.inference_mode():
         torch.testing.assert_close(compiled(pixel_values).mask_probs, model(pixel_values).mask_probs, rtol=0, atol=ATOL)
+
+
+def test_standard_compile_applies_the_exact_rewrites_first():
+    """`model.compile()` (the standard call) runs the fast path: same weights and keys, same probabilities to
+    float rounding, and the decoder's upsamplers replaced; applying it twice changes nothing more."""
+    from gms_hub.fast import SubpixelUpsample2D
+
+    torch._dynamo.reset()
+    model = make_gms()
+    compiled = copy.deepcopy(model)
+    compiled.compile(backend="eager", fullgraph=True)
+    assert compiled._fast_settings["fast_upsample"] and compiled._fast_settings["fold_mask_mean"]
+    replaced = [m for m in compiled.vae.decoder.modules() if isinstance(m, SubpixelUpsample2D)]
+    assert len(replaced) == len(TINY_VAE_CONFIG["block_out_channels"]) - 1
+    expected_state = model.state_dict()
+    got_state = compiled.state_dict()
+    assert list(got_state) == list(expected_state)
+    for key, value in expected_state.items():
+        torch.testing.assert_close(got_state[key].contiguous(), value, rtol=0, atol=0)
+    pixel_values = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        expected = model(pixel_values).mask_probs
+        got = compiled(pixel_values).mask_probs
+        truth = copy.deepcopy(model).double()(pixel_values.double()).mask_probs.float()
+        compiled.compile(backend="eager", fullgraph=True)  # again: no second rewrite
+        again = compiled(pixel_values).mask_probs
+    assert len([m for m in compiled.vae.decoder.modules() if isinstance(m, SubpixelUpsample2D)]) == len(replaced)
+    torch.testing.assert_close(again, got, rtol=0, atol=0)
+    # Same error against float64 math as eager's own (see test_optimize_gives_the_same_masks_as_the_default_path).
+    eager_error = (expected - truth).abs().max().item()
+    compiled_error = (got - truth).abs().max().item()
+    assert compiled_error <= 4 * eager_error + 1e-6, (compiled_error, eager_error)
+    decided = (truth - 0.5).abs() > 2 * max(eager_error, compiled_error)
+    assert decided.float().mean() > 0.9
+    assert torch.equal((got > 0.5)[decided], (expected > 0.5)[decided])
 
 
 @pytest.mark.slow  # inductor compiles C++ kernels: ~1-5 min on 2 shared cores even for a tiny model
