@@ -52,3 +52,21 @@ def accelerate_command(num_processes: int = 1) -> list:
     if num_processes > 1:
         return base + ["--multi_gpu", "--num_processes", str(num_processes)]
     return base + ["--cpu", "--num_processes", "1"]
+
+
+def run_launch(command: list, env: dict, timeout: float):
+    """Run an `accelerate launch` command; on timeout kill its whole process group (the launcher's workers too,
+    which `subprocess.run` would leave running) and fail with what the workers printed."""
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"{' '.join(command)} ran past {timeout} s:\n{stdout[-3000:]}\n{stderr[-6000:]}")
+    assert process.returncode == 0, f"{' '.join(command)} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -15,7 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests._training_utils import EVALUATE_SCRIPT, TRAIN_SCRIPT, accelerate_command, make_tiny_vae, subprocess_env
+from tests._training_utils import (
+    EVALUATE_SCRIPT, TRAIN_SCRIPT, accelerate_command, make_tiny_vae, run_launch, subprocess_env,
+)
 
 NUM_TRAIN, NUM_VALIDATION, NUM_TEST = 24, 4, 4
 BATCH_SIZE = 4
@@ -61,9 +63,7 @@ def _env(num_processes=1):
 
 
 def _run(command, env):
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return result
+    return run_launch(command, env, LAUNCH_TIMEOUT)
 
 
 @pytest.fixture(scope="module")

@@ -563,6 +563,11 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         if args.push_to_hub:
             model.push_to_hub(args.hub_model_id, include_vae=args.include_vae, model_card_kwargs=card_kwargs,
                               token=args.hub_token, commit_message=f"GMS trained on {args.dataset}")
+    accelerator.wait_for_everyone()  # no process may tear the process group down while the main one still saves
+    # Drop the DDP wrapper (its reducer holds the process group) while the group is alive: freed after
+    # end_training destroys the group, the reducer's destructor can deadlock at exit.
+    del lmm, optimizer, train_dataloader
+    accelerator.free_memory()
     accelerator.end_training()
     return results
 

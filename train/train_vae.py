@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 from pathlib import Path
@@ -360,6 +359,11 @@ def main(args: argparse.Namespace) -> None:
         metrics["steps"] = global_step
         Path(args.output_dir, "vae_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         logger.info(f"Saved the VAE to {args.output_dir}: {metrics}")
+    accelerator.wait_for_everyone()  # no process may tear the process group down while the main one still saves
+    # Drop the DDP wrapper (its reducer holds the process group) while the group is alive: freed after
+    # end_training destroys the group, the reducer's destructor can deadlock at exit.
+    del model, optimizer, lr_scheduler
+    accelerator.free_memory()
     accelerator.end_training()
 
 
