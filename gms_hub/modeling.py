@@ -1,12 +1,12 @@
-"""GMS: a frozen Stable Diffusion VAE around the trainable latent mapping model, with Hub I/O.
+"""GMS: a frozen Stable Diffusion VAE around the trainable latent mapping model.
 
 `GMS.save_pretrained` writes `config.json`, `model.safetensors` (the LMM only, ~6 MB) and a model
-card; the 83.65 M-parameter VAE is referenced by Hub id and revision, or bundled with `include_vae=True`.
+card; the 83.65 M-parameter VAE is referenced by Hub id and revision, or bundled with `include_vae=True`
+(the file layout is in `gms_hub.serialization`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -19,22 +19,18 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import HfApi, PyTorchModelHubMixin, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub import HfApi, PyTorchModelHubMixin
 
 from . import __version__
 from .lmm import LatentMappingModel
-from .modelcard import build_model_card
 from .processing import ImageInput, ValueRange, preprocess, resize_probabilities
+from .serialization import (
+    CONFIG_NAME, MODEL_TYPE, WEIGHTS_NAME, file_fetcher, load_state_dict_strict, read_config, read_weights,
+    resolve_vae_arguments, write_model_folder,
+)
 from .vae import DEFAULT_VAE, DEFAULT_VAE_SUBFOLDER, is_single_file, load_vae
 
 logger = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-VAE_FOLDER = "vae"
-VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
-MODEL_TYPE = "gms"
 
 
 @dataclass
@@ -50,10 +46,6 @@ class GMSOutput(BaseOutput):
     mask_probs: torch.Tensor
     mask_latents: torch.Tensor
     image_latents: torch.Tensor
-
-
-def _is_local_reference(source: Optional[str]) -> bool:
-    return source is not None and (os.path.exists(source) or is_single_file(source) or os.path.isabs(source))
 
 
 class GMS(
@@ -293,38 +285,10 @@ class GMS(
             save_dtype (`torch.dtype`, *optional*): store weights in this dtype (e.g. `torch.float16`).
             push_to_hub (`bool`, defaults to `False`): also upload to `repo_id`.
         """
-        save_directory = Path(save_directory)
-        config = self.config
-        if include_vae:
-            config["vae_bundled"] = True
-        elif config["vae"] is None:
-            raise ValueError(
-                "This GMS was built from an AutoencoderKL object, so config.json cannot reference its VAE; "
-                "save with include_vae=True to bundle it."
-            )
-        elif _is_local_reference(config["vae"]):
-            logger.warning(
-                "The VAE was loaded from the local path %s: the saved folder only works on this machine. "
-                "Use a Hub id for `vae`, or save_pretrained(..., include_vae=True) to bundle the VAE.",
-                config["vae"],
-            )
-        from safetensors.torch import load_file, save_file
-
-        save_directory.mkdir(parents=True, exist_ok=True)
-        state_dict = {k: v.detach().to("cpu", save_dtype or v.dtype).contiguous() for k, v in self.lmm.state_dict().items()}
-        save_file(state_dict, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "gms_hub"})
-        (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        if include_vae:
-            self.vae.save_pretrained(str(save_directory / VAE_FOLDER), safe_serialization=True)
-            if save_dtype is not None:  # re-store the weights in save_dtype (the VAE itself is left untouched)
-                vae_weights = str(save_directory / VAE_FOLDER / VAE_FILES[1])
-                tensors = {k: v.to(save_dtype) for k, v in load_file(vae_weights).items()}
-                save_file(tensors, vae_weights, metadata={"format": "pt"})
-        card = build_model_card(config, self._hub_mixin_info.model_card_data, **(model_card_kwargs or {}))
-        card.save(str(save_directory / "README.md"))
+        write_model_folder(self, save_directory, include_vae, model_card_kwargs, save_dtype)
         if push_to_hub:
             return self.push_to_hub(
-                repo_id or save_directory.name, include_vae=include_vae, model_card_kwargs=model_card_kwargs,
+                repo_id or Path(save_directory).name, include_vae=include_vae, model_card_kwargs=model_card_kwargs,
                 save_dtype=save_dtype, **push_to_hub_kwargs,
             )
         return None
@@ -389,37 +353,15 @@ class GMS(
             >>> model = GMS.from_pretrained("org/gms-busi", revision="main")
         """
         source = os.fspath(pretrained_model_name_or_path)
-        hub_kwargs = dict(
-            revision=revision, cache_dir=cache_dir, force_download=force_download,
+        fetch = file_fetcher(
+            source, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token,
         )
-
-        def fetch(filename: str) -> str:
-            if os.path.isdir(source):
-                path = os.path.join(source, filename)
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f"{source} has no {filename}; is it a folder written by GMS.save_pretrained?")
-                return path
-            try:
-                return hf_hub_download(source, filename, **hub_kwargs)
-            except EntryNotFoundError as err:
-                raise FileNotFoundError(f"The Hub repo {source} has no {filename}; is it a GMS repo?") from err
-
-        config = _read_config(fetch(CONFIG_NAME))
+        config = read_config(fetch(CONFIG_NAME))
         config.update(config_overrides)
         weights_path = fetch(WEIGHTS_NAME)
-        state_dict = _read_weights(weights_path)  # read before building, so a broken file fails fast
-
-        if vae is not None:
-            vae_args = dict(vae=vae, vae_subfolder=vae_subfolder, vae_revision=vae_revision)
-        elif config.get("vae_bundled"):
-            vae_dir = os.path.dirname(fetch(f"{VAE_FOLDER}/{VAE_FILES[0]}"))
-            fetch(f"{VAE_FOLDER}/{VAE_FILES[1]}")
-            vae_args = dict(vae=vae_dir, vae_subfolder=None, vae_revision=None)
-        elif config.get("vae") is None:
-            raise ValueError(f"{source}/config.json names no VAE and bundles none; pass vae=... to from_pretrained.")
-        else:
-            vae_args = dict(vae=config["vae"], vae_subfolder=config.get("vae_subfolder"), vae_revision=config.get("vae_revision"))
+        state_dict = read_weights(weights_path)  # read before building, so a broken file fails fast
+        vae_args = resolve_vae_arguments(config, fetch, source, vae, vae_subfolder, vae_revision)
         vae_kwargs: Dict[str, Any] = {"torch_dtype": torch.float32}
         vae_source = vae_args["vae"]
         if isinstance(vae_source, (str, os.PathLike)) and not os.path.exists(vae_source):
@@ -464,51 +406,3 @@ class GMS(
         model = cls(**kwargs)
         model.load_lmm_state_dict(state_dict, source=origin)
         return model.eval()
-
-
-def _read_config(path: str) -> Dict[str, Any]:
-    try:
-        config = json.loads(Path(path).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(config, dict) or config.get("model_type") != MODEL_TYPE:
-        found = {k: config.get(k) for k in ("model_type", "_class_name", "architectures") if isinstance(config, dict) and k in config}
-        raise ValueError(
-            f"{path} is not a GMS config: expected \"model_type\": \"{MODEL_TYPE}\", found {found or 'no model_type'}. "
-            "It was probably written by another library; load a folder or repo saved by GMS.save_pretrained."
-        )
-    return config
-
-
-def _read_weights(path: str) -> Dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except Exception as err:  # SafetensorError for truncated or corrupt files
-        raise ValueError(
-            f"Could not read the weights file {path}: {err}. The file is truncated or corrupt; "
-            "download it again (force_download=True) or re-save the model."
-        ) from err
-
-
-def load_state_dict_strict(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
-    """`module.load_state_dict` that names every missing, unexpected and mis-shaped key before loading anything."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [
-        f"{k}: got {tuple(state_dict[k].shape)}, expected {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(state_dict))
-        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if keys:
-                parts.append(f"{len(keys)} {label}: {keys[:10]}" + (" ..." if len(keys) > 10 else ""))
-        raise ValueError(
-            f"The weights in {source} do not match the latent mapping model ({'; '.join(parts)}). "
-            "Check that base_channels / channel_mult in config.json match the weights."
-        )
-    module.load_state_dict(state_dict, strict=True)

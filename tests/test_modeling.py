@@ -97,7 +97,7 @@ def test_fp16_storage_loads_as_fp32(tiny_gms, tmp_path):
 
 
 def test_local_vae_path_warns_on_save(tiny_gms, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="gms_hub.modeling"):
+    with caplog.at_level(logging.WARNING, logger="gms_hub.serialization"):
         tiny_gms.save_pretrained(tmp_path / "m")
     assert "include_vae=True" in caplog.text
 

@@ -1,0 +1,158 @@
+"""The files of a saved GMS, and how they are written and read (local folders and Hub repos alike).
+
+A GMS folder holds `config.json` (`"model_type": "gms"`, the VAE reference, the LMM shape), `model.safetensors`
+(the LMM weights only), `README.md` (the model card) and, when the VAE is bundled, `vae/` (a diffusers
+`AutoencoderKL` folder). [`GMS.save_pretrained`] and [`GMS.from_pretrained`] are the public entry points.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+
+from .modelcard import build_model_card
+from .vae import is_single_file
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+VAE_FOLDER = "vae"
+VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+MODEL_TYPE = "gms"
+
+
+def is_local_reference(source: Optional[str]) -> bool:
+    """Whether a VAE reference names a path on this machine (not a Hub id)."""
+    return source is not None and (os.path.exists(source) or is_single_file(source) or os.path.isabs(source))
+
+
+# ----------------------------------------------------------------------------------------------- writing
+def write_model_folder(
+    model,
+    save_directory: Union[str, os.PathLike],
+    include_vae: bool = False,
+    model_card_kwargs: Optional[Dict[str, Any]] = None,
+    save_dtype: Optional[torch.dtype] = None,
+) -> None:
+    """Write `model` (a [`GMS`]) as a GMS folder; see [`GMS.save_pretrained`] for the arguments."""
+    from safetensors.torch import load_file, save_file
+
+    save_directory = Path(save_directory)
+    config = model.config
+    if include_vae:
+        config["vae_bundled"] = True
+    elif config["vae"] is None:
+        raise ValueError(
+            "This GMS was built from an AutoencoderKL object, so config.json cannot reference its VAE; "
+            "save with include_vae=True to bundle it."
+        )
+    elif is_local_reference(config["vae"]):
+        logger.warning(
+            "The VAE was loaded from the local path %s: the saved folder only works on this machine. "
+            "Use a Hub id for `vae`, or save_pretrained(..., include_vae=True) to bundle the VAE.",
+            config["vae"],
+        )
+    save_directory.mkdir(parents=True, exist_ok=True)
+    state_dict = {k: v.detach().to("cpu", save_dtype or v.dtype).contiguous() for k, v in model.lmm.state_dict().items()}
+    save_file(state_dict, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "gms_hub"})
+    (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if include_vae:
+        model.vae.save_pretrained(str(save_directory / VAE_FOLDER), safe_serialization=True)
+        if save_dtype is not None:  # re-store the weights in save_dtype (the VAE itself is left untouched)
+            vae_weights = str(save_directory / VAE_FOLDER / VAE_FILES[1])
+            tensors = {k: v.to(save_dtype) for k, v in load_file(vae_weights).items()}
+            save_file(tensors, vae_weights, metadata={"format": "pt"})
+    card = build_model_card(config, model._hub_mixin_info.model_card_data, **(model_card_kwargs or {}))
+    card.save(str(save_directory / "README.md"))
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def file_fetcher(source: str, **hub_kwargs) -> Callable[[str], str]:
+    """`fetch(filename) -> local path` for a local GMS folder or a Hub repo id (downloaded with `hub_kwargs`:
+    revision, cache_dir, force_download, local_files_only, token)."""
+
+    def fetch(filename: str) -> str:
+        if os.path.isdir(source):
+            path = os.path.join(source, filename)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{source} has no {filename}; is it a folder written by GMS.save_pretrained?")
+            return path
+        try:
+            return hf_hub_download(source, filename, **hub_kwargs)
+        except EntryNotFoundError as err:
+            raise FileNotFoundError(f"The Hub repo {source} has no {filename}; is it a GMS repo?") from err
+
+    return fetch
+
+
+def read_config(path: str) -> Dict[str, Any]:
+    """A GMS `config.json`; anything else (another library's config, broken JSON) raises a `ValueError`."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict) or config.get("model_type") != MODEL_TYPE:
+        found = {k: config.get(k) for k in ("model_type", "_class_name", "architectures") if isinstance(config, dict) and k in config}
+        raise ValueError(
+            f"{path} is not a GMS config: expected \"model_type\": \"{MODEL_TYPE}\", found {found or 'no model_type'}. "
+            "It was probably written by another library; load a folder or repo saved by GMS.save_pretrained."
+        )
+    return config
+
+
+def read_weights(path: str) -> Dict[str, torch.Tensor]:
+    """A safetensors file; a truncated or corrupt one raises a `ValueError` that says what to do."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as err:  # SafetensorError for truncated or corrupt files
+        raise ValueError(
+            f"Could not read the weights file {path}: {err}. The file is truncated or corrupt; "
+            "download it again (force_download=True) or re-save the model."
+        ) from err
+
+
+def resolve_vae_arguments(config: Dict[str, Any], fetch: Callable[[str], str], source: str, vae=None,
+                          vae_subfolder: Optional[str] = None, vae_revision: Optional[str] = None) -> Dict[str, Any]:
+    """The `vae`, `vae_subfolder`, `vae_revision` GMS arguments for a saved config: an explicit `vae`, else the
+    bundled `vae/` folder, else the config's reference."""
+    if vae is not None:
+        return dict(vae=vae, vae_subfolder=vae_subfolder, vae_revision=vae_revision)
+    if config.get("vae_bundled"):
+        vae_dir = os.path.dirname(fetch(f"{VAE_FOLDER}/{VAE_FILES[0]}"))
+        fetch(f"{VAE_FOLDER}/{VAE_FILES[1]}")
+        return dict(vae=vae_dir, vae_subfolder=None, vae_revision=None)
+    if config.get("vae") is None:
+        raise ValueError(f"{source}/config.json names no VAE and bundles none; pass vae=... to from_pretrained.")
+    return dict(vae=config["vae"], vae_subfolder=config.get("vae_subfolder"), vae_revision=config.get("vae_revision"))
+
+
+def load_state_dict_strict(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """`module.load_state_dict` that names every missing, unexpected and mis-shaped key before loading anything."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{k}: got {tuple(state_dict[k].shape)}, expected {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state_dict))
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if keys:
+                parts.append(f"{len(keys)} {label}: {keys[:10]}" + (" ..." if len(keys) > 10 else ""))
+        raise ValueError(
+            f"The weights in {source} do not match the latent mapping model ({'; '.join(parts)}). "
+            "Check that base_channels / channel_mult in config.json match the weights."
+        )
+    module.load_state_dict(state_dict, strict=True)
