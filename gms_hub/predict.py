@@ -68,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=None, help="Probability threshold (default: the model's, 0.5).")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--fast", action="store_true",
+                        help="Apply gms_hub.fast.optimize (exact rewrites: probabilities equal to float rounding).")
     parser.add_argument("--save_probabilities", action="store_true",
                         help="Also write <name>_prob.png: the probability map as a 16-bit PNG (value / 65535).")
     return parser.parse_args(argv)
@@ -82,6 +84,10 @@ def main(argv=None) -> int:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model, device)
+    if args.fast:
+        from .fast import optimize
+
+        optimize(model)
     failures: List[Tuple[Path, str]] = []
     written = 0
     progress = tqdm(total=len(files), desc="Segmenting", unit="image")

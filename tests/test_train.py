@@ -290,3 +290,44 @@ def test_begin_epoch_reaches_the_sampler_and_the_dataset_on_sharded_loaders():
         assert all(int(b[:, 1].max()) == epoch for b in batches)  # the dataset saw the epoch (augmentation seeds)
         orders.append([int(i) for b in batches for i in b[:, 0]])
     assert orders[0] != orders[1] and len(orders[0]) == 8  # a new order each epoch; half the data per process
+
+
+def test_fast_flag_trains_and_evaluates_like_the_paper_faithful_path(workspace, uninterrupted_run):
+    """`train.py --fast` / `evaluate.py --fast` (the exact rewrites of gms_hub.fast on the frozen VAE) give the
+    same run as the default path, to float rounding: same selection, validation scores and weights."""
+    output_dir = workspace / "fast"
+    _run(_train_command(workspace, output_dir, 1, "--report_to", "none", "--fast"), _env())
+    fast = json.loads((output_dir / "training_results.json").read_text())
+    reference = json.loads((uninterrupted_run / "training_results.json").read_text())
+    assert fast["best_epoch"] == reference["best_epoch"]
+    for got, expected in zip(fast["history"], reference["history"]):
+        assert got["dsc_mean"] == pytest.approx(expected["dsc_mean"], abs=2e-3)
+    # The last weights (the selected ones may be the warm-up's first epoch, at learning rate 0).
+    name = "checkpoint-12/model.safetensors"
+    got, expected = load_file(str(output_dir / name)), load_file(str(uninterrupted_run / name))
+    assert got.keys() == expected.keys()
+    assert any(not torch.equal(got[key], expected[key]) for key in expected), "--fast changed nothing: not applied?"
+    # Compared as functions: AdamW turns the rounding noise of near-zero gradients (e.g. attention key biases,
+    # to which softmax is blind) into lr-sized steps, so single weights differ while the model does not.
+    from gms_hub import GMS
+
+    models = []
+    for weights in (got, expected):
+        model = GMS.from_pretrained(uninterrupted_run)
+        model.load_lmm_state_dict(weights)
+        models.append(model)
+    pixel_values = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        probs_fast, probs_reference = (model(pixel_values).mask_probs for model in models)
+    assert (probs_fast - probs_reference).abs().max() < 1e-3  # measured 6e-6
+    assert (probs_fast - probs_reference).abs().mean() < 1e-4
+
+    spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    evaluate.main(evaluate.parse_args([
+        "--model", str(uninterrupted_run), "--dataset", str(workspace / "data"), "--split", "test",
+        "--output_dir", str(workspace / "fast_evaluation"), "--no_masks", "--fast",
+    ]))
+    metrics = json.loads((workspace / "fast_evaluation" / "metrics.json").read_text())
+    assert metrics["dsc_mean"] == pytest.approx(reference["metrics"]["test"]["dsc_mean"], abs=2e-3)

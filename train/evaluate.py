@@ -57,6 +57,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate the first N images only (debugging).")
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
                         help="Autocast precision (default: the accelerate config, else fp32, the paper's).")
+    parser.add_argument("--fast", action="store_true",
+                        help="Apply gms_hub.fast.optimize (exact rewrites: probabilities equal to float rounding).")
     parser.add_argument("--no_masks", action="store_true", help="Do not write the predicted masks.")
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     args = parser.parse_args(argv)
@@ -111,6 +113,10 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
 
     model = load_model(args).to(accelerator.device).eval()
+    if args.fast:
+        from gms_hub.fast import optimize
+
+        optimize(model)
     dataset_kwargs = {"revision": args.dataset_revision} if args.dataset_revision else {}
     dataset = load_gms_dataset(args.dataset, split=args.split, **dataset_kwargs)
     if args.max_samples is not None:

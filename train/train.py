@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Recompute LMM blocks and VAE decoder blocks in the backward pass (less memory).")
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
                         help="Overrides the accelerate config. The frozen VAE keeps fp32 weights and runs under autocast.")
+    parser.add_argument("--fast", action="store_true",
+                        help="Run the frozen VAE through the exact rewrites of gms_hub.fast.optimize (sub-pixel "
+                             "upsampling, folded mask mean, channels_last): the same loss to float rounding, faster.")
     parser.add_argument("--seed", type=int, default=2333)
     # selection, checkpoints, logging, output
     parser.add_argument("--validation_epochs", type=int, default=1, help="Evaluate for model selection every N epochs.")
@@ -407,6 +410,13 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     if args.gradient_checkpointing:
         model.lmm.gradient_checkpointing = True
         model.vae.enable_gradient_checkpointing()  # the decoder's activations dominate training memory
+    if args.fast:
+        from gms_hub.fast import optimize
+
+        # The VAE only: the trainable LMM keeps its memory format (checkpoints, DDP buckets).
+        optimize(model, channels_last=False)
+        if accelerator.device.type in ("cpu", "cuda"):
+            model.vae.to(memory_format=torch.channels_last)
 
     # ---- data
     train_split = load_split(args, "train", required=True)
