@@ -31,6 +31,22 @@ def add_common_args(parser) -> None:
                         "('eager' only checks that they trace, quickly).")
 
 
+def resolve_paths(
+    parser, args, paths, default_paths: Dict[str, str], fallback_paths: str, default_batch: Dict[str, int]
+):
+    """Fill in the device-dependent defaults of --batch_size and --paths (`fallback_paths` on a device type
+    `default_paths` does not name); 'eager' (the baseline) comes first."""
+    device_type = torch.device(args.device).type
+    args.batch_size = args.batch_size or default_batch.get(device_type, default_batch["cpu"])
+    chosen = args.paths or default_paths.get(device_type, fallback_paths)
+    names = [p.strip() for p in chosen.split(",") if p.strip()]
+    unknown = [p for p in names if p not in paths]
+    if unknown:
+        parser.error(f"unknown --paths {unknown}; choose from {list(paths)}")
+    args.paths = ["eager"] + [p for p in names if p != "eager"]
+    return args
+
+
 def build_model(args):
     """A GMS in float32 eval mode: the given VAE, or the SD2 VAE architecture with random weights."""
     from diffusers import AutoencoderKL
@@ -104,6 +120,18 @@ def release_cpu_memory_eagerly() -> bool:
         return True
     except (OSError, AttributeError):
         return False
+
+
+def peak_memories(calls: Dict[str, Callable[[], object]], device) -> Dict[str, Dict[str, float]]:
+    """Peak memory (see `peak_memory`) of one call of each path, measured after the timed rounds."""
+    release_cpu_memory_eagerly()
+    calls["eager"]()  # the first call after the allocator change pays one-off costs: leave it unmeasured
+    memory: Dict[str, Dict[str, float]] = {}
+    for name, call in calls.items():
+        memory[name] = {}
+        with peak_memory(device, memory[name]):
+            call()
+    return memory
 
 
 @contextmanager

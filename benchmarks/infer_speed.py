@@ -21,8 +21,8 @@ import statistics
 import torch
 
 from _speed_utils import (
-    add_common_args, alternate, make_images, median_ratio, peak_memory,
-    print_table, release_cpu_memory_eagerly, start_run, timed,
+    add_common_args, alternate, make_images, median_ratio, peak_memories,
+    print_table, resolve_paths, start_run, timed,
 )
 
 # name -> (gms_hub.fast.optimize kwargs or None for no rewrite, model.compile() kwargs or None for no compile).
@@ -51,15 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=None, help="Default: 32 on CUDA, 2 on CPU.")
     parser.add_argument("--paths", default=None, help=f"Comma-separated, from {', '.join(PATHS)}. "
                         f"Default: {DEFAULT_PATHS}. 'eager' is always measured (the baseline).")
-    args = parser.parse_args(argv)
-    device_type = torch.device(args.device).type
-    args.batch_size = args.batch_size or (32 if device_type == "cuda" else 2)
-    names = [p.strip() for p in (args.paths or DEFAULT_PATHS.get(device_type, "eager,exact")).split(",") if p.strip()]
-    unknown = [p for p in names if p not in PATHS]
-    if unknown:
-        parser.error(f"unknown --paths {unknown}; choose from {list(PATHS)}")
-    args.paths = ["eager"] + [p for p in names if p != "eager"]
-    return args
+    return resolve_paths(parser, parser.parse_args(argv), PATHS, DEFAULT_PATHS, "eager,exact", {"cuda": 32, "cpu": 2})
 
 
 def make_path(model, name, compile_backend="inductor"):
@@ -91,14 +83,9 @@ def main(args) -> None:
             outputs[name] = models[name](images).mask_probs.float()
             print(f"{name}: first call {first_call[name]:.1f}s")
         del base
-        times = alternate({n: (lambda m=m: m(images)) for n, m in models.items()}, args.repeats, args.device)
-        memory = {}
-        release_cpu_memory_eagerly()
-        models["eager"](images)  # the first call after the allocator change pays one-off costs: leave it unmeasured
-        for name, model in models.items():
-            memory[name] = {}
-            with peak_memory(args.device, memory[name]):
-                model(images)
+        calls = {n: (lambda m=m: m(images)) for n, m in models.items()}
+        times = alternate(calls, args.repeats, args.device)
+        memory = peak_memories(calls, args.device)
 
     reference = outputs["eager"]
     rows = []

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from _speed_utils import (
-    add_common_args, alternate, make_images, median_ratio, peak_memory,
-    print_table, release_cpu_memory_eagerly, start_run,
+    add_common_args, alternate, make_images, median_ratio, peak_memories,
+    print_table, resolve_paths, start_run,
 )
 
 # name -> (gms_hub.fast.optimize kwargs or None, loss: "three_pass" | "batched", autocast dtype, torch.compile)
@@ -48,15 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--loss_tolerance", type=float, default=1e-3, help="Relative loss difference from fp32 "
                         "eager accepted as 'the same loss' (exact rewrites stay near 1e-6; bf16 autocast does not).")
-    args = parser.parse_args(argv)
-    device_type = torch.device(args.device).type
-    args.batch_size = args.batch_size or (8 if device_type == "cuda" else 1)
-    names = [p.strip() for p in (args.paths or DEFAULT_PATHS.get(device_type, "eager,batched")).split(",") if p.strip()]
-    unknown = [p for p in names if p not in PATHS]
-    if unknown:
-        parser.error(f"unknown --paths {unknown}; choose from {list(PATHS)}")
-    args.paths = ["eager"] + [p for p in names if p != "eager"]
-    return args
+    return resolve_paths(parser, parser.parse_args(argv), PATHS, DEFAULT_PATHS, "eager,batched", {"cuda": 8, "cpu": 1})
 
 
 def three_pass_loss(model, pixel_values, masks):
@@ -120,7 +112,7 @@ def main(args) -> None:
     blobs = torch.rand(args.batch_size, 1, max(2, args.image_size // 32), max(2, args.image_size // 32), generator=generator)
     masks = (F.interpolate(blobs, size=(args.image_size,) * 2, mode="bilinear") > 0.5).float().to(args.device)
 
-    steps, agreement, memory = {}, {}, {}
+    steps, agreement = {}, {}
     for name in args.paths:
         model = copy.deepcopy(base)
         loss_fn, steps[name] = make_step(model, name, pixel_values, masks, args.learning_rate, args.compile_backend)
@@ -129,12 +121,7 @@ def main(args) -> None:
         print(f"{name}: loss {agreement[name][0]:.6f}, warm-up step done")
     del base
     times = alternate(steps, args.repeats, args.device)
-    release_cpu_memory_eagerly()
-    steps["eager"]()  # the first call after the allocator change pays one-off costs: leave it unmeasured
-    for name, step in steps.items():
-        memory[name] = {}
-        with peak_memory(args.device, memory[name]):
-            step()
+    memory = peak_memories(steps, args.device)
 
     reference_loss, reference_grads = agreement["eager"]
     rows = []
