@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Optional
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 logger = get_logger(__name__, log_level="INFO")
 
 REFERENCE_NAMES = ("bus", "busi", "glas", "ham10000", "kvasir-instrument")

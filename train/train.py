@@ -41,6 +41,8 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 logger = get_logger(__name__, log_level="INFO")
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,8 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 logger = get_logger(__name__)
 
