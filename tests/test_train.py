@@ -232,13 +232,15 @@ def test_learning_rate_schedule_is_the_papers():
 
 
 def test_resume_latest_ignores_incomplete_checkpoints(tmp_path):
+    from gms_hub.checkpoints import STATE_FILE, list_checkpoints
+
     train = _load_train_module()
     for step in (3, 10):
         (tmp_path / f"checkpoint-{step}").mkdir()
-        (tmp_path / f"checkpoint-{step}" / train.STATE_FILE).write_text("{}")
+        (tmp_path / f"checkpoint-{step}" / STATE_FILE).write_text("{}")
     (tmp_path / ".checkpoint-20.tmp").mkdir()  # a crash while writing step 20
     (tmp_path / "checkpoint-30").mkdir()  # not written by train.py (no state file)
-    assert [p.name for p in train.list_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-10"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-10"]
     args = train.parse_args(["--dataset", "d", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest"])
     assert train.resolve_checkpoint(args).name == "checkpoint-10"
 

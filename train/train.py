@@ -26,9 +26,7 @@ import logging
 import math
 import os
 import random
-import re
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -43,10 +41,10 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from gms_hub import checkpoints  # noqa: E402  (after the path set-up above)
+
 logger = get_logger(__name__, log_level="INFO")
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-STATE_FILE = "training_state.json"
 BEST_WEIGHTS_FILE = "best_lmm.safetensors"
 RESULTS_FILE = "training_results.json"
 
@@ -251,60 +249,20 @@ class SeededTrainDataset(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-def list_checkpoints(output_dir: str) -> List[Path]:
-    """Complete `checkpoint-{step}` folders in `output_dir`, oldest first (temporary folders are ignored)."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
-
-
 def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: Dict[str, Any], best_weights) -> Path:
-    """Write `checkpoint-{step}` atomically: everything goes to a temporary folder that is renamed when complete.
+    """Write `checkpoint-{step}` atomically (`gms_hub.checkpoints`), with the best LMM weights so far."""
 
-    A crash mid-write leaves only `.checkpoint-{step}.tmp`, which `--resume_from_checkpoint latest` ignores.
-    """
-    from safetensors.torch import save_file
+    def write_best_weights(folder: Path) -> None:
+        from safetensors.torch import save_file
 
-    step = state["global_step"]
-    final_dir = Path(args.output_dir) / f"checkpoint-{step}"
-    temp_dir = Path(args.output_dir) / f".checkpoint-{step}.tmp"
-    if accelerator.is_main_process and temp_dir.exists():
-        shutil.rmtree(temp_dir)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temp_dir))  # model, optimizer, RNG states (each process writes its own)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
         if best_weights is not None:
-            save_file(best_weights, str(temp_dir / BEST_WEIGHTS_FILE))
-        (temp_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # written last: marks completeness
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        os.replace(temp_dir, final_dir)
-        if args.checkpoints_total_limit is not None:
-            checkpoints = list_checkpoints(args.output_dir)
-            for old in checkpoints[: max(len(checkpoints) - args.checkpoints_total_limit, 0)]:
-                logger.info(f"Removing {old.name} (--checkpoints_total_limit {args.checkpoints_total_limit})")
-                shutil.rmtree(old)
-        logger.info(f"Saved {final_dir}")
-    accelerator.wait_for_everyone()
-    return final_dir
+            save_file(best_weights, str(folder / BEST_WEIGHTS_FILE))
+
+    return checkpoints.save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit, write_best_weights)
 
 
 def resolve_checkpoint(args: argparse.Namespace) -> Optional[Path]:
-    if args.resume_from_checkpoint is None:
-        return None
-    if args.resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(args.output_dir)
-        return checkpoints[-1] if checkpoints else None
-    path = Path(args.resume_from_checkpoint)
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(
-            f"--resume_from_checkpoint {path} is not a complete checkpoint folder (no {STATE_FILE}); "
-            f"pass 'latest' or one of {[p.name for p in list_checkpoints(args.output_dir)]}."
-        )
-    return path
+    return checkpoints.resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -482,7 +440,7 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
         accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+        state = checkpoints.read_state(checkpoint)
         if state["num_processes"] != accelerator.num_processes:
             logger.warning(
                 f"{checkpoint} was written by {state['num_processes']} processes and this run has "

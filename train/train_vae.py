@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +37,8 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from gms_hub import checkpoints  # noqa: E402  (after the path set-up above)
 
 logger = get_logger(__name__)
 
@@ -259,19 +260,6 @@ def evaluate_vae(vae, images: torch.Tensor, masks: torch.Tensor, batch_size: int
 
 
 # ----------------------------------------------------------------------------------------- main
-def _latest_checkpoint(output_dir: str) -> str | None:
-    dirs = [d for d in os.listdir(output_dir) if d.startswith("checkpoint-")] if os.path.isdir(output_dir) else []
-    return os.path.join(output_dir, max(dirs, key=lambda d: int(d.split("-")[1]))) if dirs else None
-
-
-def _prune_checkpoints(output_dir: str, limit: int | None) -> None:
-    if not limit:
-        return
-    dirs = sorted((d for d in os.listdir(output_dir) if d.startswith("checkpoint-")), key=lambda d: int(d.split("-")[1]))
-    for d in dirs[: max(0, len(dirs) - limit + 1)]:  # leave room for the one about to be written
-        shutil.rmtree(os.path.join(output_dir, d))
-
-
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
@@ -311,14 +299,13 @@ def main(args: argparse.Namespace) -> None:
         accelerator.init_trackers("train_vae", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
     global_step = 0
-    if args.resume_from_checkpoint:
-        path = _latest_checkpoint(args.output_dir) if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
-        if path is None:
-            logger.info("No checkpoint to resume from; starting a new run.")
-        else:
-            accelerator.load_state(path)
-            global_step = int(os.path.basename(os.path.normpath(path)).split("-")[1])
-            logger.info(f"Resumed from {path} at step {global_step}")
+    checkpoint = checkpoints.resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if args.resume_from_checkpoint and checkpoint is None:
+        logger.info("No checkpoint to resume from; starting a new run.")
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        global_step = checkpoints.read_state(checkpoint)["global_step"]
+        logger.info(f"Resumed from {checkpoint} at step {global_step}")
 
     progress = tqdm(range(args.max_train_steps), initial=global_step, desc="VAE steps", disable=not accelerator.is_local_main_process)
     model.train()
@@ -340,9 +327,10 @@ def main(args: argparse.Namespace) -> None:
         logs = {k: float(v.detach()) for k, v in terms.items()} | {"lr": lr_scheduler.get_last_lr()[0]}
         progress.set_postfix(loss=f"{logs['loss']:.4f}", dice=f"{logs['dice_loss']:.4f}")
         accelerator.log(logs, step=global_step)
-        if accelerator.is_main_process and args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-            _prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
-            accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+        if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:  # on every process
+            checkpoints.save_checkpoint(
+                accelerator, args.output_dir, {"global_step": global_step}, args.checkpoints_total_limit or None
+            )
         if accelerator.is_main_process and args.validation_steps and global_step % args.validation_steps == 0:
             model.eval()
             metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device))
