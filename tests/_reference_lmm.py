@@ -4,9 +4,24 @@ Written from method.md with the reference's explicit bmm/softmax attention, so t
 released `.pth` layout loads into it strictly; tests compare its outputs with the converted LatentMappingModel.
 """
 
+import json
+import os
+from pathlib import Path
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+SHARED_DIR = Path(os.environ.get("GMS_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def reference_key_shapes() -> dict:
+    """The released `.pth` state dict's keys and shapes (`design/lmm_state_dict.json` beside the checkout)."""
+    path = SHARED_DIR / "design" / "lmm_state_dict.json"
+    if not path.is_file():
+        pytest.skip(f"the reference key list is not available at {path} (set GMS_SHARED_DIR)")
+    return json.loads(path.read_text())
 
 
 class RefResBlock(nn.Module):

@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,22 +7,21 @@ import torch
 
 from gms_hub import GMS, LatentMappingModel
 from gms_hub.convert import convert_reference_state_dict, load_reference_state_dict
-from _reference_lmm import ReferenceLMM, random_reference_state_dict
+from _reference_lmm import ReferenceLMM, random_reference_state_dict, reference_key_shapes
 
-SHAPES = json.loads((Path(__file__).resolve().parents[2] / "shared" / "design" / "lmm_state_dict.json").read_text())
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def reference_pth(tmp_path):
-    state = random_reference_state_dict(SHAPES)
+    state = random_reference_state_dict(reference_key_shapes())
     path = tmp_path / "best_model.pth"
     torch.save({"model": state}, str(path))
     return path, state
 
 
 def test_reference_network_loads_json_layout_strictly():
-    ReferenceLMM().load_state_dict(random_reference_state_dict(SHAPES), strict=True)
+    ReferenceLMM().load_state_dict(random_reference_state_dict(reference_key_shapes()), strict=True)
 
 
 def test_converted_weights_reproduce_reference_outputs(reference_pth):
@@ -53,7 +51,7 @@ def test_other_keys_are_rejected(tmp_path):
     torch.save({"state_dict": {"a": torch.zeros(1)}}, str(path))
     with pytest.raises(ValueError, match="under 'model'.*state_dict"):
         load_reference_state_dict(path)
-    state = random_reference_state_dict(SHAPES)
+    state = random_reference_state_dict(reference_key_shapes())
     state["conv9_9.resblock.act1.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="conv9_9"):
         convert_reference_state_dict(state)

@@ -1,12 +1,9 @@
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from gms_hub import LatentMappingModel
+from _reference_lmm import reference_key_shapes
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def test_heads_have_latent_shape():
@@ -23,7 +20,7 @@ def test_paper_configuration_parameter_count():
 
 def test_state_dict_matches_reference_key_count():
     # The reference lists 196 entries, 16 of which are the second registration of a shared PReLU.
-    shapes = json.loads((SHARED / "design" / "lmm_state_dict.json").read_text())
+    shapes = reference_key_shapes()
     duplicates = [k for k in shapes if ".conv1.1." in k or ".conv2.1." in k]
     assert len(LatentMappingModel().state_dict()) == len(shapes) - len(duplicates)
 
