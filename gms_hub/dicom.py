@@ -67,10 +67,9 @@ def _functional_group_value(ds: Dataset, index: int, sequence: str, keyword: str
     """A per-frame value of an enhanced multi-frame file: per-frame group first, then the shared group."""
     for groups, item_index in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
         items = ds.get(groups)
-        if items and item_index < len(items) and sequence in items[item_index]:
-            inner = items[item_index][sequence]
-            if len(inner) and keyword in inner[0]:
-                return inner[0][keyword]
+        inner = items[item_index].get(sequence) if items and item_index < len(items) else None
+        if inner and keyword in inner[0]:
+            return inner[0].get(keyword)
     return None
 
 
@@ -318,6 +317,11 @@ def write_dicom_seg(
         raise _error(reference.path, f"the SEG would hold {seg.NumberOfFrames} frames instead of {expected} "
                      f"(the {source.SOPClassUID.name} IOD is single-frame but the file has {reference.num_frames} frames). "
                      "Write PNG masks instead.")
+    try:  # what highdicom writes but cannot read back (e.g. pixel measures without a slice thickness) is refused
+        hd.seg.Segmentation.from_dataset(seg, copy=True)
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        raise _error(reference.path, f"the DICOM SEG built from this source does not read back ({err}); the source "
+                     "lacks attributes a SEG needs. Write PNG or NIfTI masks instead.") from None
     path = Path(path)
     if path.is_dir():
         path = path / f"{reference.name}_seg.dcm"
