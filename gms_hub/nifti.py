@@ -106,7 +106,8 @@ def read_nifti(
                 index[extra] = 0
             return np.moveaxis(np.asarray(dataobj[tuple(index)]), axis, 0)
         except (EOFError, OSError, ValueError, zlib.error) as err:
-            raise _error(path, f"slices {start}..{stop - 1} cannot be read ({type(err).__name__}: {err}); the file is "
+            detail = " ".join(str(err).split())
+            raise _error(path, f"slices {start}..{stop - 1} cannot be read ({type(err).__name__}: {detail}); the file is "
                          "truncated or corrupt. Export it again.") from None
 
     value_range: List[float] = []
