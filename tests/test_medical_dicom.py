@@ -316,3 +316,11 @@ def test_dicom_seg_rejects_masks_that_do_not_fit(tmp_path):
         write_dicom_seg(np.zeros((1, 64, 64), np.uint8), image, tmp_path, labels=["x"], model_id="m")
     with pytest.raises(ValueError, match="no label"):
         write_dicom_seg(np.full((1, 128, 128), 2, np.uint8), image, tmp_path, labels=["x"], model_id="m")
+
+
+def test_dicom_seg_that_would_not_read_back_is_refused(tmp_path):
+    image = read_medical_image(get_testdata_file("JPEG2000.dcm"))  # NM: Pixel Spacing but no Slice Thickness
+    with pytest.raises(MedicalImageError) as excinfo:
+        write_dicom_seg(np.zeros((1, 1024, 256), np.uint8), image, tmp_path, labels=["x"], model_id="m")
+    assert_clear_error(excinfo, "JPEG2000.dcm", "does not read back", "PNG or NIfTI")
+    assert not list(tmp_path.iterdir())
