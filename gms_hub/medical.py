@@ -1,0 +1,250 @@
+"""Medical scans in: one entry point for DICOM and NIfTI, a lazily decoded frame sequence, and areas in mm².
+
+`read_medical_image` recognises the format, reads the header only, and returns a `MedicalImage` whose
+`frames` decode one frame (DICOM) or one slice (NIfTI) at a time, already mapped to [0, 1] by the format's
+intensity rules. A 512x512x300 volume therefore never exists in memory as float: iterate
+`image.frames.batches(batch_size)` and pass each frame to `gms_hub.processing.to_float_rgb(frame,
+value_range=image.value_range)`. The format readers live in `gms_hub.dicom` and `gms_hub.nifti`.
+
+Nothing in this module (messages, logs, reprs) carries patient-identifying values: errors name the file's
+basename and the technical attribute at fault, never names, IDs, dates or accession numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+Spacing = Optional[Tuple[float, float]]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+class MedicalImageError(ValueError):
+    """A DICOM or NIfTI file that cannot be segmented; the message names the file and says what to do."""
+
+
+class FrameSequence(Sequence):
+    """The frames of a scan, decoded on demand.
+
+    Indexing decodes one frame; `batches(n)` decodes `n` at a time (one read per batch, which matters for
+    gzipped NIfTI volumes). Each frame is float32 in [0, 1], (H, W) for grayscale or (H, W, 3) for colour.
+
+    Args:
+        length (`int`): number of frames.
+        read_batch (`Callable[[int, int], List[np.ndarray]]`): decodes frames `start` to `stop` (exclusive).
+    """
+
+    def __init__(self, length: int, read_batch: Callable[[int, int], List[np.ndarray]]):
+        self._length = int(length)
+        self._read_batch = read_batch
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        index = int(index)
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(f"frame index {index} out of range for {self._length} frames")
+        return self._read_batch(index, index + 1)[0]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for batch in self.batches(8):
+            yield from batch
+
+    def batches(self, batch_size: int) -> Iterator[List[np.ndarray]]:
+        """Yield consecutive lists of at most `batch_size` frames, in order (frame 0 first).
+
+        Example:
+            >>> for batch in image.frames.batches(16):
+            ...     masks = model.segment(batch, value_range=image.value_range)
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        for start in range(0, self._length, batch_size):
+            yield self._read_batch(start, min(start + batch_size, self._length))
+
+
+@dataclass
+class MedicalImage:
+    """A DICOM file or NIfTI image opened for segmentation.
+
+    Attributes:
+        path (`Path`): the source file.
+        kind (`str`): `"dicom"` or `"nifti"`.
+        frames (`FrameSequence`): the frames (DICOM) or slices (NIfTI), decoded lazily, float32 in [0, 1].
+        spacing (`tuple(float, float)` or `None`): pixel size in mm along (rows, columns) of a frame.
+        shape (`tuple(int)`): the stored array's shape: (frames, rows, columns) for DICOM, the data shape for
+            NIfTI (before any trailing singleton axes are dropped).
+        affine (`np.ndarray` or `None`): NIfTI voxel-to-world affine, (4, 4).
+        slice_axis (`int` or `None`): NIfTI axis the frames are taken along (`None` for a 2D image).
+        dataset (`pydicom.Dataset` or `None`): DICOM metadata without pixel data, kept to reference the source
+            from a DICOM SEG. It holds patient data: never log, print or display it.
+        header (`nibabel` header or `None`): NIfTI header, reused when writing the mask.
+    """
+
+    path: Path
+    kind: str
+    frames: FrameSequence = field(repr=False)
+    spacing: Spacing = None
+    shape: Tuple[int, ...] = ()
+    affine: Optional[np.ndarray] = field(default=None, repr=False)
+    slice_axis: Optional[int] = None
+    dataset: Any = field(default=None, repr=False)
+    header: Any = field(default=None, repr=False)
+
+    value_range = (0.0, 1.0)
+    """What `frames` hold: pass it to `to_float_rgb` / `segment` so the values are not stretched again."""
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def name(self) -> str:
+        """The file name without its format suffix (`scan.nii.gz` -> `scan`), used to name outputs."""
+        return strip_suffix(self.path.name)
+
+
+def strip_suffix(filename: str) -> str:
+    lower = filename.lower()
+    for suffix in NIFTI_SUFFIXES[::-1] + DICOM_SUFFIXES:
+        if lower.endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
+
+
+def has_dicom_preamble(path: PathLike) -> bool:
+    """True if the file has the DICOM Part 10 signature: a 128-byte preamble followed by `DICM`."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def detect_medical_format(path: PathLike) -> Optional[str]:
+    """Return `"nifti"` for `.nii`/`.nii.gz`, `"dicom"` for `.dcm` or any file with the `DICM` preamble,
+    else `None` (an ordinary image, left to the PIL reader).
+
+    Example:
+        >>> detect_medical_format("scan.nii.gz")
+        'nifti'
+    """
+    lower = str(path).lower()
+    if lower.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if lower.endswith(DICOM_SUFFIXES):
+        return "dicom"
+    return "dicom" if os.path.isfile(path) and has_dicom_preamble(path) else None
+
+
+def read_medical_image(
+    path: PathLike, *, window: Optional[Tuple[float, float]] = None, slice_axis: int = -1
+) -> MedicalImage:
+    """Open a DICOM file or a NIfTI image; frames are decoded later, when indexed or iterated.
+
+    Intensity rules (the same for every frame): DICOM applies Rescale Slope/Intercept (or the Modality LUT),
+    then the VOI LUT or Window Center/Width when present, else the frame's own min..max; MONOCHROME1 is
+    inverted; YBR and palette colour become RGB. NIfTI uses `cal_min..cal_max` when set, else the min..max of
+    the whole volume (so slices stay comparable). `window` overrides both.
+
+    Args:
+        path (`str` or `os.PathLike`): a `.dcm` file, an extensionless DICOM file, or a `.nii`/`.nii.gz` file.
+        window (`tuple(float, float)`, *optional*): (center, width) in stored units after rescale (e.g. HU),
+            overriding the file's own window.
+        slice_axis (`int`, defaults to -1): NIfTI axis to slice a 3D volume along.
+
+    Returns:
+        `MedicalImage`.
+
+    Raises:
+        `FileNotFoundError`: the path is not a file.
+        `MedicalImageError`: the file is not a readable scan (the message says why and what to do).
+
+    Example:
+        >>> image = read_medical_image("ct.nii.gz", window=(40, 400))
+        >>> image.num_frames, image.spacing
+        (300, (0.7, 0.7))
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' is not a file. Pass a DICOM (.dcm) or NIfTI (.nii, .nii.gz) file.")
+    if path.stat().st_size == 0:
+        raise MedicalImageError(f"'{path.name}' is empty (0 bytes). Export the scan again.")
+    if window is not None:
+        window = check_window(window)
+    kind = detect_medical_format(path)
+    if kind == "nifti":
+        from .nifti import read_nifti
+
+        return read_nifti(path, window=window, slice_axis=slice_axis)
+    if kind == "dicom":
+        from .dicom import read_dicom
+
+        return read_dicom(path, window=window)
+    raise MedicalImageError(
+        f"'{path.name}' is neither NIfTI (.nii, .nii.gz) nor DICOM (.dcm or the 'DICM' preamble). "
+        "Open ordinary images (PNG, JPEG, TIFF) with the image reader instead."
+    )
+
+
+def check_window(window: Iterable[float]) -> Tuple[float, float]:
+    values = tuple(float(v) for v in window)
+    if len(values) != 2 or not all(np.isfinite(values)) or values[1] <= 0:
+        raise ValueError(f"window must be (center, width) with width > 0, got {tuple(window)}.")
+    return values
+
+
+def normalise(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map `lo..hi` to 0..1 (clipped) as float32; a flat range gives zeros. `lo > hi` inverts."""
+    if hi == lo:
+        return np.zeros(data.shape, dtype=np.float32)
+    out = (np.asarray(data, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def pixel_area_mm2(spacing: Spacing) -> Optional[float]:
+    """Area of one pixel in mm², or `None` when the spacing is unknown.
+
+    Args:
+        spacing (`tuple(float, float)` or `None`): pixel size in mm along rows and columns.
+
+    Example:
+        >>> pixel_area_mm2((0.5, 0.25)) * 1200  # a 1200-pixel mask
+        150.0
+    """
+    if spacing is None:
+        return None
+    row, col = (float(v) for v in spacing)
+    if not (row > 0 and col > 0):
+        raise ValueError(f"spacing must be two positive sizes in mm, got {tuple(spacing)}.")
+    return row * col
+
+
+def check_masks(masks: Union[np.ndarray, Sequence[np.ndarray]], reference: MedicalImage, what: str) -> np.ndarray:
+    """Stack per-frame masks into (num_frames, H, W) uint8 and check them against the reference's frames."""
+    array = np.stack([np.asarray(m) for m in masks]) if not isinstance(masks, np.ndarray) else masks
+    if array.ndim == 2 and reference.num_frames == 1:
+        array = array[None]
+    if array.ndim != 3 or array.shape[0] != reference.num_frames:
+        raise ValueError(
+            f"{what} needs one (H, W) mask per frame of '{reference.path.name}' ({reference.num_frames} frames); "
+            f"got an array of shape {array.shape}."
+        )
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer) or (array.size and (array.min() < 0 or array.max() > 255)):
+        raise ValueError(f"{what} expects integer label masks in 0..255, got dtype {array.dtype}.")
+    return array.astype(np.uint8, copy=False)
