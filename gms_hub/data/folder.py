@@ -349,11 +349,11 @@ def detect_mask_encoding(
             if not count_files:
                 logger.warning("Every mask is empty (all 0): reading them as binary masks {0, 255}")
             encoding = MaskEncoding("binary", {0: "background", 1: labels[0] if labels else "class_1"}, foreground)
-            declared = f"binary {{0, {foreground}}}" + (" (one label given)" if labels else "")
+            declared = f"binary {{0, {foreground}}}" + (", one label given" if labels else "")
         elif num_labels is not None:
             names = {index: label for index, label in enumerate(labels, start=1)}
             encoding = MaskEncoding("index", {0: "background", **names})
-            declared = f"class indices 0..{num_labels} ({num_labels} labels given)"
+            declared = f"class indices 0..{num_labels}, {num_labels} labels given"
         elif max(union) <= MAX_INFERRED_CLASSES:
             k = max(union)
             encoding = MaskEncoding("index", {0: "background", **{i: f"class_{i}" for i in range(1, k + 1)}})
