@@ -349,3 +349,47 @@ def test_cli_synthetic_writes_a_loadable_folder(tmp_path):
     assert len(test) == 3 and "kind" in test.column_names and test[0]["image"].size == (32, 32)
     card = (out / "README.md").read_text()
     assert "license: apache-2.0" in card and "--seed 3" in card and "## Generation" in card
+
+
+def test_cli_synthetic_multiclass_writes_id2label(tmp_path):
+    from gms_hub.data import load_id2label
+
+    out = tmp_path / "synthetic"
+    assert cli(["synthetic", "--output_dir", str(out), "--num_train", "3", "--num_validation", "1",
+                "--num_test", "1", "--image_size", "32", "--num_classes", "3"]) == 0
+    assert load_id2label(out) == {0: "background", 1: "dark_lesion", 2: "bright_nodule", 3: "ringed_cyst"}
+    test = du.load_split(out, "test", tmp_path / "cache")
+    assert set(np.unique(np.asarray(test[0]["mask"])).tolist()) == {0, 1, 2, 3}
+    assert "--num_classes 3" in json.loads((out / "splits.json").read_text())["provenance"]["command"]
+
+
+def test_busi_multiclass_has_the_binary_split_and_lesion_type_masks(tmp_path):
+    from gms_hub.data import load_id2label
+
+    names = du.split_names("busi")
+    pick = lambda names, label, n: [x for x in names if x.startswith(label)][:n]  # noqa: E731
+    subset = {key: pick(names[key], "benign", n) + pick(names[key], "malignant", n) for key, n in (("train", 8), ("test", 3))}
+    split = tmp_path / "busi-mixed.json"
+    split.write_text(json.dumps(subset))
+    raw = du.make_busi(tmp_path / "raw", subset["train"] + subset["test"], extra_lesions=subset["test"][:1])
+    binary = _convert(BUSIConverter(), raw, tmp_path / "binary", split)
+    args = ["busi", "--multiclass", "--raw_dir", str(raw), "--output_dir", str(tmp_path / "mc"), "--splits", str(split)]
+    assert cli(args) == 0
+    multi = tmp_path / "mc"
+    assert json.loads((multi / "splits.json").read_text())["splits"] == json.loads((binary / "splits.json").read_text())["splits"]
+    assert load_id2label(multi) == {0: "background", 1: "benign", 2: "malignant"}
+    assert load_id2label(binary) is None
+    assert "--multiclass" in json.loads((multi / "splits.json").read_text())["provenance"]["command"]
+    labels_seen = set()
+    for split_name in ("train", "validation", "test"):
+        b = du.rows_by_name(du.load_split(binary, split_name, tmp_path / "cache_b"))
+        m = du.rows_by_name(du.load_split(multi, split_name, tmp_path / "cache_m"))
+        assert sorted(b) == sorted(m)
+        for name, row in m.items():
+            index = {"benign": 1, "malignant": 2}[row["label"]]
+            labels_seen.add(index)
+            expected = (_mask_array(b[name]["mask"]) == 255).astype(np.uint8) * index
+            np.testing.assert_array_equal(_mask_array(row["mask"]), expected)
+    assert labels_seen == {1, 2}
+    card = (multi / "README.md").read_text()
+    assert "with lesion type" in card and "1 = `benign`" in card

@@ -105,3 +105,54 @@ def test_make_synthetic_dataset_schema():
 def test_card_mentions_parameters():
     text = synthetic_card({"train": 4, "validation": 2, "test": 3}, seed=5, image_size=48)
     assert "--num_train 4" in text and "--seed 5" in text and "| test | 3 |" in text
+
+
+# ---------------------------------------------------------------- multi-class (num_classes > 1)
+BINARY_DIGEST = "2cd74d97e5386dce6d3225217e79d2058d0e30dd9326717ba53495aaa9913eff"
+"""`_digest(generate_split("validation", 6, seed=5, image_size=48))` of the binary generator before the
+multi-class option existed: num_classes=1 must keep every byte."""
+
+
+def test_binary_generator_output_is_unchanged():
+    assert _digest(generate_split("validation", 6, seed=5, image_size=48)) == BINARY_DIGEST
+    assert _digest(generate_split("validation", 6, seed=5, image_size=48, num_classes=1)) == BINARY_DIGEST
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+@pytest.mark.parametrize("kind", KINDS)
+def test_multiclass_structures_are_all_present_separate_and_inside(kind, num_classes):
+    for index in range(4):
+        image, mask = generate_example(kind, np.random.default_rng([9, 0, index]), 48, num_classes=num_classes)
+        m = np.asarray(mask)
+        assert mask.mode == "L" and image.size == mask.size == (48, 48)
+        assert np.unique(m).tolist() == list(range(num_classes + 1))
+        border = np.concatenate([m[0], m[-1], m[:, 0], m[:, -1]])
+        assert not border.any()
+        # Separate: no foreground pixel touches (8-neighbourhood) a pixel of another foreground class.
+        padded = np.pad(m, 1)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                neighbour = padded[1 + dy : 49 + dy, 1 + dx : 49 + dx]
+                assert not ((m > 0) & (neighbour > 0) & (neighbour != m)).any()
+
+
+def test_multiclass_classes_look_different():
+    """Class 1 is darker and class 2 brighter than the background around them, in every kind."""
+    for kind in KINDS:
+        for index in range(3):
+            image, mask = generate_example(kind, np.random.default_rng([2, 0, index]), 64, num_classes=2)
+            gray, m = np.asarray(image.convert("L"), dtype=float), np.asarray(mask)
+            assert gray[m == 1].mean() < gray[m == 0].mean() - 20 < gray[m == 2].mean() - 40, kind
+
+
+def test_multiclass_dataset_labels_card_and_errors():
+    from gms_hub.data.synthetic import synthetic_id2label
+
+    assert synthetic_id2label(3) == {0: "background", 1: "dark_lesion", 2: "bright_nodule", 3: "ringed_cyst"}
+    ds = make_synthetic_dataset(num_train=3, num_validation=1, num_test=1, image_size=32, num_classes=2)
+    assert all(set(np.unique(np.asarray(row["mask"])).tolist()) == {0, 1, 2} for row in ds["train"])
+    text = synthetic_card({"train": 3}, seed=1, image_size=32, num_classes=2)
+    assert "--num_classes 2" in text and "`bright_nodule`" in text
+    assert "--num_classes" not in synthetic_card({"train": 3}, seed=1, image_size=32)
+    with pytest.raises(ValueError, match="from 2 to 3"):
+        generate_example("ultrasound", np.random.default_rng(0), 32, num_classes=4)

@@ -8,6 +8,7 @@ preprocessed ``images/benign_1.png`` + ``masks/benign_1.png`` layout is accepted
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path, PurePath
 from typing import Optional, Sequence
@@ -44,14 +45,49 @@ CARD = DatasetCardInfo(
 )
 
 
+MULTICLASS_ID2LABEL = {0: "background", 1: "benign", 2: "malignant"}
+"""Classes of ``prepare busi --multiclass``: the lesion type, from the folder each image comes from."""
+
+MULTICLASS_CARD = dataclasses.replace(
+    CARD,
+    pretty_name="BUSI (Breast Ultrasound Images) with lesion type, GMS split",
+    description=CARD.description
+    + " In this multi-class version each lesion mask holds its lesion type (1 = benign, 2 = malignant), "
+    "taken from the folder the image comes from; the split is the binary version's.",
+)
+
+
 class BUSIConverter(BenchmarkConverter):
-    """BUSI: ``benign (1).png`` -> ``benign_1``, masks ``_mask``, ``_mask_1``, ... merged; `label` column."""
+    """BUSI: ``benign (1).png`` -> ``benign_1``, masks ``_mask``, ``_mask_1``, ... merged; `label` column.
+
+    Args:
+        multiclass (`bool`, defaults to `False`): write class-index masks (0 background, 1 benign,
+            2 malignant, see `MULTICLASS_ID2LABEL`) instead of binary 0/255 masks. The split is the same.
+    """
 
     dataset = "busi"
     display_name = "BUSI"
     card = CARD
     layout = "Dataset_BUSI_with_GT/{benign,malignant}/benign (1).png with benign (1)_mask.png [, _mask_1.png ...]"
     stratify_by = "label"
+
+    def __init__(self, multiclass: bool = False):
+        self.multiclass = multiclass
+        if multiclass:
+            self.card = MULTICLASS_CARD
+            self.id2label = dict(MULTICLASS_ID2LABEL)
+
+    def mask_value(self, example) -> int:
+        if not self.multiclass:
+            return 255
+        label = example.metadata.get("label")
+        by_name = {name: index for index, name in MULTICLASS_ID2LABEL.items() if index > 0}
+        if label not in by_name:
+            raise ValueError(
+                f"BUSI example {example.name}: lesion type {label!r} is not one of {sorted(by_name)}; "
+                "the multi-class version has benign and malignant lesions only."
+            )
+        return by_name[label]
 
     def classify_name(self, rel_path: PurePath) -> Optional[FileRole]:
         match = _RAW_NAME.match(rel_path.stem)

@@ -103,6 +103,8 @@ class BenchmarkConverter:
         mask_rule (`str`): ``"threshold"`` (8-bit gray >= 128, as the paper's evaluation reads masks) or
             ``"nonzero"`` (instance label maps: any label > 0 is foreground).
         stratify_by (`str`, *optional*): metadata column the validation carve-out is stratified by.
+        id2label (`dict[int, str]`, *optional*): class names when the converter writes class-index masks
+            (`mask_value` then gives each example's class); `None` for binary masks of 0/255.
     """
 
     dataset: str = ""
@@ -111,6 +113,11 @@ class BenchmarkConverter:
     layout: str = "images/<name>.<ext> with masks/<name>.png"
     mask_rule: str = "threshold"
     stratify_by: Optional[str] = None
+    id2label: Optional[dict[int, str]] = None
+
+    def mask_value(self, example: "RawExample") -> int:
+        """The value written for the foreground of `example`'s mask: 255 (binary), or its class index."""
+        return 255
 
     def classify_name(self, rel_path: PurePath) -> Optional[FileRole]:
         """Recognise a file from its name alone (e.g. ``benign (1)_mask.png``); `None` if the name says nothing."""

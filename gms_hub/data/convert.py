@@ -107,7 +107,7 @@ def _load_example(converter: BenchmarkConverter, raw_dir: Path, example: RawExam
     if problems or image_bytes is None or foreground is None:
         return None, problems, notes
     notes["empty"] = not foreground.any()
-    mask_bytes = _encode_png(Image.fromarray(foreground.astype(np.uint8) * 255))
+    mask_bytes = _encode_png(Image.fromarray(foreground.astype(np.uint8) * converter.mask_value(example)))
     row = {
         "image": {"bytes": image_bytes, "path": f"{example.name}{suffix}"},
         "mask": {"bytes": mask_bytes, "path": f"{example.name}.png"},
@@ -257,7 +257,7 @@ def convert_benchmark(
             "command": command
             or f"python -m gms_hub.data.prepare {converter.dataset} --raw_dir RAW_DIR --output_dir OUTPUT_DIR",
         }
-        write_folder_metadata(staging, converter.card, features, stats, split_names, provenance)
+        write_folder_metadata(staging, converter.card, features, stats, split_names, provenance, converter.id2label)
     logger.info(
         "Converted %s into %s: %s", converter.display_name, output_dir,
         ", ".join(f"{s.name} {s.num_examples}" for s in stats),

@@ -4,6 +4,7 @@ A folder written here has the layout of a Hub dataset repo::
 
     README.md                       dataset card: YAML (license, task, configs, dataset_info) + text
     splits.json                     every split's names and the split provenance, machine-readable
+    id2label.json                   multi-class (or labelled) data only: {"0": "background", "1": ...}
     data/train-00000-of-00001.parquet
     data/validation-00000-of-00001.parquet
     data/test-00000-of-00001.parquet
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_SHARD_SIZE = "500MB"
+ID2LABEL_FILE = "id2label.json"
+"""Machine-readable class names of a dataset folder (transformers' convention: string keys, 0 = background)."""
 ROWS_PER_GROUP = 100  # what `datasets` uses for image columns: keeps row groups small for the dataset viewer
 SPLIT_ORDER = ("train", "validation", "test")
 
@@ -258,11 +261,55 @@ def _ordered(names: Sequence[str]) -> list[str]:
     return sorted(names, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s))
 
 
+def _mask_sentence(id2label: Optional[Mapping[int, str]]) -> str:
+    if id2label is None or len(id2label) <= 2:
+        sentence = "`mask` is a single-channel PNG with values exactly 0 (background) and 255 (foreground)"
+        if id2label is not None:
+            sentence += f"; the foreground class is `{id2label[1]}`"
+        return sentence + "."
+    classes = ", ".join(f"{index} = `{label}`" for index, label in sorted(id2label.items()))
+    return (
+        "`mask` is a single-channel PNG of class indices (" + classes + "); the names are in `id2label.json` "
+        "and in this card's metadata (`id2label`)."
+    )
+
+
+def _split_provenance_lines(provenance: Mapping[str, Any]) -> list[str]:
+    """What the card says about where the split comes from: the paper's lists, a given list, or fractions."""
+    method = provenance.get("split_method", "paper")
+    lines = []
+    if method == "fractions":
+        lines.append(
+            f"Seeded split of all pairs (seed {provenance.get('seed')}): test fraction "
+            f"{provenance.get('test_fraction')}, validation fraction {provenance.get('validation_fraction')} of "
+            "the rest; names ranked by `sha256(f'{seed}:{name}')` (see `gms_hub.data.splits.carve_validation`), "
+            "so the split depends only on the seed and the set of names."
+        )
+        return lines
+    whose = "the paper's" if method == "paper" else "the given"
+    if provenance.get("split_source"):
+        lines.append(
+            f"`train` + `validation` is exactly {whose} train list and `test` exactly its test list, read "
+            f"from `{provenance['split_source']}` (sha256 `{provenance.get('split_sha256', '?')}`)."
+        )
+    if provenance.get("validation_names") is not None:
+        stratify = provenance.get("stratify_by")
+        lines.append(
+            f"`validation` is a seeded {provenance.get('validation_fraction')} of {whose} train list "
+            f"(seed {provenance.get('seed')}, {'stratified by `' + stratify + '`' if stratify else 'not stratified'}; "
+            "names ranked by `sha256(f'{seed}:{name}')`, see `gms_hub.data.splits.carve_validation`). Select "
+            "models on `validation` and touch `test` once"
+            + ("; the paper itself selected on `test`." if method == "paper" else ".")
+        )
+    return lines
+
+
 def render_dataset_card(
     info: DatasetCardInfo,
     features,
     stats: Sequence[SplitStats],
     provenance: Optional[Mapping[str, Any]] = None,
+    id2label: Optional[Mapping[int, str]] = None,
 ) -> str:
     """The ``README.md`` of a dataset folder: YAML metadata, then description, source, splits, citation.
 
@@ -271,7 +318,11 @@ def render_dataset_card(
         features (`datasets.Features`): the columns (for ``dataset_info``).
         stats (`Sequence[SplitStats]`): what was written per split.
         provenance (`Mapping`, *optional*): split provenance: ``split_source``, ``split_sha256``,
-            ``validation_fraction``, ``seed``, ``stratify_by``, ``validation_names``, ``command``.
+            ``validation_fraction``, ``seed``, ``stratify_by``, ``validation_names``, ``command``;
+            ``split_method`` (``"paper"`` by default, ``"list"`` for a user's split list, ``"fractions"``
+            with ``test_fraction`` for a seeded split) and ``mask_encoding`` (what the masks were read as).
+        id2label (`Mapping[int, str]`, *optional*): class names by mask value index (0 = background); recorded
+            in the YAML metadata as ``id2label`` with string keys. `None` for the benchmarks' binary masks.
 
     Returns:
         `str`: the card text.
@@ -305,6 +356,8 @@ def render_dataset_card(
         ],
         **extra,
     )
+    if id2label is not None:
+        card_data.id2label = {str(index): label for index, label in sorted(id2label.items())}
     DatasetInfosDict({"default": dataset_info}).to_dataset_card_data(card_data)
 
     lines = [f"# {info.pretty_name}", ""]
@@ -313,7 +366,7 @@ def render_dataset_card(
     columns = ", ".join(f"`{name}`" for name in features)
     lines += [
         "Converted to the `gms_hub` schema: splits `train`, `validation`, `test`; columns " + columns + ". "
-        "`mask` is a single-channel PNG with values exactly 0 (background) and 255 (foreground).",
+        + _mask_sentence(id2label),
         "",
         "```python",
         "from gms_hub.data import load_gms_dataset",
@@ -334,19 +387,9 @@ def render_dataset_card(
     lines.append("")
     if provenance:
         lines += ["## Provenance", ""]
-        if provenance.get("split_source"):
-            lines.append(
-                f"`train` + `validation` is exactly the paper's train list and `test` exactly its test list, read "
-                f"from `{provenance['split_source']}` (sha256 `{provenance.get('split_sha256', '?')}`)."
-            )
-        if provenance.get("validation_names") is not None:
-            stratify = provenance.get("stratify_by")
-            lines.append(
-                f"`validation` is a seeded {provenance.get('validation_fraction')} of the paper's train list "
-                f"(seed {provenance.get('seed')}, {'stratified by `' + stratify + '`' if stratify else 'not stratified'}; "
-                "names ranked by `sha256(f'{seed}:{name}')`, see `gms_hub.data.splits.carve_validation`). Select "
-                "models on `validation` and touch `test` once; the paper itself selected on `test`."
-            )
+        lines += _split_provenance_lines(provenance)
+        if provenance.get("mask_encoding"):
+            lines.append(f"Masks were read as: {provenance['mask_encoding']}.")
         if provenance.get("command"):
             lines += ["", "Converted with:", "", "```bash", str(provenance["command"]), "```"]
         if provenance.get("validation_names") is not None:
@@ -369,8 +412,10 @@ def write_folder_metadata(
     stats: Sequence[SplitStats],
     names: Mapping[str, Sequence[str]],
     provenance: Optional[Mapping[str, Any]] = None,
+    id2label: Optional[Mapping[int, str]] = None,
 ) -> None:
-    """Write ``README.md`` and ``splits.json`` (names per split and provenance) into a dataset folder."""
+    """Write ``README.md``, ``splits.json`` (names per split and provenance) and, with `id2label`,
+    ``id2label.json`` into a dataset folder."""
     folder = Path(folder)
     empty = [s.name for s in stats if s.num_examples == 0]
     if empty:
@@ -378,7 +423,10 @@ def write_folder_metadata(
     stats = [s for s in stats if s.num_examples > 0]
     names = {split: split_names for split, split_names in names.items() if split not in empty}
     stats = sorted(stats, key=lambda s: _ordered([x.name for x in stats]).index(s.name))
-    (folder / "README.md").write_text(render_dataset_card(info, features, stats, provenance), encoding="utf-8")
+    (folder / "README.md").write_text(render_dataset_card(info, features, stats, provenance, id2label), encoding="utf-8")
+    if id2label is not None:
+        text = json.dumps({str(index): label for index, label in sorted(id2label.items())}, indent=2)
+        (folder / ID2LABEL_FILE).write_text(text + "\n", encoding="utf-8")
     # One line per split list, so that the file stays readable for 10,000 names.
     recorded = {k: v for k, v in (provenance or {}).items() if k != "validation_names"}
     split_lines = ",\n".join(f"    {json.dumps(split)}: {json.dumps(list(names[split]))}" for split in _ordered(list(names)))
@@ -393,6 +441,7 @@ def write_dataset_folder(
     provenance: Optional[Mapping[str, Any]] = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
+    id2label: Optional[Mapping[int, str]] = None,
 ) -> Path:
     """Write an in-memory `datasets.DatasetDict` as a Hub-style dataset folder.
 
@@ -403,6 +452,7 @@ def write_dataset_folder(
         provenance (`Mapping`, *optional*): split provenance for the card (see `render_dataset_card`).
         max_shard_size (`int` or `str`, defaults to ``"500MB"``): parquet shard size limit.
         overwrite (`bool`, defaults to `False`): replace an existing non-empty folder.
+        id2label (`Mapping[int, str]`, *optional*): class names of multi-class masks (see `render_dataset_card`).
 
     Returns:
         `Path`: `output_dir`.
@@ -433,7 +483,7 @@ def write_dataset_folder(
                 writer.write_table(embed_table_storage(table))  # images referenced by path get their bytes
             stats.append(writer.close())
             names[split] = list(ds["name"])
-        write_folder_metadata(staging, info, features, stats, names, provenance)
+        write_folder_metadata(staging, info, features, stats, names, provenance, id2label)
     logger.info("Wrote %s (%s)", output_dir, ", ".join(f"{s.name}: {s.num_examples}" for s in stats))
     return Path(output_dir)
 

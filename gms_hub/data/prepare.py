@@ -6,6 +6,9 @@ Usage:
     python -m gms_hub.data.prepare glas --raw_dir GlaS --output_dir outputs/gms-glas --splits glas.json \\
         --push_to_hub --hub_dataset_id my-org/gms-glas --private
     python -m gms_hub.data.prepare synthetic --output_dir outputs/synthetic --num_train 64 --image_size 64
+    python -m gms_hub.data.prepare busi --multiclass --raw_dir Dataset_BUSI_with_GT --output_dir outputs/gms-busi-mc
+    python -m gms_hub.data.prepare folder --images scans/images --masks scans/masks --mask_suffix _mask \
+        --labels benign,malignant --output_dir outputs/my-dataset
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .bus import BUSConverter
 from .busi import BUSIConverter
 from .common import BenchmarkConverter
 from .convert import convert_benchmark
+from .folder import convert_folder
 from .glas import GlaSConverter
 from .ham10000 import HAM10000Converter
 from .hub import DEFAULT_MAX_SHARD_SIZE, DatasetCardInfo, push_dataset_folder, write_dataset_folder
@@ -54,7 +58,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         prog="python -m gms_hub.data.prepare",
         description="Convert a GMS benchmark (or generate the synthetic one) into a Hub-style dataset folder.",
     )
-    choices = "{" + ",".join([*CONVERTERS, "synthetic"]) + "}"
+    choices = "{" + ",".join([*CONVERTERS, "synthetic", "folder"]) + "}"
     subparsers = parser.add_subparsers(dest="dataset", required=True, metavar=choices)
     for name, converter in CONVERTERS.items():
         sub = subparsers.add_parser(name, help=f"{converter.display_name}: {converter.layout}")
@@ -69,6 +73,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         )
         sub.add_argument("--seed", type=int, default=2333, help="Seed of the validation carve-out.")
         sub.add_argument("--num_proc", type=int, default=1, help="Processes decoding the raw files.")
+        if name == "busi":
+            sub.add_argument("--multiclass", action="store_true",
+                             help="Masks hold the lesion type (1 benign, 2 malignant) instead of 0/255; same split.")
         _add_common(sub)
     sub = subparsers.add_parser("synthetic", help="Generate the synthetic benchmark.")
     sub.add_argument("--num_train", type=int, default=None)
@@ -76,6 +83,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     sub.add_argument("--num_test", type=int, default=None)
     sub.add_argument("--seed", type=int, default=None)
     sub.add_argument("--image_size", type=int, default=None)
+    sub.add_argument("--num_classes", type=int, default=None,
+                     help="Kinds of non-overlapping structure per image (1 to 3); masks hold class indices when > 1.")
+    _add_common(sub)
+    sub = subparsers.add_parser("folder", help="Your own folder of images and masks (binary or multi-class).")
+    sub.add_argument("--images", required=True, help="Folder of images (any nesting; png, jpg, bmp, tif).")
+    sub.add_argument("--masks", required=True, help="Folder of masks mirroring --images' sub-folders.")
+    sub.add_argument("--mask_suffix", default=None, help="Suffix of mask stems, e.g. _mask or _seg.")
+    sub.add_argument("--labels", default=None,
+                     help="Foreground class names in index order, e.g. benign,malignant (default class_1..class_K).")
+    sub.add_argument("--palette", default=None,
+                     help='RGB colour masks: JSON file or string {"label": [r, g, b], ...}; black is background.')
+    sub.add_argument("--splits", default=None,
+                     help="Split list (.json/.pkl, {\"train\": [...], \"test\": [...]}) of names (image paths without "
+                          "extension); default: a seeded split by the fractions.")
+    sub.add_argument("--test_fraction", type=float, default=0.2, help="Share of all pairs for test (without --splits).")
+    sub.add_argument("--validation_fraction", type=float, default=0.1,
+                     help="Share of all pairs (of the train list with --splits) for validation.")
+    sub.add_argument("--seed", type=int, default=2333, help="Seed of the split.")
     _add_common(sub)
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_dataset_id:
@@ -88,12 +113,29 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def _recorded_command(args: argparse.Namespace) -> str:
     """The command for the dataset card: local paths become placeholders, the token is never recorded."""
     parts = ["python -m gms_hub.data.prepare", args.dataset]
+    if args.dataset == "folder":
+        parts += ["--images", "IMAGES_DIR", "--masks", "MASKS_DIR", "--output_dir", "OUTPUT_DIR"]
+        if args.mask_suffix:
+            parts += ["--mask_suffix", shlex.quote(args.mask_suffix)]
+        if args.labels:
+            parts += ["--labels", shlex.quote(args.labels)]
+        if args.palette:
+            palette = Path(args.palette).name if os.path.isfile(args.palette) else args.palette
+            parts += ["--palette", shlex.quote(palette)]
+        if args.splits:
+            parts += ["--splits", shlex.quote(Path(args.splits).name)]
+        else:
+            parts += ["--test_fraction", str(args.test_fraction)]
+        parts += ["--validation_fraction", str(args.validation_fraction), "--seed", str(args.seed)]
+        return " ".join(parts)
     if args.dataset == "synthetic":
-        for key in ("num_train", "num_validation", "num_test", "seed", "image_size"):
+        for key in ("num_train", "num_validation", "num_test", "seed", "image_size", "num_classes"):
             if getattr(args, key) is not None:
                 parts += [f"--{key}", str(getattr(args, key))]
         parts += ["--output_dir", "OUTPUT_DIR"]
         return " ".join(parts)
+    if getattr(args, "multiclass", False):
+        parts.append("--multiclass")
     parts += ["--raw_dir", "RAW_DIR", "--output_dir", "OUTPUT_DIR"]
     if args.splits is not None:
         splits = args.splits if args.splits.startswith(("http://", "https://")) else Path(args.splits).name
@@ -108,16 +150,17 @@ def _synthetic(args: argparse.Namespace) -> None:
     given = {key: getattr(args, key) for key in ("num_train", "num_validation", "num_test", "seed", "image_size")}
     defaults = {k: p.default for k, p in inspect.signature(synthetic.make_synthetic_dataset).parameters.items()}
     used = {key: (value if value is not None else defaults[key]) for key, value in given.items()}
-    dataset_dict = synthetic.make_synthetic_dataset(**used)
+    num_classes = args.num_classes if args.num_classes is not None else 1
+    dataset_dict = synthetic.make_synthetic_dataset(**used, num_classes=num_classes)
     counts = {split: len(ds) for split, ds in dataset_dict.items()}
-    body = synthetic.synthetic_card(counts, seed=used["seed"], image_size=used["image_size"])
+    body = synthetic.synthetic_card(counts, seed=used["seed"], image_size=used["image_size"], num_classes=num_classes)
     if "## Generation" in body:  # the title, description and counts are already in the card
         body = body[body.index("## Generation"):].split("## Splits")[0]
     card = DatasetCardInfo.from_mapping({**synthetic.SYNTHETIC_CARD, "body": body})
     provenance = {"seed": used["seed"], "command": _recorded_command(args)}
     write_dataset_folder(
         dataset_dict, args.output_dir, card, provenance=provenance, max_shard_size=args.max_shard_size,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, id2label=synthetic.synthetic_id2label(num_classes) if num_classes > 1 else None,
     )
 
 
@@ -125,9 +168,27 @@ def main(args: argparse.Namespace) -> Path:
     """Run the conversion (and the push) described by parsed command-line arguments."""
     if args.dataset == "synthetic":
         _synthetic(args)
+    elif args.dataset == "folder":
+        convert_folder(
+            images=args.images,
+            masks=args.masks,
+            output_dir=args.output_dir,
+            mask_suffix=args.mask_suffix,
+            labels=args.labels,
+            palette=args.palette,
+            splits=args.splits,
+            test_fraction=args.test_fraction,
+            validation_fraction=args.validation_fraction,
+            seed=args.seed,
+            max_shard_size=args.max_shard_size,
+            overwrite=args.overwrite,
+            progress=True,
+            command=_recorded_command(args),
+        )
     else:
+        converter = BUSIConverter(multiclass=True) if getattr(args, "multiclass", False) else CONVERTERS[args.dataset]()
         convert_benchmark(
-            CONVERTERS[args.dataset](),
+            converter,
             raw_dir=args.raw_dir,
             output_dir=args.output_dir,
             splits=args.splits,

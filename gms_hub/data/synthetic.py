@@ -16,6 +16,9 @@ Kinds:
     - ``"histology"`` (GlaS-like, RGB): H&E-like pink stroma with scattered nuclei, one to three glands
       (the mask) drawn as a pale lumen ringed by dense purple epithelial nuclei.
 
+Multi-class (``num_classes`` 2 or 3): K kinds of non-overlapping structure per image, masks of class
+indices; see `gms_hub.data.synthetic_multiclass`. ``num_classes=1`` is the binary generator above, unchanged.
+
 Determinism: example ``i`` of split ``s`` uses its own ``np.random.default_rng([seed, split_id(s), i])``,
 so the same seed gives the same bytes, any example can be regenerated alone, and different seeds give
 unrelated images.
@@ -39,6 +42,7 @@ __all__ = [
     "generate_split",
     "make_synthetic_dataset",
     "synthetic_card",
+    "synthetic_id2label",
 ]
 
 KINDS: tuple[str, ...] = ("ultrasound", "dermoscopy", "histology")
@@ -401,7 +405,16 @@ def _check_image_size(image_size: int) -> int:
     return int(image_size)
 
 
-def generate_example(kind: str, rng: np.random.Generator, image_size: int = 224) -> tuple[Image.Image, Image.Image]:
+def synthetic_id2label(num_classes: int) -> dict[int, str]:
+    """Class names of the synthetic data with `num_classes` foreground classes (see `gms_hub.data.synthetic_multiclass`)."""
+    from .synthetic_multiclass import synthetic_id2label as names
+
+    return names(num_classes)
+
+
+def generate_example(
+    kind: str, rng: np.random.Generator, image_size: int = 224, num_classes: int = 1
+) -> tuple[Image.Image, Image.Image]:
     """Render one synthetic image and its exact ground-truth mask.
 
     The mask is the geometry the image was painted from; it is non-empty and keeps at least two
@@ -412,10 +425,13 @@ def generate_example(kind: str, rng: np.random.Generator, image_size: int = 224)
         rng (`np.random.Generator`): the only source of randomness; the same generator state gives
             the same bytes.
         image_size (`int`, defaults to 224): width and height of the square output, >= 32.
+        num_classes (`int`, defaults to 1): 1 for the binary benchmark; 2 or 3 for that many kinds of
+            non-overlapping structure, every one present (`gms_hub.data.synthetic_multiclass`).
 
     Returns:
         `tuple[PIL.Image.Image, PIL.Image.Image]`: the image (mode ``"L"`` for ultrasound, ``"RGB"``
-        otherwise) and the mask (mode ``"L"``, values exactly 0 and 255).
+        otherwise) and the mask (mode ``"L"``, values exactly 0 and 255; class indices 0..K when
+        `num_classes` > 1).
 
     Example:
         >>> image, mask = generate_example("ultrasound", np.random.default_rng(0), image_size=64)
@@ -424,6 +440,12 @@ def generate_example(kind: str, rng: np.random.Generator, image_size: int = 224)
     """
     (kind,) = _check_kinds([kind])
     size = _check_image_size(image_size)
+    if num_classes != 1:
+        from .synthetic_multiclass import render_multiclass
+
+        image, mask = render_multiclass(kind, rng, size, num_classes)
+        assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+        return Image.fromarray(np.rint(image * 255).astype(np.uint8)), Image.fromarray(mask)
     image, mask = _RENDERERS[kind](rng, size)
     assert mask.any() and not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
     pixels = np.rint(image * 255).astype(np.uint8)
@@ -436,6 +458,7 @@ def generate_split(
     seed: int = 2333,
     image_size: int = 224,
     kinds: Sequence[str] | None = None,
+    num_classes: int = 1,
 ) -> dict[str, list]:
     """Render one split as column lists (``image``, ``mask``, ``name``, ``kind``).
 
@@ -448,6 +471,7 @@ def generate_split(
         seed (`int`, defaults to 2333): base seed.
         image_size (`int`, defaults to 224): square image size in pixels.
         kinds (`Sequence[str]`, *optional*): subset of `KINDS`; all of them by default.
+        num_classes (`int`, defaults to 1): foreground classes (see `generate_example`).
 
     Returns:
         `dict[str, list]`: columns of equal length, ready for `datasets.Dataset.from_dict`.
@@ -469,7 +493,7 @@ def generate_split(
     for index in range(int(num_examples)):
         kind = kinds[index % len(kinds)]
         rng = np.random.default_rng([int(seed), SPLIT_IDS[split], index])
-        image, mask = generate_example(kind, rng, size)
+        image, mask = generate_example(kind, rng, size, num_classes=num_classes)
         columns["image"].append(image)
         columns["mask"].append(mask)
         columns["name"].append(f"synthetic_{split}_{index:05d}")
@@ -484,6 +508,7 @@ def make_synthetic_dataset(
     seed: int = 2333,
     image_size: int = 224,
     kinds: Sequence[str] | None = None,
+    num_classes: int = 1,
 ):
     """Generate the synthetic benchmark as a `datasets.DatasetDict` in the project's schema.
 
@@ -494,10 +519,13 @@ def make_synthetic_dataset(
         seed (`int`, defaults to 2333): base seed; the same seed gives the same bytes.
         image_size (`int`, defaults to 224): square image size in pixels (>= 32).
         kinds (`Sequence[str]`, *optional*): subset of `KINDS` to mix; all of them by default.
+        num_classes (`int`, defaults to 1): foreground classes, 1 to 3 (see `generate_example`); the class
+            names are `synthetic_id2label(num_classes)`.
 
     Returns:
         `datasets.DatasetDict`: splits ``train``, ``validation``, ``test`` with columns ``image``
-        (`Image`, ``L`` or ``RGB``), ``mask`` (`Image`, ``L``, 0/255), ``name`` and ``kind`` (strings).
+        (`Image`, ``L`` or ``RGB``), ``mask`` (`Image`, ``L``, 0/255, or class indices 0..K), ``name`` and
+        ``kind`` (strings).
 
     Example:
         >>> ds = make_synthetic_dataset(num_train=6, num_validation=3, num_test=3, image_size=64)
@@ -518,7 +546,7 @@ def make_synthetic_dataset(
     splits = {}
     for split, count in counts.items():
         logger.info("Generating %d synthetic %s examples (seed %d, %d px)", count, split, seed, image_size)
-        columns = generate_split(split, count, seed=seed, image_size=image_size, kinds=kinds)
+        columns = generate_split(split, count, seed=seed, image_size=image_size, kinds=kinds, num_classes=num_classes)
         splits[split] = datasets.Dataset.from_dict(columns, features=features, split=split)
     return datasets.DatasetDict(splits)
 
@@ -552,6 +580,7 @@ def synthetic_card(
     seed: int,
     image_size: int,
     kinds: Sequence[str] | None = None,
+    num_classes: int = 1,
 ) -> str:
     """Markdown body of the synthetic benchmark's dataset card (no YAML header).
 
@@ -560,6 +589,7 @@ def synthetic_card(
         seed (`int`): the base seed used.
         image_size (`int`): the image size used.
         kinds (`Sequence[str]`, *optional*): the kinds mixed in; all by default.
+        num_classes (`int`, defaults to 1): foreground classes; above 1 the card lists them.
 
     Returns:
         `str`: markdown with the description, generation parameters, the command that regenerates the
@@ -575,7 +605,13 @@ def synthetic_card(
         "python -m gms_hub.data.prepare synthetic --output_dir DIR "
         f"--num_train {counts.get('train', 0)} --num_validation {counts.get('validation', 0)} "
         f"--num_test {counts.get('test', 0)} --seed {seed} --image_size {image_size}"
+        + (f" --num_classes {num_classes}" if num_classes != 1 else "")
     )
+    classes = ""
+    if num_classes != 1:
+        names = ", ".join(f"{i} = `{name}`" for i, name in synthetic_id2label(num_classes).items())
+        classes = (f"- classes: {names}; one non-overlapping structure of each class per image, masks hold "
+                   "class indices (see `gms_hub.data.synthetic_multiclass`)\n")
     rows = "\n".join(f"| {split} | {count} |" for split, count in counts.items())
     return (
         f"# {SYNTHETIC_CARD['pretty_name']}\n\n"
@@ -585,6 +621,7 @@ def synthetic_card(
         f"split ids {SPLIT_IDS})\n"
         f"- image size: {image_size} x {image_size}\n"
         f"- kinds: {', '.join(kinds)} (cycled in this order)\n"
+        f"{classes}"
         f"- source: {SYNTHETIC_CARD['source']}\n\n"
         f"Regenerate with:\n\n```bash\n{command}\n```\n\n"
         "## Splits\n\n| split | examples |\n|---|---|\n"
