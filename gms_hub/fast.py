@@ -21,6 +21,7 @@ same files before and after [`optimize`].
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
@@ -38,6 +39,56 @@ _PHASE_TAPS = torch.tensor(
     [[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]],  # phase 0: 2 taps x 3 original taps
      [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]  # phase 1
 )  # (2, 2, 3)
+
+
+@dataclass
+class FastSettings:
+    """The fast paths a [`GMS`] runs, read by its own `forward` and `decode_mask` (`model.fast_settings`).
+
+    [`optimize`] sets them; the defaults are the paper-faithful fp32 eager path. The module rewrites
+    (`fast_upsample`, `channels_last`, `gradient_checkpointing`, `compile`) are done to the modules by
+    [`optimize`] and recorded here; `fold_mask_mean` and `autocast_dtype` switch code paths of the model.
+
+    Args:
+        fold_mask_mean (`bool`, defaults to `False`): `decode_mask` folds the channel mean and `(x + 1) / 2` into
+            the decoder's last convolution ([`decode_mask_probabilities`]).
+        fast_upsample (`bool`, defaults to `False`): the decoder's upsamplers are [`SubpixelUpsample2D`].
+        channels_last (`bool`, defaults to `False`): the weights are in `torch.channels_last` memory format.
+        autocast_dtype (`torch.dtype`, *optional*): `forward` runs under `torch.autocast` with this dtype and
+            returns float32 outputs.
+        gradient_checkpointing (`bool`, defaults to `False`): the decoder recomputes activations in backward.
+        compile (`bool`, defaults to `False`): `nn.Module.compile` was called by [`optimize`].
+
+    Example:
+        >>> optimize(model)
+        >>> model.fast_settings.fold_mask_mean
+        True
+    """
+
+    fold_mask_mean: bool = False
+    fast_upsample: bool = False
+    channels_last: bool = False
+    autocast_dtype: Optional[torch.dtype] = None
+    gradient_checkpointing: bool = False
+    compile: bool = False
+
+
+def mask_probabilities(decoded: torch.Tensor) -> torch.Tensor:
+    """The paper's mask decoding: decoded RGB (B, 3, H, W) in about [-1, 1] -> probabilities (B, 1, H, W).
+
+    `clamp((mean over channels + 1) / 2, 0, 1)`; [`folded_mask_weights`] folds the same map into the decoder's
+    last convolution.
+
+    Args:
+        decoded (`torch.Tensor`): `vae.decode(latents).sample`, (B, C, H, W).
+
+    Returns:
+        `torch.Tensor`: (B, 1, H, W) in [0, 1].
+
+    Example:
+        >>> probs = mask_probabilities(vae.decode(latents).sample)  # (B, 1, H, W)
+    """
+    return ((decoded.mean(dim=1, keepdim=True) + 1.0) / 2.0).clamp(0.0, 1.0)  # (B, 1, H, W)
 
 
 def subpixel_weights(weight: torch.Tensor, bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -249,8 +300,7 @@ def decode_mask_probabilities(
     """
     decoder = vae.decoder
     if not fold_mean or not _is_foldable(vae):
-        decoded = vae.decode(latents).sample  # (B, 3, 8h, 8w) in about [-1, 1]
-        return ((decoded.mean(dim=1, keepdim=True) + 1.0) / 2.0).clamp(0.0, 1.0)
+        return mask_probabilities(vae.decode(latents).sample)  # (B, 1, 8h, 8w)
     if gradient_checkpointing is None:
         gradient_checkpointing = bool(getattr(decoder, "gradient_checkpointing", False))
     use_checkpoint = gradient_checkpointing and torch.is_grad_enabled()
@@ -267,37 +317,6 @@ def decode_mask_probabilities(
     return probs.clamp(0.0, 1.0)
 
 
-class _FastDecodeMask:
-    """`GMS.decode_mask` through [`decode_mask_probabilities`], installed on an instance by [`optimize`].
-
-    A plain callable object rather than a bound method or a submodule: it adds nothing to the state dict,
-    and deepcopy and pickle rebuild it around the copied model.
-    """
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        # Gradient checkpointing follows the decoder's flag (`vae.enable_gradient_checkpointing()`), like vae.decode.
-        return decode_mask_probabilities(
-            model.vae, latents / model.scaling_factor, fold_mean=model._fast_settings["fold_mask_mean"]
-        )
-
-
-class _AutocastForward:
-    """`GMS.forward` under `torch.autocast`, with float32 outputs, installed on an instance by [`optimize`]."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __call__(self, pixel_values: torch.Tensor):
-        model = self.model
-        with torch.autocast(device_type=pixel_values.device.type, dtype=model._fast_settings["autocast_dtype"]):
-            output = type(model).forward(model, pixel_values)
-        return type(output)(**{name: value.float() for name, value in output.items()})
-
-
 def optimize(
     model: nn.Module,
     *,
@@ -310,7 +329,9 @@ def optimize(
 ) -> nn.Module:
     """Make a GMS (or a bare `AutoencoderKL`) faster in place, with the same results to float rounding.
 
-    Nothing here changes parameters, buffers or state dict keys; call it after moving the model to its device
+    Nothing here changes parameters, buffers or state dict keys, and no method is replaced: the module rewrites
+    are done in place and the settings are stored in `model.fast_settings` ([`FastSettings`]), which the model's
+    own `forward` and `decode_mask` read. Call it after moving the model to its device
     (`channels_last=None` decides from the device). The exact rewrites (`fold_mask_mean`, `fast_upsample`,
     `channels_last`) are on by default; `compile` and `autocast_dtype` are opt-in.
 
@@ -360,16 +381,11 @@ def optimize(
     if gradient_checkpointing:
         vae.enable_gradient_checkpointing()  # diffusers flag; decode_mask_probabilities reads it
     if is_gms:
-        model._fast_settings = dict(
+        # Plain data that GMS.forward and GMS.decode_mask read: state_dict, save_pretrained and deepcopy are unaffected.
+        model.fast_settings = FastSettings(
             fold_mask_mean=fold_mask_mean, fast_upsample=fast_upsample, channels_last=channels_last,
             autocast_dtype=autocast_dtype, gradient_checkpointing=gradient_checkpointing, compile=bool(compile),
         )
-        # Instance attributes, not submodules: state_dict, save_pretrained and deepcopy are unaffected.
-        model.decode_mask = _FastDecodeMask(model)
-        if autocast_dtype is not None:
-            model.forward = _AutocastForward(model)
-        elif "forward" in vars(model):
-            del model.forward
     if compile:
         model.compile(**(compile if isinstance(compile, dict) else {}))
     return model

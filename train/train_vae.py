@@ -39,6 +39,9 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from gms_hub import checkpoints  # noqa: E402  (after the path set-up above)
+from gms_hub.fast import mask_probabilities  # noqa: E402  (decoded RGB -> probabilities, as GMS.decode_mask)
+from gms_hub.losses import soft_dice_loss  # noqa: E402
+from gms_hub.metrics import dice_iou_batch  # noqa: E402
 
 logger = get_logger(__name__)
 
@@ -193,18 +196,6 @@ def build_vae(args) -> AutoencoderKL:
     )
 
 
-def mask_probabilities(decoded: torch.Tensor) -> torch.Tensor:
-    """Decoded 3-channel mask (B, 3, H, W) -> probabilities (B, 1, H, W), exactly as `GMS.decode_mask`."""
-    return ((decoded.mean(dim=1, keepdim=True) + 1) / 2).clamp(0, 1)
-
-
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """1 - soft Dice per sample, averaged over the batch."""
-    dims = tuple(range(1, probs.ndim))
-    inter = (probs * target).sum(dims)
-    return (1 - (2 * inter + eps) / (probs.sum(dims) + target.sum(dims) + eps)).mean()
-
-
 def vae_loss(vae, images: torch.Tensor, masks: torch.Tensor, args) -> dict[str, torch.Tensor]:
     """Reconstruction (images and masks) + KL + mask sharpness (BCE + Dice); returns all terms."""
     batch = torch.cat([images, masks])  # (2B, 3, R, R)
@@ -244,9 +235,7 @@ def evaluate_vae(vae, images: torch.Tensor, masks: torch.Tensor, batch_size: int
         z = vae.encode(torch.cat([x, m])).latent_dist.mean  # (2b, 4, S/8, S/8)
         decoded = vae.decode(z).sample
         pred = mask_probabilities(decoded[len(x) :]) > 0.5
-        tp = (pred & gt).sum((1, 2, 3)).float()
-        denominator = pred.sum((1, 2, 3)).float() + gt.sum((1, 2, 3)).float()
-        dices.append(torch.where(denominator > 0, 2 * tp / denominator.clamp(min=1), torch.zeros_like(tp)))
+        dices.append(dice_iou_batch(pred, gt)[0])  # (b,)
         l1s.append((decoded[: len(x)] - x).abs().mean((1, 2, 3)))
         latents.append(z)
     latents = torch.cat(latents)
