@@ -182,3 +182,65 @@ def test_multiclass_entropy_is_normalised_by_log_classes():
     assert torch.allclose(got, torch.tensor([[1.0, 0.0], [0.5, 0.5]]), atol=1e-6)
     with pytest.raises(ValueError, match="class probabilities"):
         predictive_entropy(torch.zeros(3, 2, 2), num_classes=3)
+
+
+# ------------------------------------------------------------------------------------------ GMS.segment
+
+
+def _images():
+    r = np.random.default_rng(0)
+    return [r.integers(0, 256, (40, 52, 3), dtype=np.uint8), r.integers(0, 256, (30, 20), dtype=np.uint8)]
+
+
+def test_segment_defaults_are_unchanged(tiny_gms):
+    images = _images()
+    masks, probs = tiny_gms.segment(images, return_probabilities=True)
+    explicit_masks, explicit_probs = tiny_gms.segment(images, return_probabilities=True, num_samples=0, tta=False)
+    assert all(np.array_equal(a, b) for a, b in zip(masks, explicit_masks))
+    assert all(np.array_equal(a, b) for a, b in zip(probs, explicit_probs))
+    # and equal to the forward pass they came from
+    from gms_hub.processing import preprocess, resize_probabilities
+
+    pixel_values, sizes = preprocess(images, tiny_gms.image_size, None)
+    with torch.no_grad():
+        forward = tiny_gms(pixel_values).mask_probs
+    assert all(np.array_equal(p, resize_probabilities(f, s).numpy()) for p, f, s in zip(probs, forward, sizes))
+
+
+def test_segment_return_order_and_structure(tiny_gms):
+    images = _images()
+    kwargs = dict(num_samples=2, tta=True, generator=_seeded(0))
+    masks, probs, uncertainty = tiny_gms.segment(images, return_probabilities=True, return_uncertainty=True, **kwargs)
+    assert [u.shape for u in uncertainty] == [(40, 52), (30, 20)] == [m.shape for m in masks]
+    assert all(u.dtype == np.float32 and 0.0 <= u.min() and u.max() <= 1.0 for u in uncertainty)
+    assert all(np.array_equal(m, p > 0.5) for m, p in zip(masks, probs))
+    # uncertainty is the normalised entropy of the averaged probability (before the bilinear resize)
+    assert all(abs(float(u.max()) - float(predictive_entropy(p).max())) < 0.05 for u, p in zip(uncertainty, probs))
+    mask, single_uncertainty = tiny_gms.segment(images[0], return_uncertainty=True, **dict(kwargs,
+                                                                                            generator=_seeded(0)))
+    assert isinstance(mask, np.ndarray) and mask.shape == single_uncertainty.shape == (40, 52)
+    assert np.allclose(single_uncertainty, uncertainty[0], atol=1e-5)  # same seed, same first image
+    only_masks = tiny_gms.segment(images, **dict(kwargs, generator=_seeded(0)))
+    assert isinstance(only_masks, list) and all(np.array_equal(a, b) for a, b in zip(only_masks, masks))
+
+
+def test_segment_uncertainty_is_the_resized_entropy_of_the_model_resolution_probability(tiny_gms):
+    from gms_hub.processing import preprocess, resize_probabilities
+
+    image = _images()[0]
+    mask, uncertainty = tiny_gms.segment(image, return_uncertainty=True)
+    assert np.array_equal(mask, tiny_gms.segment(image))
+    pixel_values, sizes = preprocess([image], tiny_gms.image_size, None)
+    with torch.no_grad():
+        probs = tiny_gms(pixel_values).mask_probs  # (1, 1, 64, 64)
+    expected = resize_probabilities(predictive_entropy(probs)[0], sizes[0]).numpy()  # (40, 52)
+    assert np.allclose(uncertainty, expected, atol=1e-6)
+    assert uncertainty.max() > 0.9  # the tiny random model is unsure: p is near 0.5 in places
+
+
+def test_segment_seeds(tiny_gms):
+    image = _images()[0]
+    a = tiny_gms.segment(image, return_probabilities=True, num_samples=2, generator=_seeded(4))[1]
+    b = tiny_gms.segment(image, return_probabilities=True, num_samples=2, generator=_seeded(4))[1]
+    c = tiny_gms.segment(image, return_probabilities=True, num_samples=2, generator=_seeded(5))[1]
+    assert np.array_equal(a, b) and np.abs(a - c).max() > 1e-3
