@@ -255,6 +255,10 @@ class GMS(
         return_probabilities: bool = False,
         value_range: ValueRange = None,
         batch_size: int = 8,
+        num_samples: int = 0,
+        tta: bool = False,
+        return_uncertainty: bool = False,
+        generator: Optional[torch.Generator] = None,
     ):
         """Segment images of any size; masks come back at each image's original (H, W).
 
@@ -264,15 +268,28 @@ class GMS(
             return_probabilities (`bool`, defaults to `False`): also return float32 probability maps.
             value_range (`tuple(float, float)`, *optional*): intensity range of uint16/float inputs
                 (default: each image's min and max).
-            batch_size (`int`, defaults to 8): images per forward pass.
+            batch_size (`int`, defaults to 8): images per forward pass, and decodes per chunk of extra passes.
+            num_samples (`int`, defaults to 0): posterior samples of the image latent to average (0: the posterior
+                mean, the paper's inference); see `gms_hub.uncertainty.predict_probabilities`.
+            tta (`bool`, defaults to `False`): also average over the 8 flips and quarter turns, each prediction
+                mapped back. An image costs `max(num_samples, 1) * (8 if tta else 1)` decodes.
+            return_uncertainty (`bool`, defaults to `False`): also return float32 uncertainty maps in [0, 1]: the
+                binary entropy of the mean probability / log 2, computed at the model's resolution and resized
+                bilinearly to each input's size.
+            generator (`torch.Generator`, *optional*): noise of the posterior samples; the same seed gives the same
+                maps.
 
         Returns:
-            A bool mask (H, W) for one image, a list of masks for a list; with `return_probabilities=True`,
-            a tuple `(masks, probabilities)` of the same structure.
+            A bool mask (H, W) for one image, a list of masks for a list. With `return_probabilities` and/or
+            `return_uncertainty`, a tuple `(masks, probabilities, uncertainty)` holding only the requested items, in
+            that order, each of the same structure.
 
         Example:
             >>> masks = model.segment([Image.open("a.png"), np.load("b.npy")])
+            >>> mask, uncertainty = model.segment(image, num_samples=8, tta=True, return_uncertainty=True)
         """
+        from .uncertainty import predict_probabilities, predictive_entropy
+
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         if not items:
@@ -282,16 +299,28 @@ class GMS(
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
         masks: List[np.ndarray] = []
         probabilities: List[np.ndarray] = []
+        uncertainties: List[np.ndarray] = []
         for start in range(0, len(items), batch_size):
             pixel_values, sizes = preprocess(items[start : start + batch_size], self.image_size, value_range)
-            probs = self(pixel_values.to(self.device, self.dtype)).mask_probs.float()  # (b, 1, S, S)
-            for prob, size in zip(probs, sizes):
+            probs = predict_probabilities(
+                self, pixel_values.to(self.device, self.dtype), num_samples=num_samples, tta=tta, generator=generator,
+                batch_size=batch_size,
+            ).float()  # (b, 1, S, S)
+            entropy = predictive_entropy(probs) if return_uncertainty else probs  # (b, 1, S, S)
+            for prob, uncertainty, size in zip(probs, entropy, sizes):
                 full = resize_probabilities(prob, size).cpu().numpy()  # (H, W)
                 masks.append(full > threshold)
                 probabilities.append(full)
+                if return_uncertainty:
+                    uncertainties.append(resize_probabilities(uncertainty, size).cpu().numpy())  # (H, W)
+        outputs = [masks]
+        if return_probabilities:
+            outputs.append(probabilities)
+        if return_uncertainty:
+            outputs.append(uncertainties)
         if single:
-            return (masks[0], probabilities[0]) if return_probabilities else masks[0]
-        return (masks, probabilities) if return_probabilities else masks
+            outputs = [output[0] for output in outputs]
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
 
     # ------------------------------------------------------------------ saving: the Hub mixin's hooks
     def save_pretrained(
