@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
+from huggingface_hub import constants as hf_constants
+
 from . import DEMO_MODEL_PATH
 from .reference import REFERENCE_NAMES
 
@@ -114,6 +116,19 @@ def classify_spec(spec: Union[str, os.PathLike, ModelSpec]) -> ModelSpec:
     return ModelSpec("hub", repo_id, revision or None)
 
 
+def _is_cache_miss(err: BaseException) -> bool:
+    """Whether `err` comes from a file missing in the Hub cache while downloads are off."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LocalEntryNotFoundError):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def load_model(
     spec: Union[str, os.PathLike, ModelSpec],
     *,
@@ -167,7 +182,17 @@ def load_model(
             )
         model = GMS.from_pretrained(location, **kwargs)
     elif kind == "hub":
-        model = GMS.from_pretrained(location, revision=revision, **kwargs)
+        try:
+            model = GMS.from_pretrained(location, revision=revision, **kwargs)
+        except Exception as err:
+            if not _is_cache_miss(err):
+                raise
+            where = location + (f"@{revision}" if revision else "")
+            reason = "HF_HUB_OFFLINE is set" if hf_constants.HF_HUB_OFFLINE else "local_files_only=True"
+            raise FileNotFoundError(
+                f"{where} is not in the local Hub cache and {reason}, so it cannot be downloaded. Download it once "
+                "with network, or pass a local folder (e.g. 'demo' for the bundled demo model)."
+            ) from err
     else:  # "reference", "pth", "url": the paper's released checkpoints
         hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
         vae = kwargs.get("vae")

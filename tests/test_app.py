@@ -301,6 +301,23 @@ def test_resolution_order_and_offline_fallback(tiny_model_dir, tmp_path, monkeyp
     assert registry.get("glas").source.kind == "local"
 
 
+def test_configured_values_are_classified_by_the_library_resolver(tiny_model_dir, tmp_path):
+    from space.registry import ModelRegistry
+
+    (tmp_path / "ckpt.pth").write_bytes(b"")
+    registry = ModelRegistry(
+        hub_models={"busi": "org/gms-busi@v2", "bus": str(tmp_path / "ckpt.pth"), "glas": "kvasir-instrument"},
+        online=False, demo_model_path=tiny_model_dir, device="cpu",
+    )
+    assert registry.candidates("busi")[0].spec == ("hub", "org/gms-busi", "v2")
+    assert registry.candidates("bus")[0].spec == ("pth", str(tmp_path / "ckpt.pth"), None)
+    assert registry.candidates("glas")[0].spec == ("reference", "kvasir-instrument", None)
+    with pytest.raises(ValueError, match="configured for 'bus'.*No checkpoint file"):
+        ModelRegistry(hub_models={"bus": str(tmp_path / "missing.pth")}, online=False, device="cpu")
+    with pytest.raises(ValueError, match="configured for 'busi'.*Accepted: 'demo'"):
+        ModelRegistry(hub_models={"busi": "not a repo id"}, online=False, device="cpu")
+
+
 def test_no_source_and_unknown_name_errors(tmp_path):
     from space.config import UnknownModelError
     from space.registry import ModelRegistry, ModelUnavailableError
