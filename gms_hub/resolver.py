@@ -11,12 +11,17 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 from huggingface_hub import constants as hf_constants
 
 from . import DEMO_MODEL_PATH
 from .reference import REFERENCE_NAMES
+
+if TYPE_CHECKING:
+    import torch
+
+    from .modeling import GMS
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +137,10 @@ def _is_cache_miss(err: BaseException) -> bool:
 def load_model(
     spec: Union[str, os.PathLike, ModelSpec],
     *,
-    device: Union[None, str, "torch.device"] = None,  # noqa: F821 (torch is imported on use)
-    torch_dtype: Optional["torch.dtype"] = None,  # noqa: F821
+    device: Union[None, str, "torch.device"] = None,
+    torch_dtype: Optional["torch.dtype"] = None,
     **kwargs: Any,
-) -> "GMS":  # noqa: F821
+) -> "GMS":
     """Load the GMS that `spec` names: the demo model, a reference checkpoint, a `.pth`, a folder or a Hub repo.
 
     Args:

@@ -36,15 +36,12 @@ from .config import DEMO_LABEL, UnknownModelError, load_model_config, network_av
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEMO_LABEL",
     "LoadedModel",
     "ModelRegistry",
     "ModelSource",
     "ModelUnavailableError",
     "PreparedInput",
-    "UnknownModelError",
     "count_half_precision_changes",
-    "normalize_name",
 ]
 
 
