@@ -2,8 +2,8 @@
 
 Run locally with `python app.py` (http://127.0.0.1:7860). The API endpoint `/segment` takes
 (image file, model name, threshold) and returns (overlay, mask PNG, probability map, stats).
-Model resolution lives in `gms_hub.app_models`, image handling in `gms_hub.app_io`; this file only
-builds the UI. Environment: `GMS_MODELS`, `GMS_MODELS_FILE`, `GMS_DEMO_MODEL`, `GMS_DEVICE`,
+The Space's own code lives in the `space/` package beside this file (model registry in `space.registry`,
+upload handling and rendering in `space.results`, settings in `space.config`); this file only builds the UI. Environment: `GMS_MODELS`, `GMS_MODELS_FILE`, `GMS_DEMO_MODEL`, `GMS_DEVICE`,
 `GMS_PRECISION`, `GMS_MAX_IMAGE_PIXELS`, `GMS_CONCURRENCY`, `GMS_QUEUE_SIZE`, `GRADIO_SERVER_NAME`,
 `GRADIO_SERVER_PORT`, `HF_HUB_OFFLINE` (see the README's `app` section).
 """
@@ -32,18 +32,19 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from gms_hub.app_io import (
-    DEFAULT_MAX_PIXELS,
-    ImageInputError,
+from gms_hub.benchmarks import BENCHMARKS
+from gms_hub.image_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, write_mask_png
+from space.config import UnknownModelError, normalize_name
+from space.registry import ModelRegistry, ModelUnavailableError
+from space.results import (
+    InputError,
     check_threshold,
     mask_from_probabilities,
     mask_stats,
     overlay_mask,
     probability_image,
-    read_image,
-    save_mask_png,
+    read_upload,
 )
-from gms_hub.app_models import BENCHMARKS, ModelRegistry, ModelUnavailableError, UnknownModelError, normalize_name
 
 logger = logging.getLogger("gms_app")
 if __name__ == "__main__":
@@ -58,7 +59,7 @@ EXAMPLES = [
     ("dermoscopy.jpg", "ham10000", "dermoscopy (RGB JPEG)"),
     ("histology.png", "glas", "colon histology (RGB PNG)"),
 ]
-FILE_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"]
+FILE_TYPES = list(IMAGE_EXTENSIONS)
 MAX_PIXELS = int(os.environ.get("GMS_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
 OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="gms-app-"))
 OUTPUT_MAX_AGE_S = 3600
@@ -68,8 +69,8 @@ def _example_images():
     images = []
     for name, _, _ in EXAMPLES:
         try:
-            images.append(read_image(EXAMPLES_DIR / name))
-        except (ImageInputError, OSError) as err:
+            images.append(read_upload(EXAMPLES_DIR / name))
+        except (InputError, OSError) as err:
             logger.warning("Example %s unusable for the float16 check: %s", name, err)
     return images
 
@@ -123,7 +124,7 @@ def _render(result: dict, threshold: float):
     }
     folder = _new_output_folder()
     overlay = _save_png(overlay_mask(result["display"], mask), folder / f"{result['stem']}_overlay.png")
-    return overlay, save_mask_png(mask, folder / f"{result['stem']}_mask.png"), stats
+    return overlay, write_mask_png(mask, folder / f"{result['stem']}_mask.png"), stats
 
 
 def segment(image_file, model_name, threshold):
@@ -141,7 +142,7 @@ def segment(image_file, model_name, threshold):
     try:
         threshold = check_threshold(threshold)
         key = normalize_name(model_name)
-        image = read_image(image_file, max_pixels=MAX_PIXELS)
+        image = read_upload(image_file, max_pixels=MAX_PIXELS)
         prepared = registry.prepare(key, image)
         del image
         probs = _forward(key, prepared.pixel_values)  # (S, S)
@@ -161,7 +162,7 @@ def segment(image_file, model_name, threshold):
         prob_map = _save_png(
             probability_image(probs, prepared.display.shape[:2]), Path(mask_path).with_name(f"{result['stem']}_probability.png")
         )
-    except (ImageInputError, UnknownModelError, ModelUnavailableError) as err:
+    except (InputError, UnknownModelError, ModelUnavailableError) as err:
         raise _user_error(err) from None
     except gr.Error:
         raise
@@ -177,7 +178,7 @@ def rethreshold(result, threshold):
         return gr.skip(), gr.skip(), gr.skip()
     try:
         return _render(result, check_threshold(threshold))
-    except ImageInputError as err:
+    except InputError as err:
         raise _user_error(err) from None
 
 

@@ -511,7 +511,7 @@ class GMS(
         Example:
             >>> model = GMS.from_reference_checkpoint("busi")
         """
-        from .convert import load_reference_state_dict
+        from .reference import load_reference_state_dict
 
         state_dict, origin = load_reference_state_dict(checkpoint)
         model = cls(**kwargs)

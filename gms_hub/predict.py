@@ -19,11 +19,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .processing import load_image
+from .image_io import IMAGE_EXTENSIONS, read_image, write_mask_png
+from .resolver import ACCEPTED_FORMS, load_model
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def find_inputs(pattern: str) -> List[Path]:
@@ -32,7 +31,7 @@ def find_inputs(pattern: str) -> List[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     if not matches:
         raise FileNotFoundError(f"--input {pattern!r} matches no file (give a file, a folder or a glob like 'dir/*.png').")
@@ -45,24 +44,9 @@ def output_names(files: List[Path]) -> List[str]:
     return [f"{f.stem}_{f.suffix.lstrip('.').lower()}.png" if stems.count(f.stem) > 1 else f"{f.stem}.png" for f in files]
 
 
-def load_model(name_or_path: str, device: str):
-    from . import DEMO_MODEL_PATH
-    from .convert import REFERENCE_NAMES
-    from .modeling import GMS
-
-    if name_or_path == "demo":
-        model = GMS.from_pretrained(DEMO_MODEL_PATH)
-    elif name_or_path.lower() in REFERENCE_NAMES or name_or_path.lower().endswith(".pth"):
-        model = GMS.from_reference_checkpoint(name_or_path)
-    else:
-        model = GMS.from_pretrained(name_or_path)
-    return model.to(device)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Segment a file, a folder or a glob of images with a GMS model.")
-    parser.add_argument("--model", default="demo", help="Hub id, local folder, reference name (bus, busi, glas, "
-                        "ham10000, kvasir-instrument), a .pth file, or 'demo' (the bundled offline demo model).")
+    parser.add_argument("--model", default="demo", help=f"The model (default: demo): {ACCEPTED_FORMS}.")
     parser.add_argument("--input", required=True, help="An image file, a folder, or a glob pattern (quote it).")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--threshold", type=float, default=None, help="Probability threshold (default: the model's, 0.5).")
@@ -83,7 +67,7 @@ def main(argv=None) -> int:
     names = output_names(files)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model, device)
+    model = load_model(args.model, device=device)
     if args.fast:
         from .fast import optimize
 
@@ -95,7 +79,7 @@ def main(argv=None) -> int:
         batch: List[Tuple[Image.Image, str]] = []
         for path, name in zip(files[start : start + args.batch_size], names[start : start + args.batch_size]):
             try:
-                batch.append((load_image(path), name))
+                batch.append((read_image(path), name))
             except ValueError as err:
                 failures.append((path, str(err)))
                 progress.update(1)
@@ -117,7 +101,7 @@ def main(argv=None) -> int:
             progress.update(1)
             if mask is None:
                 continue
-            Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(output_dir / name)
+            write_mask_png(mask, output_dir / name)
             if args.save_probabilities:
                 prob16 = np.round(prob * 65535).astype(np.uint16)
                 Image.fromarray(prob16).save(output_dir / name.replace(".png", "_prob.png"))

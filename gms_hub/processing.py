@@ -1,15 +1,16 @@
-"""Images in, masks out: intensity scaling, the paper's resize rule, and masks at the original size."""
+"""Tensors in and out: intensity scaling, the paper's resize rule, and probabilities at the original size.
+
+Reading image files (formats, size limits) is `gms_hub.image_io`.
+"""
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 ImageInput = Union[Image.Image, np.ndarray]
 ValueRange = Optional[Tuple[float, float]]
@@ -110,100 +111,3 @@ def resize_probabilities(probs: torch.Tensor, size: Tuple[int, int]) -> torch.Te
     """Resize a (1, S, S) or (S, S) probability map to `size` = (H, W), bilinearly."""
     x = probs.reshape(1, 1, *probs.shape[-2:]).float()
     return resize_bilinear(x, size)[0, 0].clamp_(0.0, 1.0)
-
-
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
-"""Container formats the app decodes (what PIL reports in `Image.format`)."""
-
-DEFAULT_MAX_PIXELS = 50_000_000
-"""Largest accepted image (width x height). The size is read from the header before any decoding:
-a 50 MP RGB image already needs ~600 MB as float32 during preprocessing, and a 30000x30000 PNG of
-zeros (a decompression bomb) is ~1 MB on disk but 900 MP once decoded."""
-
-MIN_SIDE = 8
-"""Smallest accepted width or height: the VAE downsamples by 8, so anything smaller carries no
-structure the model can see (and a 1x1 upload is almost always a mistake)."""
-
-class ImageInputError(ValueError):
-    """An upload the app cannot segment; the message is meant for the user."""
-
-
-PathLike = Union[str, os.PathLike]
-
-
-def load_image(
-    path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE
-) -> Image.Image:
-    """Open an uploaded image safely and decode it, keeping its bit depth (16-bit stays 16-bit).
-
-    Checks happen in order of cost: empty file, unreadable header, format, size (from the header, so a
-    decompression bomb is rejected before any pixel is decoded), then a full decode that catches
-    truncated files. Multi-frame files (TIFF stacks) use the first frame.
-
-    Args:
-        path (`str` or `os.PathLike`, *optional*): the uploaded file; `None` means nothing was uploaded.
-        max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted width x height.
-        min_side (`int`, defaults to `MIN_SIDE`): smallest accepted width and height.
-
-    Returns:
-        `PIL.Image.Image`: the decoded image in its own mode (`L`, `RGB`, `RGBA`, `I;16`, `I`, ...).
-
-    Raises:
-        `ImageInputError`: with a message that says what is wrong and what to upload instead.
-
-    Example:
-        >>> image = load_image("examples/ultrasound_busi.png")
-        >>> image.mode, image.size
-        ('L', (160, 160))
-    """
-    if path is None or str(path) == "":
-        raise ImageInputError("No image was uploaded. Upload a PNG, JPEG, BMP or TIFF image, or click an example.")
-    name = os.path.basename(str(path))
-    if not os.path.isfile(path):
-        raise ImageInputError(f"The upload '{name}' is not a file. Upload a PNG, JPEG, BMP or TIFF image.")
-    if os.path.getsize(path) == 0:
-        raise ImageInputError(f"The uploaded file '{name}' is empty (0 bytes). Upload a PNG, JPEG, BMP or TIFF image.")
-
-    with warnings.catch_warnings():
-        # PIL warns between its own limit and twice it; our own (lower) limit below decides.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(path)
-        except Image.DecompressionBombError as err:
-            raise ImageInputError(
-                f"'{name}' is too large to decode safely ({err}). The limit is {max_pixels / 1e6:g} megapixels; "
-                "downscale the image and upload it again."
-            ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise ImageInputError(
-                f"'{name}' is not an image PIL can read ({type(err).__name__}). "
-                "Upload a PNG, JPEG, BMP or TIFF image."
-            ) from None
-
-    if image.format not in ALLOWED_FORMATS:
-        image.close()
-        raise ImageInputError(
-            f"'{name}' is a {image.format} image; the app reads {', '.join(ALLOWED_FORMATS)}. Convert it and upload again."
-        )
-    width, height = image.size
-    if width * height > max_pixels:
-        image.close()
-        raise ImageInputError(
-            f"'{name}' is {width}x{height} = {width * height / 1e6:.1f} megapixels; the limit is "
-            f"{max_pixels / 1e6:g} megapixels (decompression-bomb protection). Downscale it and upload again."
-        )
-    if min(width, height) < min_side:
-        image.close()
-        raise ImageInputError(
-            f"'{name}' is {width}x{height} pixels; each side must be at least {min_side} pixels. "
-            "Upload the full-resolution image."
-        )
-    try:
-        image.seek(0)
-        image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        image.close()
-        raise ImageInputError(
-            f"'{name}' could not be decoded: the file is truncated or corrupt ({err}). Upload the complete file."
-        ) from None
-    return image

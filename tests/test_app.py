@@ -255,7 +255,7 @@ def test_models_load_once_and_demo_is_shared(app_module, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- resolution
 def test_parse_model_config_formats():
-    from gms_hub.app_config import parse_model_config
+    from space.config import parse_model_config
 
     assert parse_model_config('{"busi": "org/gms-busi", "BUS": null, "_comment": "x"}') == {"busi": "org/gms-busi"}
     assert parse_model_config(" busi=org/gms-busi@v1 , Kvasir_Instrument=org/k ") == {
@@ -268,7 +268,7 @@ def test_parse_model_config_formats():
 
 
 def test_config_file_is_overridden_by_env_value(tmp_path):
-    from gms_hub.app_config import load_model_config
+    from space.config import load_model_config
 
     config_file = tmp_path / "app_models.json"
     config_file.write_text('{"busi": "org/file-busi", "glas": "org/file-glas"}')
@@ -277,7 +277,7 @@ def test_config_file_is_overridden_by_env_value(tmp_path):
 
 
 def test_resolution_order_and_offline_fallback(tiny_model_dir, tmp_path, monkeypatch):
-    from gms_hub.app_models import ModelRegistry
+    from space.registry import ModelRegistry
 
     monkeypatch.setenv("GMS_HUB_CACHE", str(tmp_path / "reference"))
     registry = ModelRegistry(
@@ -301,8 +301,26 @@ def test_resolution_order_and_offline_fallback(tiny_model_dir, tmp_path, monkeyp
     assert registry.get("glas").source.kind == "local"
 
 
+def test_configured_values_are_classified_by_the_library_resolver(tiny_model_dir, tmp_path):
+    from space.registry import ModelRegistry
+
+    (tmp_path / "ckpt.pth").write_bytes(b"")
+    registry = ModelRegistry(
+        hub_models={"busi": "org/gms-busi@v2", "bus": str(tmp_path / "ckpt.pth"), "glas": "kvasir-instrument"},
+        online=False, demo_model_path=tiny_model_dir, device="cpu",
+    )
+    assert registry.candidates("busi")[0].spec == ("hub", "org/gms-busi", "v2")
+    assert registry.candidates("bus")[0].spec == ("pth", str(tmp_path / "ckpt.pth"), None)
+    assert registry.candidates("glas")[0].spec == ("reference", "kvasir-instrument", None)
+    with pytest.raises(ValueError, match="configured for 'bus'.*No checkpoint file"):
+        ModelRegistry(hub_models={"bus": str(tmp_path / "missing.pth")}, online=False, device="cpu")
+    with pytest.raises(ValueError, match="configured for 'busi'.*Accepted: 'demo'"):
+        ModelRegistry(hub_models={"busi": "not a repo id"}, online=False, device="cpu")
+
+
 def test_no_source_and_unknown_name_errors(tmp_path):
-    from gms_hub.app_models import ModelRegistry, ModelUnavailableError, UnknownModelError
+    from space.config import UnknownModelError
+    from space.registry import ModelRegistry, ModelUnavailableError
 
     registry = ModelRegistry(online=False, demo_model_path=tmp_path / "missing", device="cpu")
     with pytest.raises(ModelUnavailableError, match="GMS_DEMO_MODEL"):
@@ -312,11 +330,13 @@ def test_no_source_and_unknown_name_errors(tmp_path):
 
 
 def test_network_probe(monkeypatch):
-    from gms_hub.app_config import network_available
+    from huggingface_hub import constants as hf_constants
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from space.config import network_available
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     assert network_available(endpoint="http://127.0.0.1:1") is False
-    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -347,7 +367,7 @@ class _PrecisionStub(torch.nn.Module):
 def test_half_precision_check_counts_changed_mask_pixels():
     import copy
 
-    from gms_hub.app_models import count_half_precision_changes
+    from space.registry import count_half_precision_changes
 
     images = [np.zeros((20, 12), np.uint8)]
     same = _PrecisionStub(half_value=0.55)
@@ -360,8 +380,8 @@ def test_half_precision_check_counts_changed_mask_pixels():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_precision_keeps_float32_masks(tiny_model_dir):
     from gms_hub import GMS
-    from gms_hub.app_io import mask_from_probabilities
-    from gms_hub.app_models import ModelRegistry
+    from space.results import mask_from_probabilities
+    from space.registry import ModelRegistry
 
     images = [Image.open(ROOT / "examples" / name) for name in ("ultrasound.png", "dermoscopy.jpg", "histology.png")]
     registry = ModelRegistry(demo_model_path=tiny_model_dir, device="cuda", check_images=images)
@@ -375,21 +395,35 @@ def test_cuda_precision_keeps_float32_masks(tiny_model_dir):
         np.testing.assert_array_equal(mask, reference.segment(image, threshold=0.5))
 
 
-# ---------------------------------------------------------------------------------------------- app_io
+# ---------------------------------------------------------------------------------------------- reading and rendering
 def test_read_image_keeps_16_bit_and_rejects_before_decoding(tmp_path):
-    from gms_hub.app_io import ImageInputError, read_image
+    from gms_hub.image_io import ImageReadError, read_image
 
     image = read_image(_write(tmp_path / "a.png", _noise(10, 12, 1, np.uint16), "PNG"))
     assert image.mode.startswith("I") and np.asarray(image).max() > 255
-    with pytest.raises(ImageInputError, match="limit is 0.0001 megapixels"):
+    with pytest.raises(ImageReadError, match="limit is 0.0001 megapixels"):
         read_image(_write(tmp_path / "b.png", _noise(20, 20, 1), "PNG"), max_pixels=100)
     Image.fromarray(_noise(16, 16, 3)).save(tmp_path / "c.gif")
-    with pytest.raises(ImageInputError, match="GIF"):
+    with pytest.raises(ImageReadError, match="GIF"):
         read_image(tmp_path / "c.gif")
+    with pytest.raises(ImageReadError, match="Use a PNG, JPEG, BMP or TIFF image"):
+        read_image(None)
+
+
+def test_upload_errors_are_worded_for_the_user(tmp_path):
+    from space.results import InputError, read_upload
+
+    with pytest.raises(InputError, match="No image was uploaded"):
+        read_upload(None)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="'empty.png' is empty"):
+        read_upload(empty)
+    assert read_upload(ROOT / "examples" / "ultrasound.png").size == (128, 128)
 
 
 def test_previews_are_bounded_and_overlay_follows_the_mask():
-    from gms_hub.app_io import display_image, overlay_mask, probability_image
+    from space.results import display_image, overlay_mask, probability_image
 
     preview = display_image(np.ones((2048, 1000, 3), np.float32))
     assert preview.shape == (1024, 500, 3) and preview.dtype == np.uint8 and preview.min() == 255

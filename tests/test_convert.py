@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gms_hub import GMS, LatentMappingModel
-from gms_hub.convert import convert_reference_state_dict, load_reference_state_dict
+from gms_hub.reference import convert_reference_state_dict, load_reference_state_dict
 from _reference_lmm import ReferenceLMM, random_reference_state_dict, reference_key_shapes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,3 +87,14 @@ def test_convert_cli_writes_a_loadable_folder(reference_pth, tiny_vae_dir, tmp_p
     converted, _ = load_reference_state_dict(path)
     assert all(torch.equal(model.lmm.state_dict()[k], v) for k, v in converted.items())
     assert "selected it by Dice on the test split" in (out / "README.md").read_text()
+
+
+def test_convert_cli_refuses_a_model_that_needs_no_conversion(tiny_gms, tmp_path):
+    folder = tmp_path / "already-gms"
+    tiny_gms.save_pretrained(folder, include_vae=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gms_hub.convert", "--checkpoint", str(folder), "--output_dir", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1 and "names a local model, not a released checkpoint" in result.stderr
+    assert not (tmp_path / "out").exists()

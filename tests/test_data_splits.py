@@ -105,12 +105,16 @@ def test_default_url_uses_the_reference_file_names():
         "/Dataset/kvasir-instrument/kvasir_train_test_names.pkl"
     )
     assert default_split_url("busi").startswith("https://raw.githubusercontent.com/King-HAW/GMS/main/")
+    with pytest.raises(ValueError, match="not 'lits'"):
+        default_split_url("lits")
 
 
 def test_offline_default_url_tells_to_pass_splits(monkeypatch):
     """Error path: offline (HF_HUB_OFFLINE) download of the default split list."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ConnectionError, match="--splits"):
+    from huggingface_hub import constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConnectionError, match="HF_HUB_OFFLINE is set.*--splits"):
         load_split_lists(dataset="busi")
 
 
@@ -121,9 +125,12 @@ def test_unreachable_url_tells_to_pass_splits(monkeypatch):
     with socket.socket() as sock:  # find a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    with pytest.raises(ConnectionError, match="--splits"):
+    from huggingface_hub import constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(ConnectionError, match="--splits") as raised:
         load_split_lists(f"http://127.0.0.1:{port}/busi_train_test_names.pkl", timeout=5)
+    assert "HF_HUB_OFFLINE" not in str(raised.value)  # a real connection attempt, not the offline shortcut
 
 
 def test_carve_validation_is_a_deterministic_partition():

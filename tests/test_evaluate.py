@@ -150,10 +150,23 @@ def test_evaluate_script_writes_metrics_csv_and_masks(tmp_path, monkeypatch):
         np.testing.assert_array_equal(written, expected.astype(np.uint8) * 255)
 
 
-def test_reference_names_are_recognised():
+def test_evaluate_loads_any_model_spec_through_the_resolver(tmp_path, tiny_vae_dir):
+    """--model goes through gms_hub.load_model: here a reference-layout .pth, with the --vae/--image_size overrides."""
+    from _reference_lmm import random_reference_state_dict, reference_key_shapes
+    from gms_hub.reference import convert_reference_state_dict
+
     spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
     evaluate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evaluate)
-    assert evaluate.is_reference_checkpoint("busi") and evaluate.is_reference_checkpoint("kvasir-instrument")
-    assert evaluate.is_reference_checkpoint("ckpt/best_model.pth")
-    assert not evaluate.is_reference_checkpoint("org/gms-busi")
+    state = random_reference_state_dict(reference_key_shapes())
+    torch.save({"model": state}, str(tmp_path / "best_model.pth"))
+    args = evaluate.parse_args(["--model", str(tmp_path / "best_model.pth"), "--dataset", "unused", "--output_dir",
+                                str(tmp_path / "eval"), "--vae", str(tiny_vae_dir), "--vae_subfolder", "none",
+                                "--image_size", "64", "--threshold", "0.4"])
+    model = evaluate.load_model(args)
+    assert model.image_size == 64 and model.threshold == 0.4
+    expected = convert_reference_state_dict(state)
+    assert all(torch.equal(model.lmm.state_dict()[key], value) for key, value in expected.items())
+    args.model_revision = "v1"  # a revision only makes sense for a Hub id
+    with pytest.raises(ValueError, match="applies to Hub repo ids only"):
+        evaluate.load_model(args)

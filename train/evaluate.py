@@ -35,14 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 logger = get_logger(__name__, log_level="INFO")
 
-REFERENCE_NAMES = ("bus", "busi", "glas", "ham10000", "kvasir-instrument")
-
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Evaluate a GMS on a dataset split with the paper's protocol.")
     parser.add_argument("--model", type=str, required=True,
-                        help="GMS folder or Hub id, a reference name (bus, busi, glas, ham10000, kvasir-instrument), "
-                             "or a reference .pth path / URL.")
+                        help="GMS folder or Hub id[@revision], a reference name (bus, busi, glas, ham10000, "
+                             "kvasir-instrument), a reference .pth path / URL, or demo.")
     parser.add_argument("--model_revision", type=str, default=None, help="Hub revision of --model.")
     parser.add_argument("--dataset", type=str, required=True, help="Hub dataset id or local folder (gms_hub.data layout).")
     parser.add_argument("--dataset_revision", type=str, default=None, help="Hub revision of --dataset.")
@@ -71,26 +69,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def is_reference_checkpoint(model: str) -> bool:
-    """True for the paper's released checkpoints: a reference name, a `.pth` file or a URL."""
-    if model in REFERENCE_NAMES and not os.path.exists(model):
-        return True
-    return model.endswith(".pth") or model.startswith(("http://", "https://"))
-
-
 def load_model(args: argparse.Namespace):
-    """The GMS named by --model, with the --vae / --image_size / --threshold overrides applied."""
-    from gms_hub import GMS
+    """The GMS named by --model (any form `gms_hub.load_model` accepts), with the --vae / --image_size /
+    --threshold overrides applied."""
+    from gms_hub import load_model as load_gms
 
     overrides: Dict[str, Any] = {}
     if args.image_size is not None:
         overrides["image_size"] = args.image_size
     if args.threshold is not None:
         overrides["threshold"] = args.threshold
+    if args.model_revision is not None:
+        overrides["revision"] = args.model_revision
     vae_kwargs = {} if args.vae is None else {"vae": args.vae, "vae_subfolder": args.vae_subfolder, "vae_revision": args.vae_revision}
-    if is_reference_checkpoint(args.model):
-        return GMS.from_reference_checkpoint(args.model, **vae_kwargs, **overrides)
-    return GMS.from_pretrained(args.model, revision=args.model_revision, **vae_kwargs, **overrides)
+    return load_gms(args.model, **vae_kwargs, **overrides)
 
 
 def write_per_image_csv(path: Path, records: List[Dict[str, Any]]) -> None:

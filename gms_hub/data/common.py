@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..image_io import IMAGE_EXTENSIONS
 from .hub import DatasetCardInfo
 from .splits import _preview
 
@@ -37,7 +38,6 @@ __all__ = [
     "scan_raw_dir",
 ]
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 IMAGE_DIR_NAMES = frozenset({"images", "image", "imgs", "img", "original", "originals", "input", "inputs"})
 MASK_DIR_NAMES = frozenset(
     {"masks", "mask", "gt", "gts", "ground_truth", "groundtruth", "labels", "label", "annotations", "segmentations"}
@@ -174,7 +174,7 @@ def _iter_raw_files(raw_dir: Path) -> Iterator[Path]:
     for root, dirs, files in os.walk(raw_dir, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() not in SKIPPED_DIR_NAMES)
         for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 yield Path(root, name)
 
 

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..benchmarks import BENCHMARKS
 from .bus import BUSConverter
 from .busi import BUSIConverter
 from .common import BenchmarkConverter
@@ -34,13 +35,12 @@ from .kvasir_instrument import KvasirInstrumentConverter
 
 logger = logging.getLogger(__name__)
 
-CONVERTERS: dict[str, type[BenchmarkConverter]] = {
-    "bus": BUSConverter,
-    "busi": BUSIConverter,
-    "glas": GlaSConverter,
-    "ham10000": HAM10000Converter,
-    "kvasir-instrument": KvasirInstrumentConverter,
+_BY_DATASET = {
+    converter.dataset: converter
+    for converter in (BUSConverter, BUSIConverter, GlaSConverter, HAM10000Converter, KvasirInstrumentConverter)
 }
+# One converter per benchmark of `gms_hub.benchmarks.BENCHMARKS`, in its order (a missing one fails at import).
+CONVERTERS: dict[str, type[BenchmarkConverter]] = {key: _BY_DATASET[key] for key in BENCHMARKS}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from huggingface_hub import constants as hf_constants
+
+from ..benchmarks import BENCHMARKS
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -43,7 +47,7 @@ def default_split_url(dataset: str) -> str:
     """URL of the paper's published split pickle for `dataset`.
 
     Args:
-        dataset (`str`): one of ``bus``, ``busi``, ``glas``, ``ham10000``, ``kvasir-instrument``.
+        dataset (`str`): a key of `gms_hub.benchmarks.BENCHMARKS` (``busi``, ``kvasir-instrument``, ...).
 
     Returns:
         `str`: the raw GitHub URL of ``Dataset/<dataset>/<file>_train_test_names.pkl``.
@@ -52,6 +56,10 @@ def default_split_url(dataset: str) -> str:
         >>> default_split_url("kvasir-instrument")
         'https://raw.githubusercontent.com/King-HAW/GMS/main/Dataset/kvasir-instrument/kvasir_train_test_names.pkl'
     """
+    if dataset not in BENCHMARKS:
+        raise ValueError(
+            f"The paper publishes split lists for {', '.join(BENCHMARKS)}, not {dataset!r}; pass your own split list."
+        )
     return DEFAULT_SPLIT_URL.format(dataset=dataset, file=_SPLIT_FILE_STEMS.get(dataset, dataset))
 
 
@@ -137,7 +145,7 @@ def _fetch(url: str, timeout: float) -> bytes:
         "Pass --splits (Python: `splits=`) with a local copy of the split list (.pkl from the GMS repository, "
         'or .json as {"train": [...], "test": [...]}).'
     )
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hf_constants.HF_HUB_OFFLINE:
         raise ConnectionError(f"Cannot download the split list {url}: HF_HUB_OFFLINE is set. {hint}")
     from huggingface_hub.utils import get_session
 

@@ -1,15 +1,17 @@
 """Which model serves each benchmark in the Space, loaded lazily once and cached.
 
 Resolution order for every benchmark (first that loads wins):
-1. a configured GMS repo: `GMS_MODELS` (JSON object or `busi=org/gms-busi,bus=...`) over the config file
-   (`app_models.json`); a value is a Hub repo id (optionally `@revision`) or a local folder;
+1. a configured model: `GMS_MODELS` (JSON object or `busi=org/gms-busi,bus=...`) over the config file
+   (`app_models.json`); a value is anything `gms_hub.load_model` accepts, usually a Hub repo id (optionally
+   `@revision`) or a local folder;
 2. the paper's published checkpoint, converted on first use (`GMS.from_reference_checkpoint`): online, or
    offline when it is already cached;
 3. the offline demo model (`GMS_DEMO_MODEL` or `gms_hub.DEMO_MODEL_PATH`), labelled
    "demo model trained on synthetic data".
 
-Network availability is decided once (`gms_hub.app_config.network_available`), so an offline app never
-waits on retries.
+What a configured value names is decided by `gms_hub.resolver.classify_spec` and loaded by
+`gms_hub.load_model`, as everywhere else. Network availability is decided once (`space.config.network_available`),
+so an offline app never waits on retries.
 """
 
 from __future__ import annotations
@@ -25,29 +27,21 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .app_config import (
-    BENCHMARKS,
-    DEMO_LABEL,
-    UnknownModelError,
-    load_model_config,
-    network_available,
-    normalize_name,
-    split_revision,
-)
+from gms_hub.benchmarks import BENCHMARKS
+from gms_hub.reference import reference_checkpoint_path
+from gms_hub.resolver import ModelSpec, classify_spec
+
+from .config import DEMO_LABEL, UnknownModelError, load_model_config, network_available, normalize_name
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BENCHMARKS",
-    "DEMO_LABEL",
     "LoadedModel",
     "ModelRegistry",
     "ModelSource",
     "ModelUnavailableError",
     "PreparedInput",
-    "UnknownModelError",
     "count_half_precision_changes",
-    "normalize_name",
 ]
 
 
@@ -60,9 +54,9 @@ class ModelSource:
     """One place a benchmark's model can come from.
 
     Args:
-        kind (`str`): `"hub"` (Hub repo id), `"local"` (configured folder), `"reference"` (the paper's checkpoint)
-            or `"demo"` (the offline demo model).
-        location (`str`): repo id, folder, or reference checkpoint name.
+        kind (`str`): one of `gms_hub.resolver.KINDS`: `"hub"` (Hub repo id), `"local"` (folder), `"reference"`
+            (the paper's checkpoint), `"pth"` / `"url"` (another released-format checkpoint) or `"demo"`.
+        location (`str`): repo id, folder, reference checkpoint name, path or URL.
         revision (`str`, *optional*): Hub revision for `"hub"`.
     """
 
@@ -79,7 +73,14 @@ class ModelSource:
             return f"local model folder {self.location}"
         if self.kind == "reference":
             return f"the paper's published checkpoint ({self.location}), converted on first use"
+        if self.kind in ("pth", "url"):
+            return f"checkpoint {self.location}, converted on first use"
         return DEMO_LABEL
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The resolver's view of this source, for `gms_hub.load_model`."""
+        return ModelSpec(self.kind, self.location, self.revision)
 
 
 @dataclass
@@ -94,10 +95,6 @@ class LoadedModel:
     @property
     def image_size(self) -> int:
         return int(self.model.image_size)
-
-    @property
-    def threshold(self) -> float:
-        return float(self.model.threshold)
 
 
 @dataclass
@@ -115,7 +112,8 @@ class ModelRegistry:
     """Resolves, loads (once, lazily, one lock per model) and runs the Space's models.
 
     Args:
-        hub_models (`Mapping[str, str]`, *optional*): benchmark key -> Hub repo id (`@revision` allowed) or folder.
+        hub_models (`Mapping[str, str]`, *optional*): benchmark key -> a model spec for `gms_hub.load_model`, usually a
+            Hub repo id (`@revision` allowed) or a folder. Each is classified here, so a malformed one fails at startup.
         online (`bool`, defaults to `False`): whether Hub/GitHub downloads may be attempted.
         demo_model_path (`str` or `os.PathLike`, *optional*): folder of the offline demo model.
         device (`str`, *optional*): `"cuda"` when available, else `"cpu"`.
@@ -141,6 +139,12 @@ class ModelRegistry:
         if precision not in ("auto", "fp32"):
             raise ValueError(f"precision must be 'auto' or 'fp32', got {precision!r}.")
         self.hub_models = {normalize_name(k): v for k, v in (hub_models or {}).items()}
+        self._configured: Dict[str, ModelSource] = {}
+        for key, value in self.hub_models.items():
+            try:
+                self._configured[key] = ModelSource(*classify_spec(value))
+            except (ValueError, FileNotFoundError) as err:
+                raise ValueError(f"The model configured for {key!r} ({value!r}) is not usable: {err}") from None
         self.online = bool(online)
         self.demo_model_path = None if demo_model_path is None else Path(demo_model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -166,7 +170,7 @@ class ModelRegistry:
         Example:
             >>> registry = ModelRegistry.from_env("app_models.json")
         """
-        from . import DEMO_MODEL_PATH
+        from gms_hub import DEMO_MODEL_PATH
 
         return cls(
             hub_models=load_model_config(config_file, os.environ.get("GMS_MODELS")),
@@ -178,11 +182,6 @@ class ModelRegistry:
         )
 
     # ------------------------------------------------------------------ resolution
-    @property
-    def choices(self) -> List[Tuple[str, str]]:
-        """(label, key) pairs for a dropdown."""
-        return [(label, key) for key, label in BENCHMARKS.items()]
-
     def candidates(self, name: str) -> List[ModelSource]:
         """The sources that may serve `name`, in resolution order (sources that cannot work here are left out).
 
@@ -190,19 +189,12 @@ class ModelRegistry:
             >>> [s.kind for s in ModelRegistry(demo_model_path=DEMO_MODEL_PATH).candidates("busi")]
             ['demo']
         """
-        from .convert import reference_cache_dir
-
         key = normalize_name(name)
         sources: List[ModelSource] = []
-        configured = self.hub_models.get(key)
-        if configured:
-            location, revision = split_revision(configured)
-            if os.path.isdir(location):
-                sources.append(ModelSource("local", location))
-            else:
-                # Offline it may still be in the Hub cache (`local_files_only`).
-                sources.append(ModelSource("hub", location, revision))
-        if self.online or (reference_cache_dir() / key / "best_model.pth").is_file():
+        if key in self._configured:
+            # A Hub repo stays a candidate offline: it may be in the Hub cache (`local_files_only`).
+            sources.append(self._configured[key])
+        if self.online or reference_checkpoint_path(key).is_file():
             sources.append(ModelSource("reference", key))
         if self.demo_model_path is not None and (self.demo_model_path / "config.json").is_file():
             sources.append(ModelSource("demo", str(self.demo_model_path)))
@@ -274,14 +266,10 @@ class ModelRegistry:
             return loaded
 
     def _build(self, source: ModelSource) -> torch.nn.Module:
-        from .modeling import GMS
+        from gms_hub import load_model
 
         logger.info("Loading %s ...", source.label)
-        if source.kind in ("hub", "local"):
-            return GMS.from_pretrained(source.location, revision=source.revision, local_files_only=not self.online)
-        if source.kind == "reference":
-            return GMS.from_reference_checkpoint(source.location, vae_kwargs={"local_files_only": not self.online})
-        return GMS.from_pretrained(source.location, local_files_only=True)
+        return load_model(source.spec, local_files_only=source.kind == "demo" or not self.online)
 
     def _choose_precision(self, model: torch.nn.Module, source: ModelSource) -> Tuple[torch.nn.Module, torch.dtype]:
         """float16 on CUDA only when it reproduces the float32 masks of the check images exactly."""
@@ -309,8 +297,9 @@ class ModelRegistry:
         Returns:
             `PreparedInput`.
         """
-        from .app_io import display_image
-        from .processing import preprocess, to_float_rgb
+        from gms_hub.processing import preprocess, to_float_rgb
+
+        from .results import display_image
 
         loaded = self.get(name)
         rgb = to_float_rgb(image)  # (H, W, 3) in [0, 1]: the library's intensity rule
@@ -339,7 +328,7 @@ def count_half_precision_changes(model: torch.nn.Module, half_model: torch.nn.Mo
         >>> count_half_precision_changes(model, copy.deepcopy(model).half(), [Image.open("examples/ultrasound.png")])
         0
     """
-    from .processing import preprocess, resize_probabilities
+    from gms_hub.processing import preprocess, resize_probabilities
 
     pixel_values, sizes = preprocess(list(images), model.image_size)  # (N, 3, S, S)
     pixel_values = pixel_values.to(model.device)

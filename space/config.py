@@ -1,4 +1,4 @@
-"""Configuration of the Space's models: benchmark names, the `GMS_MODELS` format, and the network probe.
+"""Configuration of the Space's models: model names, the `GMS_MODELS` format, and the network probe.
 
 `GMS_MODELS` (or the JSON config file, `app_models.json` in the repo) names a GMS repo per benchmark;
 `network_available` decides once, at startup, whether downloads may be attempted at all.
@@ -12,8 +12,12 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Union
 from urllib.parse import urlparse
+
+from huggingface_hub import constants as hf_constants
+
+from gms_hub.benchmarks import BENCHMARKS, normalize_benchmark_name
 
 logger = logging.getLogger(__name__)
 
@@ -25,21 +29,9 @@ __all__ = [
     "network_available",
     "normalize_name",
     "parse_model_config",
-    "split_revision",
 ]
 
-BENCHMARKS: Dict[str, str] = {
-    "bus": "BUS (breast ultrasound)",
-    "busi": "BUSI (breast ultrasound)",
-    "glas": "GlaS (colon histology)",
-    "ham10000": "HAM10000 (dermoscopy)",
-    "kvasir-instrument": "Kvasir-Instrument (endoscopy tools)",
-}
-"""Model picker entries: key (as `GMS.from_reference_checkpoint` names it) -> label."""
-
 DEMO_LABEL = "demo model trained on synthetic data"
-
-_TRUE = ("1", "true", "yes", "on")
 
 
 class UnknownModelError(ValueError):
@@ -56,14 +48,12 @@ def normalize_name(name: object) -> str:
         >>> normalize_name("Kvasir_Instrument")
         'kvasir-instrument'
     """
-    if isinstance(name, str):
-        text = name.strip().lower().replace("_", "-")
-        for key, label in BENCHMARKS.items():
-            if text in (key, label.lower()):
-                return key
-    raise UnknownModelError(
-        f"Unknown model {name!r}. Choose one of: {', '.join(BENCHMARKS)} (case-insensitive)."
-    )
+    try:
+        return normalize_benchmark_name(name)
+    except ValueError:
+        raise UnknownModelError(
+            f"Unknown model {name!r}. Choose one of: {', '.join(BENCHMARKS)} (case-insensitive)."
+        ) from None
 
 
 def parse_model_config(text: Optional[str]) -> Dict[str, str]:
@@ -133,14 +123,6 @@ def load_model_config(
     return config
 
 
-def split_revision(value: str) -> Tuple[str, Optional[str]]:
-    """`"org/name@rev"` -> `("org/name", "rev")`; an existing local path keeps any `@` it contains."""
-    if "@" in value and not os.path.exists(value):
-        repo, _, revision = value.rpartition("@")
-        return repo, revision or None
-    return value, None
-
-
 def network_available(timeout_s: float = 2.0, endpoint: Optional[str] = None) -> bool:
     """Decide once whether the Hub is reachable: `False` at once under `HF_HUB_OFFLINE`, else a TCP connect.
 
@@ -157,7 +139,7 @@ def network_available(timeout_s: float = 2.0, endpoint: Optional[str] = None) ->
         >>> network_available(timeout_s=0.5)
         False
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+    if hf_constants.HF_HUB_OFFLINE:
         logger.info("HF_HUB_OFFLINE is set: running offline.")
         return False
     url = urlparse(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")

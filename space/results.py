@@ -1,46 +1,56 @@
-"""Image in and results out for the Space (app.py): safe upload reading, masks, overlays, statistics.
+"""Image in and results out for the Space (app.py): upload reading, masks, overlays, statistics.
 
-Everything here is pure and model-free, so the Gradio layer only wires components to these
-functions and turns `ImageInputError` into `gr.Error`.
+Everything here is pure and model-free, so the Gradio layer only wires components to these functions and
+turns `InputError` into `gr.Error`. Reading files is the library's `gms_hub.image_io.read_image`; this
+module only words its errors for someone uploading.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .processing import (  # noqa: F401  (re-exported for app.py)
-    ALLOWED_FORMATS,
-    DEFAULT_MAX_PIXELS,
-    MIN_SIDE,
-    ImageInputError,
-    load_image as read_image,
-    resize_bilinear,
-    resize_probabilities,
-)
+from gms_hub.image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
+from gms_hub.processing import resize_bilinear, resize_probabilities
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ALLOWED_FORMATS",
-    "DEFAULT_MAX_PIXELS",
     "DISPLAY_MAX_SIDE",
-    "MIN_SIDE",
-    "ImageInputError",
+    "InputError",
     "check_threshold",
     "display_image",
     "mask_from_probabilities",
     "mask_stats",
     "overlay_mask",
     "probability_image",
-    "read_image",
-    "save_mask_png",
+    "read_upload",
 ]
+
+
+class InputError(ValueError):
+    """A request the Space cannot serve (bad upload, bad threshold); the message is meant for the user."""
+
+
+def read_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read an uploaded image with `gms_hub.image_io.read_image`, as an `InputError` for the user if it fails.
+
+    Example:
+        >>> read_upload("examples/ultrasound.png").size
+        (128, 128)
+    """
+    if path is None or str(path) == "":
+        raise InputError("No image was uploaded. Upload a PNG, JPEG, BMP or TIFF image, or click an example.")
+    try:
+        return read_image(path, max_pixels=max_pixels)
+    except ImageReadError as err:
+        raise InputError(str(err)) from None
+
 
 DISPLAY_MAX_SIDE = 1024
 """Overlay and probability previews are shown at most this large; the downloadable mask is always
@@ -96,13 +106,13 @@ def mask_from_probabilities(probs: np.ndarray, size: Tuple[int, int], threshold:
 
 
 def check_threshold(threshold) -> float:
-    """Return `threshold` as a float, or raise `ImageInputError` if it is not a number in [0, 1]."""
+    """Return `threshold` as a float, or raise `InputError` if it is not a number in [0, 1]."""
     try:
         value = float(threshold)
     except (TypeError, ValueError):
-        raise ImageInputError(f"The threshold must be a number in [0, 1], got {threshold!r}.") from None
+        raise InputError(f"The threshold must be a number in [0, 1], got {threshold!r}.") from None
     if not 0.0 <= value <= 1.0:
-        raise ImageInputError(f"The threshold must be in [0, 1], got {value}. 0.5 is the paper's value.")
+        raise InputError(f"The threshold must be in [0, 1], got {value}. 0.5 is the paper's value.")
     return value
 
 
@@ -164,14 +174,3 @@ def mask_stats(mask: np.ndarray) -> Dict[str, float]:
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),
     }
-
-
-def save_mask_png(mask: np.ndarray, path: "os.PathLike | str") -> str:
-    """Write a bool mask as a lossless 8-bit PNG with values 0 and 255; returns the path.
-
-    Example:
-        >>> save_mask_png(np.ones((3, 5), bool), "mask.png")
-        'mask.png'
-    """
-    Image.fromarray(mask.astype(np.uint8) * 255).save(path, format="PNG")
-    return str(path)
