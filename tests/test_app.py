@@ -181,7 +181,7 @@ def test_browser_upload_segment_and_rethreshold(server):
                 timeout=30_000,
             )
             assert overlay.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [128, 128]
-            expect(page.locator("#stats")).to_contain_text("area_px")
+            expect(page.locator("#result-table")).to_contain_text("Segmented area")
             expect(page.locator("#model-source")).to_contain_text("served by demo model trained on synthetic data")
             page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
 
@@ -189,12 +189,12 @@ def test_browser_upload_segment_and_rethreshold(server):
             number = page.get_by_label("number input for Threshold (re-thresholds without rerunning)")
             number.fill("1")
             number.press("Tab")
-            expect(page.locator("#stats")).to_contain_text('"area_px": 0', timeout=30_000)
+            expect(page.locator("#result-table")).to_contain_text("0 px (0.00 %)", timeout=30_000)
 
             # Clicking an example loads it (with its model) and segments it.
-            page.get_by_text("dermoscopy (RGB JPEG)").click()
-            expect(page.locator("#stats")).to_contain_text('"model": "ham10000"', timeout=60_000)
-            expect(page.locator("#stats")).to_contain_text('"width": 160')
+            page.locator("#examples").get_by_text("dermoscopy (RGB JPEG)").click()
+            expect(page.locator("#result-table")).to_contain_text("HAM10000 (dermoscopy)", timeout=60_000)
+            expect(page.locator("#result-table")).to_contain_text("160 ×")
         finally:
             browser.close()
     assert (ARTIFACTS / "app.png").stat().st_size > 0
