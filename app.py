@@ -393,7 +393,7 @@ def build_demo() -> gr.Blocks:
                         if examples:
                             gallery = gr.Gallery(
                                 value=examples, label="Examples (click one to segment it)", columns=4, rows=1,
-                                height=220, allow_preview=False, object_fit="contain", buttons=[], elem_id="examples",
+                                height=180, allow_preview=False, object_fit="contain", buttons=[], elem_id="examples",
                             )
                     with gr.Column(min_width=320):
                         with gr.Tabs():

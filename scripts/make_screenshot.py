@@ -67,7 +67,7 @@ def main(args) -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium,
                                                  args=["--headless", "--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": args.width, "height": 900})
+            page = browser.new_page(viewport={"width": args.width, "height": 1000})
             page.goto(url, wait_until="domcontentloaded")
             page.locator("#image-file input[type=file]").set_input_files(str(ROOT / "examples" / args.example))
             page.locator("#segment-button").click()
@@ -75,6 +75,7 @@ def main(args) -> None:
             page.wait_for_function(
                 "() => [...document.querySelectorAll('#overlay img, #preview img')].every(i => i.complete && i.naturalWidth > 0)"
             )
+            page.evaluate("window.scrollTo(0, 0)")
             shot = scratch / "page.png"
             page.screenshot(path=str(shot), full_page=False)
             browser.close()
