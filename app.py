@@ -72,6 +72,7 @@ MAX_BATCH_FILES = int(os.environ.get("GMS_MAX_BATCH_FILES", 50))
 OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="gms-app-"))
 OUTPUT_MAX_AGE_S = 3600
 STATE_TTL_S = 1800
+HEATMAP_MIN_SIDE = 384  # the heat map is drawn at least this large so its colour bar reads at display size
 
 
 def _example_images():
@@ -229,7 +230,9 @@ def show_result(result, threshold, opacity):
     if not result:
         return (gr.skip(),) * 5
     views = update_view(result, threshold, opacity)
-    heatmap = heatmap_with_colorbar(result["probs"], result["display"].shape[:2])  # (h, w + bar, 4)
+    height, width = result["display"].shape[:2]
+    scale = max(1.0, HEATMAP_MIN_SIDE / max(height, width))  # small images: keep the bar's text in proportion
+    heatmap = heatmap_with_colorbar(result["probs"], (round(height * scale), round(width * scale)), label="")  # (h, w + bar, 4)
     return (*views, _save_png(heatmap, Path(views[0]).with_name(f"{result['stem']}_heatmap.png")))
 
 
@@ -407,7 +410,7 @@ def build_demo() -> gr.Blocks:
                                                          interactive=False, max_height=360, elem_id="compare")
                             with gr.Tab("Probability", id="probability-tab", elem_id="probability-tab"):
                                 heatmap = gr.Image(label="Probability heat map", type="filepath", interactive=False,
-                                                   height=360, elem_id="heatmap")
+                                                   height=360, buttons=[], elem_id="heatmap")  # no toolbar over the bar
                         table = gr.HTML("<p>Segment an image to see its numbers here.</p>", label="Result",
                                         elem_id="result-table")
                         mask_file = gr.File(label="Mask PNG (input size, values 0/255)", interactive=False,

@@ -165,7 +165,7 @@ def heatmap_with_colorbar(
         probs (`np.ndarray`): (S, S) float probabilities at the model's resolution.
         size (`tuple(int, int)`): (h, w) of the heat map (the preview's size).
         colormap (`str`, defaults to `"viridis"`): matplotlib colormap name.
-        label (`str`, defaults to `"probability"`): title of the bar.
+        label (`str`, defaults to `"probability"`): title over the bar; empty for none (when the page labels it).
 
     Returns:
         `np.ndarray`: (h, w + bar width, 4) uint8 RGBA.
@@ -183,11 +183,12 @@ def heatmap_with_colorbar(
     font = _font(font_size)
     bar_width = max(10, font_size)
     ticks_width = bar_width + 5 + ImageDraw.Draw(Image.new("L", (1, 1))).textlength("0.5", font=font)
-    title_width = ImageDraw.Draw(Image.new("L", (1, 1))).textlength(label, font=font)
+    title_width = ImageDraw.Draw(Image.new("L", (1, 1))).textlength(label, font=font) if label else 0
     panel_width = int(np.ceil(max(ticks_width, title_width))) + 10
     canvas = Image.new("RGBA", (width + panel_width, height), (0, 0, 0, 0))
     canvas.paste(Image.fromarray(heat), (0, 0))
-    top, bottom = font_size + 6, height - font_size // 2 - 2  # room for the title and the last tick label
+    # Room for the title (if any) and for half a tick label at both ends of the bar.
+    top, bottom = (font_size + 6 if label else font_size // 2 + 2), height - font_size // 2 - 2
     bar_height = max(2, bottom - top)
     ramp = lut[np.rint(np.linspace(255, 0, bar_height)).astype(np.uint8)]  # (bar_h, 3): 1 at the top
     bar = np.repeat(ramp[:, None, :], bar_width, axis=1)  # (bar_h, bar_w, 3)
@@ -196,7 +197,8 @@ def heatmap_with_colorbar(
     draw = ImageDraw.Draw(canvas)
     text = dict(font=font, fill=(255, 255, 255, 255), stroke_width=max(1, font_size // 8), stroke_fill=(0, 0, 0, 255))
     draw.rectangle([x0, top, x0 + bar_width - 1, top + bar_height - 1], outline=(128, 128, 128, 255))
-    draw.text((x0, 1), label, **text)
+    if label:
+        draw.text((x0, 1), label, **text)
     for value in (1.0, 0.5, 0.0):
         y = top + round((1.0 - value) * (bar_height - 1))
         draw.line([x0 + bar_width, y, x0 + bar_width + 3, y], fill=(128, 128, 128, 255))

@@ -166,7 +166,7 @@ def test_desktop_visitor_flow(server, browser, images, tmp_path):
     # Probability heat map with its colour bar on the right (wider than the image).
     page.get_by_role("tab", name="Probability").click()
     width, height = _image_ready(page, "#heatmap img")
-    assert height == 64 and width > 80
+    assert height >= 64 and width > height * 80 / 64  # the image's aspect plus the bar
     page.screenshot(path=str(ARTIFACTS / "page_desktop_heatmap.png"), full_page=True)
 
     # About this model: the demo card's plain statement.
