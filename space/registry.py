@@ -200,6 +200,10 @@ class ModelRegistry:
             sources.append(ModelSource("demo", str(self.demo_model_path)))
         return sources
 
+    def serving(self, name: str) -> Optional[LoadedModel]:
+        """The model already serving `name`, or `None` before its first use (nothing is loaded here)."""
+        return self._serving.get(normalize_name(name))
+
     def describe(self, name: str) -> str:
         """Which source serves `name` (once loaded) or will be tried first (before)."""
         key = normalize_name(name)

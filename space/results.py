@@ -27,7 +27,6 @@ __all__ = [
     "display_image",
     "mask_from_probabilities",
     "mask_stats",
-    "overlay_mask",
     "probability_image",
     "read_upload",
 ]
@@ -56,8 +55,6 @@ DISPLAY_MAX_SIDE = 1024
 """Overlay and probability previews are shown at most this large; the downloadable mask is always
 at the input's full size."""
 
-_OVERLAY_COLOR = np.array([255, 48, 48], dtype=np.float32)
-_OVERLAY_ALPHA = 0.45
 
 
 def display_image(float_rgb: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
@@ -114,37 +111,6 @@ def check_threshold(threshold) -> float:
     if not 0.0 <= value <= 1.0:
         raise InputError(f"The threshold must be in [0, 1], got {value}. 0.5 is the paper's value.")
     return value
-
-
-def _resize_mask_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    if mask.shape == tuple(size):
-        return mask
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
-    return np.asarray(resized) > 127
-
-
-def overlay_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Blend a translucent red mask with a solid outline onto a preview image.
-
-    Args:
-        image (`np.ndarray`): (h, w, 3) uint8 preview.
-        mask (`np.ndarray`): bool mask at any size (resized to the preview with nearest neighbour).
-
-    Returns:
-        `np.ndarray`: (h, w, 3) uint8.
-
-    Example:
-        >>> overlay_mask(np.zeros((4, 4, 3), np.uint8), np.ones((8, 8), bool))[0, 0].tolist()
-        [255, 48, 48]
-    """
-    mask = _resize_mask_nearest(mask, image.shape[:2])  # (h, w)
-    out = image.astype(np.float32)
-    out[mask] = (1.0 - _OVERLAY_ALPHA) * out[mask] + _OVERLAY_ALPHA * _OVERLAY_COLOR
-    # Outline: mask pixels with a 4-neighbour outside the mask (image borders count as inside).
-    padded = np.pad(mask, 1, mode="edge")
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    out[mask & ~interior] = _OVERLAY_COLOR
-    return np.rint(out).astype(np.uint8)
 
 
 def probability_image(probs: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

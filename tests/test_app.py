@@ -181,7 +181,7 @@ def test_browser_upload_segment_and_rethreshold(server):
                 timeout=30_000,
             )
             assert overlay.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [128, 128]
-            expect(page.locator("#stats")).to_contain_text("area_px")
+            expect(page.locator("#result-table")).to_contain_text("Segmented area")
             expect(page.locator("#model-source")).to_contain_text("served by demo model trained on synthetic data")
             page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
 
@@ -189,12 +189,12 @@ def test_browser_upload_segment_and_rethreshold(server):
             number = page.get_by_label("number input for Threshold (re-thresholds without rerunning)")
             number.fill("1")
             number.press("Tab")
-            expect(page.locator("#stats")).to_contain_text('"area_px": 0', timeout=30_000)
+            expect(page.locator("#result-table")).to_contain_text("0 px (0.00 %)", timeout=30_000)
 
             # Clicking an example loads it (with its model) and segments it.
-            page.get_by_text("dermoscopy (RGB JPEG)").click()
-            expect(page.locator("#stats")).to_contain_text('"model": "ham10000"', timeout=60_000)
-            expect(page.locator("#stats")).to_contain_text('"width": 160')
+            page.locator("#examples").get_by_text("dermoscopy (RGB JPEG)").click()
+            expect(page.locator("#result-table")).to_contain_text("HAM10000 (dermoscopy)", timeout=60_000)
+            expect(page.locator("#result-table")).to_contain_text("160 ×")
         finally:
             browser.close()
     assert (ARTIFACTS / "app.png").stat().st_size > 0
@@ -423,13 +423,14 @@ def test_upload_errors_are_worded_for_the_user(tmp_path):
 
 
 def test_previews_are_bounded_and_overlay_follows_the_mask():
-    from space.results import display_image, overlay_mask, probability_image
+    from space.page import overlay_image
+    from space.results import display_image, probability_image
 
     preview = display_image(np.ones((2048, 1000, 3), np.float32))
     assert preview.shape == (1024, 500, 3) and preview.dtype == np.uint8 and preview.min() == 255
     mask = np.zeros((2048, 1000), bool)
     mask[512:1536, 250:750] = True  # the central quarter, at full size
-    overlay = overlay_mask(np.zeros((1024, 500, 3), np.uint8), mask)
+    overlay = overlay_image(np.zeros((1024, 500, 3), np.uint8), mask)  # the default opacity, 0.45
     assert overlay[512, 250].tolist() == [115, 22, 22]  # inside: 45 % red over black
     assert overlay[256, 125].tolist() == [255, 48, 48] and overlay[767, 374].tolist() == [255, 48, 48]  # outline
     assert overlay[255, 125].tolist() == [0, 0, 0]  # just outside the (preview-size) mask

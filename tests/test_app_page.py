@@ -1,0 +1,282 @@
+"""The Space's page as a visitor uses it (Playwright + Debian's Chromium), and the `/segment_batch` API.
+
+One app server per module (`python app.py`, offline, a tiny random GMS as the demo model) and one browser.
+Screenshots of every step go to test-artifacts/page_*.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _app_utils import ROOT, AppServer, make_tiny_model
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("page_model") / "tiny-gms")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    app = AppServer(tiny_model_dir, tmp_path_factory.mktemp("page_server") / "app.log")
+    try:
+        yield app.wait_ready(timeout_s=120)
+    finally:
+        app.stop()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """An 8-bit gray PNG, a 16-bit PNG using a narrow band of values, and an RGBA PNG (odd sizes)."""
+    folder = tmp_path_factory.mktemp("page_images")
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (70, 90), dtype=np.uint8)
+    gray16 = rng.integers(1000, 1200, (64, 80)).astype(np.uint16)  # dark as 8-bit; the library stretches it
+    rgba = rng.integers(0, 256, (50, 66, 4), dtype=np.uint8)
+    paths = {"gray8": folder / "gray8.png", "gray16": folder / "gray16.png", "rgba": folder / "rgba.png"}
+    Image.fromarray(gray).save(paths["gray8"])
+    Image.fromarray(gray16).save(paths["gray16"])
+    Image.fromarray(rgba, mode="RGBA").save(paths["rgba"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _image_ready(page, selector, timeout=60_000):
+    """Wait until `selector` is a loaded <img>; returns its natural (width, height)."""
+    page.wait_for_function(
+        "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }",
+        arg=selector, timeout=timeout,
+    )
+    return tuple(page.locator(selector).first.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def _image_max_value(page, selector):
+    """The brightest channel value of a loaded <img> (drawn on a canvas in the page)."""
+    return page.locator(selector).first.evaluate(
+        """i => { const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
+        const x = c.getContext('2d'); x.drawImage(i, 0, 0);
+        const d = x.getImageData(0, 0, c.width, c.height).data; let m = 0;
+        for (let k = 0; k < d.length; k += 4) m = Math.max(m, d[k], d[k + 1], d[k + 2]); return m; }"""
+    )
+
+
+def _upload_and_segment(page, path, size):
+    page.wait_for_selector("#image-file input[type=file], #image-file button[aria-label=Clear]", state="attached")
+    if page.locator("#image-file input[type=file]").count() == 0:  # a file is shown: clear it first, as a visitor would
+        page.locator("#image-file").get_by_label("Clear").click()
+    page.locator("#image-file input[type=file]").set_input_files(str(path))
+    assert _image_ready(page, "#preview img") == size  # the preview shows before anything is segmented
+    page.locator("#segment-button").click()
+    table = page.locator("#result-table")
+    expect_text(table, f"{size[0]} × {size[1]} px")
+    expect_text(table, "Segmented area")
+    return table
+
+
+def expect_text(locator, text, timeout=60_000):
+    from playwright.sync_api import expect
+
+    expect(locator).to_contain_text(text, timeout=timeout)
+
+
+def _no_horizontal_overflow(page):
+    return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+
+@pytest.mark.browser
+def test_desktop_visitor_flow(server, browser, images, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url, wait_until="domcontentloaded")
+    expect_text(page.locator("#model-source"), "demo model trained on synthetic data")
+    expect(page.locator("#examples img")).to_have_count(4)  # the examples as thumbnails with their labels
+    expect(page.locator("#examples")).to_contain_text("breast ultrasound (16-bit PNG)")
+
+    # Upload each kind: the preview appears at the file's size; 16-bit is stretched, not black.
+    for kind, size in (("gray8", (90, 70)), ("rgba", (66, 50)), ("gray16", (80, 64))):
+        _upload_and_segment(page, images[kind], size)
+        page.screenshot(path=str(ARTIFACTS / f"page_desktop_{kind}.png"), full_page=True)
+    assert _image_max_value(page, "#preview img") == 255  # values 1000..1199 of 65535, stretched per image
+    table = page.locator("#result-table")
+    expect_text(table, "demo model trained on synthetic data")
+    expect_text(table, "on cpu, float32")
+    expect(page.locator("#stats")).to_have_count(0)  # no JSON dump on the page
+
+    # Threshold 1 re-thresholds the cached probabilities: nothing is above 1.
+    number = page.get_by_label("number input for Threshold (re-thresholds without rerunning)")
+    number.fill("1")
+    number.press("Tab")
+    expect_text(table, "0 px (0.00 %)")
+    expect_text(table, "Threshold1.00")
+
+    # Download the mask: a PNG at the input's size.
+    with page.expect_download() as download:
+        page.locator("#mask-file a").first.click()
+    mask_path = tmp_path / "mask.png"
+    download.value.save_as(mask_path)
+    with Image.open(mask_path) as mask:
+        assert mask.format == "PNG" and mask.size == (80, 64)
+        assert not np.asarray(mask).any()  # the re-thresholded mask (threshold 1), not the first one
+
+    number.fill("0")
+    number.press("Tab")
+    expect(table).not_to_contain_text("Threshold1.00", timeout=30_000)
+    expect(table).not_to_contain_text("0 px (0.00 %)")
+
+    # Opacity re-renders the overlay from the cache.
+    before = page.locator("#overlay img").get_attribute("src")
+    opacity = page.get_by_label("number input for Overlay opacity")
+    opacity.fill("0.9")
+    opacity.press("Tab")
+    expect(page.locator("#overlay img")).not_to_have_attribute("src", before, timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "page_desktop_rethreshold.png"), full_page=True)
+
+    # Before/after comparison: two images of the same size.
+    page.get_by_role("tab", name="Compare").click()
+    compare = page.locator("#compare img")
+    expect(compare).to_have_count(2, timeout=30_000)
+    expect(compare.first).to_be_visible()
+    assert _image_ready(page, "#compare img") == (80, 64)
+    page.screenshot(path=str(ARTIFACTS / "page_desktop_compare.png"), full_page=True)
+
+    # Probability heat map with its colour bar on the right (wider than the image).
+    page.get_by_role("tab", name="Probability").click()
+    width, height = _image_ready(page, "#heatmap img")
+    assert height >= 64 and width > height * 80 / 64  # the image's aspect plus the bar
+    page.screenshot(path=str(ARTIFACTS / "page_desktop_heatmap.png"), full_page=True)
+
+    # About this model: the demo card's plain statement.
+    page.get_by_text("About this model").click()
+    expect_text(page.locator("#model-card"), "Demo model trained on synthetic data.")
+    page.screenshot(path=str(ARTIFACTS / "page_desktop_about.png"), full_page=True)
+
+    # A click on an example thumbnail loads it with its model and segments it.
+    page.locator("#examples button[aria-label='Thumbnail 3 of 4']").click()
+    expect_text(table, "HAM10000 (dermoscopy)")
+    expect_text(page.locator("#image-file"), "dermoscopy")
+    page.close()
+
+
+@pytest.mark.browser
+def test_desktop_batch_of_three(server, browser, images, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-files input[type=file]").set_input_files([str(p) for p in images.values()])
+    page.locator("#batch-button").click()
+    expect_text(page.locator("#batch-zip"), "masks")  # the page shows "masks .zip"
+    expect_text(page.locator("#batch-csv"), "stats")
+    rows = page.locator("#batch-table")
+    for name in ("gray8.png", "gray16.png", "rgba.png"):
+        expect(rows).to_contain_text(name)
+    page.screenshot(path=str(ARTIFACTS / "page_desktop_batch.png"), full_page=True)
+    with page.expect_download() as download:
+        page.locator("#batch-zip a").first.click()
+    zip_path = tmp_path / "masks.zip"
+    download.value.save_as(zip_path)
+    with zipfile.ZipFile(zip_path) as archive:
+        assert sorted(archive.namelist()) == ["gray16_mask.png", "gray8_mask.png", "rgba_mask.png"]
+    page.close()
+
+
+@pytest.mark.browser
+def test_phone_upload_segment_and_table(server, browser, images):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.goto(server.url, wait_until="domcontentloaded")
+    expect(page.locator("#segment-button")).to_be_visible()
+    table = _upload_and_segment(page, images["gray8"], (90, 70))
+    table.scroll_into_view_if_needed()
+    expect(table).to_be_in_viewport()
+    expect(page.locator("#preview img")).to_be_visible()
+    assert _no_horizontal_overflow(page)
+    box = table.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    page.screenshot(path=str(ARTIFACTS / "page_phone.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.browser
+def test_dark_mode_table_is_readable(server, browser, images):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url + "?__theme=dark", wait_until="domcontentloaded")
+    _upload_and_segment(page, images["rgba"], (66, 50))
+
+    def luminance(css_color):
+        r, g, b = [float(v) for v in css_color[css_color.index("(") + 1:css_color.index(")")].split(",")[:3]]
+        return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+    cell = page.locator("#result-table td").first
+    text, background = cell.evaluate("e => { const s = getComputedStyle(e); return [s.color, getComputedStyle(e.closest('table')).backgroundColor]; }")
+    assert luminance(text) > 0.6 and luminance(background) < 0.4, (text, background)
+    page.screenshot(path=str(ARTIFACTS / "page_dark.png"), full_page=True)
+    page.close()
+
+
+# ---------------------------------------------------------------------------------------------- the API
+def test_segment_batch_api(server, tiny_model_dir, images, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from gms_hub import GMS
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image\n")
+    files = [images["gray8"], images["gray16"], bad]
+    client = Client(server.url, verbose=False)
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/segment_batch"]
+    assert [p["parameter_name"] for p in info["parameters"]] == ["image_files", "model_name", "threshold"]
+
+    zip_path, csv_path, table = client.predict(
+        [handle_file(str(p)) for p in files], "glas", 0.5, api_name="/segment_batch"
+    )
+    model = GMS.from_pretrained(tiny_model_dir)
+    with zipfile.ZipFile(zip_path) as archive:
+        assert sorted(archive.namelist()) == ["gray16_mask.png", "gray8_mask.png"]
+        for name in ("gray8", "gray16"):
+            mask = np.asarray(Image.open(io.BytesIO(archive.read(f"{name}_mask.png"))))
+            np.testing.assert_array_equal(mask == 255, model.segment(Image.open(images[name]), threshold=0.5))
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["file"] for row in rows] == ["gray8.png", "gray16.png", "notes.png"]
+    assert rows[0]["model"] == "glas" and rows[0]["source_kind"] == "demo" and rows[0]["error"] == ""
+    assert int(rows[1]["area_px"]) == int(model.segment(Image.open(images["gray16"])).sum())
+    assert "not an image" in rows[2]["error"] and rows[2]["mask"] == ""
+    assert [row[0] for row in table["data"]] == ["gray8.png", "gray16.png", "notes.png"]
+
+
+def test_segment_batch_api_rejects_empty_and_unknown_model(server, images):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server.url, verbose=False)
+    with pytest.raises(AppError, match="No images were uploaded"):
+        client.predict([], "busi", 0.5, api_name="/segment_batch")
+    with pytest.raises(AppError, match="Unknown model 'unet'"):
+        client.predict([handle_file(str(images["gray8"]))], "unet", 0.5, api_name="/segment_batch")
