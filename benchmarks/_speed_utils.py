@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -12,8 +11,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
 def add_common_args(parser) -> None:

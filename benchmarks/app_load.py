@@ -52,7 +52,6 @@ def _free_port() -> int:
 
 
 def _tiny_model(folder: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
     import torch
     from diffusers import AutoencoderKL
 
@@ -121,7 +120,6 @@ def main(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="gms-app-load-"))
     image = args.image
     if image is None:
-        sys.path.insert(0, str(ROOT))
         from gms_hub.data.synthetic import generate_example
 
         picture, _ = generate_example("ultrasound", np.random.default_rng(0), image_size=args.image_size)

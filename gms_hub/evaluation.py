@@ -1,13 +1,14 @@
 """Running the paper's evaluation protocol over a dataset split, batched, sharded across processes.
 
-Used by `train/evaluate.py` (the evaluation entry point) and by `train/train.py` (model selection). The
-per-image scores come from [`gms_hub.metrics`]; this module only feeds it: the model's preprocessing
-(`EvalTransform` at the model's `image_size`), one forward pass per batch, and under `accelerate launch`
-an interleaved shard of the split per process, gathered on every process without duplicates.
+Used by `train/evaluate.py` (the evaluation entry point: [`evaluate_to_folder`]) and by `train/train.py` (model
+selection). The per-image scores come from [`gms_hub.metrics`]; this module only feeds it: the model's
+preprocessing (`EvalTransform` at the model's `image_size`), one forward pass per batch, and under `accelerate
+launch` an interleaved shard of the split per process, gathered on every process without duplicates.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -135,3 +136,95 @@ def summarize_records(records: List[Dict[str, Any]], suffix: str = "") -> Dict[s
         >>> summarize_records(records)["dsc_mean"], summarize_records(records, "_original")["dsc_mean"]
     """
     return summarize_scores([r["dsc" + suffix] for r in records], [r["iou" + suffix] for r in records])
+
+
+#: Columns of `per_image.csv`, in order.
+PER_IMAGE_COLUMNS = ("name", "dsc", "iou", "dsc_original", "iou_original")
+
+
+def write_per_image_csv(path: Union[str, os.PathLike], records: List[Dict[str, Any]]) -> None:
+    """Write [`evaluate_dataset`] records as a CSV (`name,dsc,iou,dsc_original,iou_original`, scores to 6 decimals).
+
+    Args:
+        path (`str` or `os.PathLike`): the CSV file to write.
+        records (`list[dict]`): per-image results.
+
+    Example:
+        >>> write_per_image_csv("eval/per_image.csv", records)
+    """
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(PER_IMAGE_COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in record.items()})
+
+
+def evaluate_to_folder(
+    model: torch.nn.Module,
+    dataset,
+    output_dir: Union[str, os.PathLike],
+    *,
+    batch_size: int = 8,
+    accelerator=None,
+    write_masks: bool = True,
+    num_workers: int = 0,
+    progress: bool = True,
+    info: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Score a model on a split with the paper's protocol and write the results to a folder.
+
+    Writes `metrics.json` (the paper's summary, the same at each image's original resolution, the protocol in
+    words, and `info`), `per_image.csv` and, with `write_masks`, `masks/<name>.png` (the protocol masks,
+    image_size x image_size, 0/255). Under `accelerate launch` the split is sharded; the files are written once.
+
+    Args:
+        model ([`GMS`]): the model, on its device; its `image_size` and `threshold` are the protocol's.
+        dataset (`datasets.Dataset`): the split (`image`, `mask`, `name` columns).
+        output_dir (`str` or `os.PathLike`): the folder to write.
+        batch_size (`int`, defaults to 8): images per forward pass on each process.
+        accelerator (`accelerate.Accelerator`, *optional*): shards the split; its mixed precision applies.
+        write_masks (`bool`, defaults to `True`): write the predicted masks.
+        num_workers (`int`, defaults to 0): DataLoader workers.
+        progress (`bool`, defaults to `True`): show a progress bar on the main process.
+        info (`dict`, *optional*): recorded in `metrics.json` as well (e.g. model, dataset, split, command).
+
+    Returns:
+        `dict`: the contents of `metrics.json`.
+
+    Example:
+        >>> metrics = evaluate_to_folder(model, load_gms_dataset("org/gms-busi", split="test"), "eval-busi")
+        >>> metrics["dsc_mean"], metrics["original_resolution"]["dsc_mean"]
+    """
+    from . import __version__
+    from .metrics import PROTOCOL_DESCRIPTION
+
+    output_dir = Path(output_dir)
+    is_main = accelerator.is_main_process if accelerator is not None else True
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    records = evaluate_dataset(
+        model, dataset, batch_size=batch_size, threshold=model.threshold, accelerator=accelerator,
+        original_resolution=True, mask_dir=output_dir / "masks" if write_masks else None,
+        num_workers=num_workers, progress=progress,
+    )
+    metrics = {
+        **summarize_records(records),
+        **(info or {}),
+        "image_size": model.image_size,
+        "threshold": model.threshold,
+        "protocol": PROTOCOL_DESCRIPTION.format(size=model.image_size, threshold=model.threshold),
+        "original_resolution": {
+            **summarize_records(records, suffix="_original"),
+            "protocol": "Probabilities resized bilinearly to each image's original (H, W), then > threshold, "
+                        "against the original ground-truth mask (not the paper's protocol; what a user sees).",
+        },
+        "mixed_precision": accelerator.mixed_precision if accelerator is not None else "no",
+        "num_processes": accelerator.num_processes if accelerator is not None else 1,
+        "gms_hub_version": __version__,
+    }
+    if is_main:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_per_image_csv(output_dir / "per_image.csv", records)
+    return metrics

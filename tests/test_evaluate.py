@@ -118,20 +118,19 @@ def test_original_resolution_scores_resize_probabilities_not_masks():
     assert expected_original != pytest.approx((record["dsc"], record["iou"]))  # the two really differ here
 
 
-def test_evaluate_script_writes_metrics_csv_and_masks(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
-    dataset_dir = tmp_path / "crafted"
-    from gms_hub.data import write_dataset_folder
+def test_evaluate_to_folder_writes_metrics_csv_and_masks(tmp_path):
+    """What train/evaluate.py writes (the script itself runs on a trained model in tests/test_train.py)."""
+    from gms_hub.data import load_gms_dataset, write_dataset_folder
+    from gms_hub.evaluation import evaluate_to_folder
 
+    dataset_dir = tmp_path / "crafted"
     write_dataset_folder({"test": _crafted_dataset()}, dataset_dir, card={"pretty_name": "crafted", "license": "apache-2.0"})
-    monkeypatch.setattr(evaluate, "load_model", lambda args: ImageIsThePrediction())
     output_dir = tmp_path / "eval"
-    evaluate.main(evaluate.parse_args(["--model", "stand-in", "--dataset", str(dataset_dir), "--split", "test",
-                                       "--output_dir", str(output_dir), "--batch_size", "4"]))
+    returned = evaluate_to_folder(ImageIsThePrediction(), load_gms_dataset(str(dataset_dir), split="test"), output_dir,
+                                  batch_size=4, progress=False, info={"split": "test"})
 
     metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics == returned
     assert metrics["n"] == 5 and metrics["split"] == "test" and metrics["image_size"] == SIZE
     assert metrics["dsc_mean"] == pytest.approx(0.3) and metrics["iou_mean"] == pytest.approx(4 / 15)
     assert metrics["dsc_std"] == pytest.approx(0.2**0.5)

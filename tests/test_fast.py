@@ -477,38 +477,34 @@ def test_cuda_fast_paths_agree_with_fp32():
     assert (a & b).sum() / (a | b).sum().clamp(min=1) > 0.95
 
 
-def _run_benchmark(script, argv, capsys):
-    import importlib.util
+def _run_benchmark(script, argv):
+    """Run benchmarks/<script>.py as a script; return what it printed."""
+    import subprocess
     import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py"
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_bench_{script}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.main(module.parse_args(argv))
-    finally:
-        sys.path.remove(str(path.parent))
-    return capsys.readouterr().out
+    from tests._training_utils import REPO_ROOT, subprocess_env
+
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / f"{script}.py"), *argv]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result.stdout
 
 
-def test_infer_speed_benchmark_prints_table_and_ratio(tmp_path, capsys):
+def test_infer_speed_benchmark_prints_table_and_ratio(tmp_path):
     make_vae().save_pretrained(str(tmp_path / "vae"))
     out = _run_benchmark("infer_speed", ["--vae", str(tmp_path / "vae"), "--device", "cpu", "--image_size", "32",
-                                         "--batch_size", "2", "--repeats", "1", "--paths", "eager,exact,exact+bf16"], capsys)
+                                         "--batch_size", "2", "--repeats", "1", "--paths", "eager,exact,exact+bf16"])
     lines = out.strip().splitlines()
     assert any(line.startswith("exact ") and "1.00000" in line for line in lines)  # same masks as eager
     assert any(line.startswith("exact+bf16 ") for line in lines)
     assert lines[-1].startswith("ratio: exact = ")
 
 
-def test_train_speed_benchmark_prints_table_and_ratio(tmp_path, capsys):
+def test_train_speed_benchmark_prints_table_and_ratio(tmp_path):
     make_vae().save_pretrained(str(tmp_path / "vae"))
     out = _run_benchmark("train_speed", ["--vae", str(tmp_path / "vae"), "--device", "cpu", "--image_size", "32",
                                          "--batch_size", "2", "--repeats", "1", "--compile_backend", "eager",
-                                         "--paths", "eager,batched,exact+ckpt,exact+bf16+compile"], capsys)
+                                         "--paths", "eager,batched,exact+ckpt,exact+bf16+compile"])
     lines = out.strip().splitlines()
     assert any(line.startswith("exact+ckpt ") for line in lines)
     assert any(line.startswith("exact+bf16+compile ") for line in lines)  # bf16 autocast + compile trace and run

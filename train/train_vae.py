@@ -9,7 +9,7 @@ Every batch holds images and masks (masks as 3-channel images in [-1, 1], the wa
 Loss = L1 reconstruction of both + `kl_weight` * KL + `mask_weight` * (BCE + soft Dice) on the channel mean of
 the decoded masks mapped to [0, 1] (the exact quantity `GMS.decode_mask` thresholds). At the end the latent
 `scaling_factor` is set to 1 / std of the posterior means (images and masks), as SD did for its VAE, and the
-model is saved with `save_pretrained`.
+model is saved with `save_pretrained`. The pieces (data, sampler, loss, scores) live in `gms_hub.training.vae`.
 
     accelerate launch train/train_vae.py --output_dir outputs/vae --resolution 64 \
         --synthetic_num_train 1200 --synthetic_image_size 128 --random_crop --max_train_steps 2000
@@ -23,25 +23,24 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from gms_hub import checkpoints  # noqa: E402  (after the path set-up above)
-from gms_hub.fast import mask_probabilities  # noqa: E402  (decoded RGB -> probabilities, as GMS.decode_mask)
-from gms_hub.losses import soft_dice_loss  # noqa: E402
-from gms_hub.metrics import dice_iou_batch  # noqa: E402
+from gms_hub import checkpoints
+from gms_hub.training.vae import (
+    SeededBatchSampler,
+    VAELossModule,
+    build_vae,
+    calibrate_scaling_factor,
+    evaluate_vae,
+    load_image_mask_arrays,
+)
 
 logger = get_logger(__name__)
 
@@ -100,154 +99,6 @@ def parse_args(input_args=None) -> argparse.Namespace:
     return args
 
 
-# ----------------------------------------------------------------------------------------- data
-def _to_uint8_pair(image, mask, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """PIL image and mask -> uint8 (3, size, size) image and bool (1, size, size) mask."""
-    from gms_hub.processing import preprocess
-
-    pixel_values, _ = preprocess([image], size)  # (1, 3, S, S) in [-1, 1], bilinear as GMS does
-    image_u8 = ((pixel_values[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    m = torch.from_numpy(np.asarray(mask.convert("L")) >= 128)[None, None].float()  # (1, 1, H, W)
-    m = F.interpolate(m, size=(size, size), mode="nearest-exact")[0] > 0.5  # PIL NEAREST rule
-    return image_u8, m
-
-
-def load_arrays(args, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, S, S) uint8 and masks (N, 1, S, S) bool for one split."""
-    if args.dataset is None:
-        from gms_hub.data.synthetic import generate_split
-
-        columns = generate_split(
-            split, count, seed=args.synthetic_seed, image_size=args.synthetic_image_size, kinds=args.synthetic_kinds
-        )
-        pairs = zip(columns["image"], columns["mask"])
-        size = args.synthetic_image_size
-    else:
-        from gms_hub.data import load_gms_dataset
-
-        dataset = load_gms_dataset(args.dataset, split=split)
-        pairs = ((row["image"], row["mask"]) for row in dataset)
-        size = args.synthetic_image_size  # resize every example to one size (>= resolution when cropping)
-    images, masks = zip(*(_to_uint8_pair(image, mask, size) for image, mask in pairs))
-    return torch.stack(images), torch.stack(masks)
-
-
-class BatchSampler:
-    """Random batches from in-memory tensors, with flips / 90-degree rotations and optional random crops.
-
-    Batch ``i`` of process ``rank`` comes from its own generator seeded by ``(seed, rank, i)``, so the state to
-    checkpoint is one counter, the same on every process, and a resumed run draws exactly the batches it would have.
-    """
-
-    def __init__(self, images, masks, batch_size: int, resolution: int, random_crop: bool, seed: int, rank: int = 0):
-        self.images, self.masks = images, masks
-        self.batch_size, self.resolution, self.random_crop = batch_size, resolution, random_crop
-        self.seed, self.rank, self.batches_drawn = seed, rank, 0
-        self.generator = torch.Generator()
-
-    def state_dict(self):
-        return {"batches_drawn": self.batches_drawn}
-
-    def load_state_dict(self, state):
-        self.batches_drawn = int(state["batches_drawn"])
-
-    def _randint(self, high: int) -> int:
-        return int(torch.randint(high, (1,), generator=self.generator))
-
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, R, R) images and (B, 3, R, R) masks, both float in [-1, 1]."""
-        seed = np.random.SeedSequence([self.seed, self.rank, self.batches_drawn]).generate_state(1)[0]
-        self.generator.manual_seed(int(seed))
-        self.batches_drawn += 1
-        index = torch.randint(len(self.images), (self.batch_size,), generator=self.generator)
-        images = self.images[index].float() / 127.5 - 1  # (B, 3, S, S)
-        masks = self.masks[index].float().expand(-1, 3, -1, -1) * 2 - 1  # (B, 3, S, S)
-        size, r = images.shape[-1], self.resolution
-        if size != r:
-            if self.random_crop and size > r:
-                y, x = self._randint(size - r + 1), self._randint(size - r + 1)
-                images, masks = images[..., y : y + r, x : x + r], masks[..., y : y + r, x : x + r]
-            else:
-                images = F.interpolate(images, size=(r, r), mode="bilinear", align_corners=False, antialias=False)
-                masks = F.interpolate(masks, size=(r, r), mode="nearest-exact")
-        if self._randint(2):
-            images, masks = images.flip(-1), masks.flip(-1)
-        if self._randint(2):
-            images, masks = images.flip(-2), masks.flip(-2)
-        k = self._randint(4)
-        return images.rot90(k, (-2, -1)).contiguous(), masks.rot90(k, (-2, -1)).contiguous()
-
-
-# ----------------------------------------------------------------------------------------- model and loss
-def build_vae(args) -> AutoencoderKL:
-    if args.pretrained_vae:
-        return AutoencoderKL.from_pretrained(args.pretrained_vae)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,  # SD layout: 4 latent channels, four blocks -> 8x downsampling
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=tuple(args.block_out_channels),
-        layers_per_block=args.layers_per_block,
-        norm_num_groups=args.norm_num_groups,
-        sample_size=args.resolution,
-        mid_block_add_attention=not args.no_mid_block_attention,
-    )
-
-
-def vae_loss(vae, images: torch.Tensor, masks: torch.Tensor, args) -> dict[str, torch.Tensor]:
-    """Reconstruction (images and masks) + KL + mask sharpness (BCE + Dice); returns all terms."""
-    batch = torch.cat([images, masks])  # (2B, 3, R, R)
-    posterior = vae.encode(batch).latent_dist
-    decoded = vae.decode(posterior.sample()).sample  # (2B, 3, R, R)
-    b = images.shape[0]
-    image_l1 = (decoded[:b] - images).abs().mean()
-    mask_l1 = (decoded[b:] - masks).abs().mean()
-    kl = posterior.kl().mean() / batch[0].numel()  # per pixel, so kl_weight does not depend on resolution
-    target = (masks[:, :1] > 0).float()  # (B, 1, R, R)
-    probs = mask_probabilities(decoded[b:])
-    bce = F.binary_cross_entropy(probs.clamp(1e-4, 1 - 1e-4), target)
-    dice = soft_dice_loss(probs, target)
-    loss = args.image_weight * image_l1 + mask_l1 + args.kl_weight * kl + args.mask_weight * (bce + dice)
-    return {"loss": loss, "image_l1": image_l1, "mask_l1": mask_l1, "kl": kl, "bce": bce, "dice_loss": dice}
-
-
-class VAELossModule(torch.nn.Module):
-    """The VAE with `vae_loss` as its forward, so DDP sees one forward call per step."""
-
-    def __init__(self, vae: AutoencoderKL, args):
-        super().__init__()
-        self.vae, self.args = vae, args
-
-    def forward(self, images, masks):
-        return vae_loss(self.vae, images, masks, self.args)
-
-
-@torch.no_grad()
-def evaluate_vae(vae, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 32) -> dict[str, float]:
-    """Mask reconstruction DSC (encode mean, decode, threshold 0.5), image L1, and the latent std."""
-    dices, l1s, latents = [], [], []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].float() / 127.5 - 1
-        gt = masks[start : start + batch_size]  # (b, 1, S, S) bool
-        m = gt.float().expand(-1, 3, -1, -1) * 2 - 1
-        z = vae.encode(torch.cat([x, m])).latent_dist.mean  # (2b, 4, S/8, S/8)
-        decoded = vae.decode(z).sample
-        pred = mask_probabilities(decoded[len(x) :]) > 0.5
-        dices.append(dice_iou_batch(pred, gt)[0])  # (b,)
-        l1s.append((decoded[: len(x)] - x).abs().mean((1, 2, 3)))
-        latents.append(z)
-    latents = torch.cat(latents)
-    return {
-        "mask_dsc": float(torch.cat(dices).mean()),
-        "mask_dsc_min": float(torch.cat(dices).min()),
-        "image_l1": float(torch.cat(l1s).mean()),
-        "latent_std": float(latents.std()),
-        "n": len(images),
-    }
-
-
 # ----------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> None:
     if args.num_threads:
@@ -264,13 +115,19 @@ def main(args: argparse.Namespace) -> None:
         os.makedirs(args.output_dir, exist_ok=True)
 
     train_count, val_count = args.synthetic_num_train, args.synthetic_num_validation
-    train_images, train_masks = load_arrays(args, args.train_split, train_count)
-    val_images, val_masks = load_arrays(args, args.validation_split, val_count)
+    data_kwargs = dict(image_size=args.synthetic_image_size, synthetic_seed=args.synthetic_seed,
+                       synthetic_kinds=args.synthetic_kinds)  # datasets too are resized to one size (>= resolution)
+    train_images, train_masks = load_image_mask_arrays(args.dataset, args.train_split, count=train_count, **data_kwargs)
+    val_images, val_masks = load_image_mask_arrays(args.dataset, args.validation_split, count=val_count, **data_kwargs)
     if args.random_crop and train_images.shape[-1] < args.resolution:
         raise ValueError(f"--random_crop needs images >= --resolution {args.resolution}, got {train_images.shape[-1]} px.")
     logger.info(f"{len(train_images)} training and {len(val_images)} validation examples at {train_images.shape[-1]} px")
 
-    vae = build_vae(args)
+    vae = build_vae(
+        pretrained_vae=args.pretrained_vae, block_out_channels=args.block_out_channels,
+        layers_per_block=args.layers_per_block, norm_num_groups=args.norm_num_groups, sample_size=args.resolution,
+        mid_block_attention=not args.no_mid_block_attention,
+    )
     logger.info(f"AutoencoderKL with {sum(p.numel() for p in vae.parameters()):,} parameters")
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
     lr_scheduler = get_scheduler(
@@ -278,11 +135,14 @@ def main(args: argparse.Namespace) -> None:
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
-    sampler = BatchSampler(
+    sampler = SeededBatchSampler(
         train_images, train_masks, args.train_batch_size, args.resolution, args.random_crop,
         seed=args.seed, rank=accelerator.process_index,
     )
-    model, optimizer, lr_scheduler = accelerator.prepare(VAELossModule(vae, args), optimizer, lr_scheduler)
+    model, optimizer, lr_scheduler = accelerator.prepare(
+        VAELossModule(vae, image_weight=args.image_weight, kl_weight=args.kl_weight, mask_weight=args.mask_weight),
+        optimizer, lr_scheduler,
+    )
     accelerator.register_for_checkpointing(sampler)
     if accelerator.is_main_process and accelerator.log_with:
         accelerator.init_trackers("train_vae", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
@@ -331,11 +191,8 @@ def main(args: argparse.Namespace) -> None:
     if accelerator.is_main_process:
         vae = accelerator.unwrap_model(model).vae.eval()
         metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device))
-        # SD's convention: scale latents to unit variance so the mapping model sees O(1) inputs and targets.
-        scaling_factor = 1.0 / max(metrics["latent_std"], 1e-8)
-        vae.register_to_config(scaling_factor=round(scaling_factor, 6))
+        metrics["scaling_factor"] = calibrate_scaling_factor(vae, metrics["latent_std"])  # SD's unit-variance latents
         vae.save_pretrained(args.output_dir, safe_serialization=True)
-        metrics["scaling_factor"] = vae.config.scaling_factor
         metrics["steps"] = global_step
         Path(args.output_dir, "vae_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         logger.info(f"Saved the VAE to {args.output_dir}: {metrics}")
