@@ -65,7 +65,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from gms_hub.medical import read_medical_image
+    from gms_hub.image_io import read_medical_image
     from gms_hub.processing import preprocess
 
     with tempfile.TemporaryDirectory() as folder:

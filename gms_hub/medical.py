@@ -150,56 +150,6 @@ def detect_medical_format(path: PathLike) -> Optional[str]:
     return "dicom" if os.path.isfile(path) and has_dicom_preamble(path) else None
 
 
-def read_medical_image(
-    path: PathLike, *, window: Optional[Tuple[float, float]] = None, slice_axis: int = -1
-) -> MedicalImage:
-    """Open a DICOM file or a NIfTI image; frames are decoded later, when indexed or iterated.
-
-    Intensity rules (the same for every frame): DICOM applies Rescale Slope/Intercept (or the Modality LUT),
-    then the VOI LUT or Window Center/Width when present, else the frame's own min..max; MONOCHROME1 is
-    inverted; YBR and palette colour become RGB. NIfTI uses `cal_min..cal_max` when set, else the min..max of
-    the whole volume (so slices stay comparable). `window` overrides both.
-
-    Args:
-        path (`str` or `os.PathLike`): a `.dcm` file, an extensionless DICOM file, or a `.nii`/`.nii.gz` file.
-        window (`tuple(float, float)`, *optional*): (center, width) in stored units after rescale (e.g. HU),
-            overriding the file's own window.
-        slice_axis (`int`, defaults to -1): NIfTI axis to slice a 3D volume along.
-
-    Returns:
-        `MedicalImage`.
-
-    Raises:
-        `FileNotFoundError`: the path is not a file.
-        `MedicalImageError`: the file is not a readable scan (the message says why and what to do).
-
-    Example:
-        >>> image = read_medical_image("ct.nii.gz", window=(40, 400))
-        >>> image.num_frames, image.spacing
-        (300, (0.7, 0.7))
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"'{path}' is not a file. Pass a DICOM (.dcm) or NIfTI (.nii, .nii.gz) file.")
-    if path.stat().st_size == 0:
-        raise MedicalImageError(f"'{path.name}' is empty (0 bytes). Export the scan again.")
-    if window is not None:
-        window = check_window(window)
-    kind = detect_medical_format(path)
-    if kind == "nifti":
-        from .nifti import read_nifti
-
-        return read_nifti(path, window=window, slice_axis=slice_axis)
-    if kind == "dicom":
-        from .dicom import read_dicom
-
-        return read_dicom(path, window=window)
-    raise MedicalImageError(
-        f"'{path.name}' is neither NIfTI (.nii, .nii.gz) nor DICOM (.dcm or the 'DICM' preamble). "
-        "Open ordinary images (PNG, JPEG, TIFF) with the image reader instead."
-    )
-
-
 def check_window(window: Iterable[float]) -> Tuple[float, float]:
     values = tuple(float(v) for v in window)
     if len(values) != 2 or not all(np.isfinite(values)) or values[1] <= 0:

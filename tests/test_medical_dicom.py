@@ -16,7 +16,8 @@ from pydicom.uid import (DigitalXRayImageStorageForPresentation, MPEG4HP41, Segm
 
 from _medical_utils import PATIENT, read_raw, write_dicom, write_enhanced_ct
 from gms_hub.dicom import write_dicom_seg
-from gms_hub.medical import MedicalImageError, detect_medical_format, pixel_area_mm2, read_medical_image
+from gms_hub.image_io import read_medical_image
+from gms_hub.medical import MedicalImageError, detect_medical_format, pixel_area_mm2
 
 
 def minmax(x):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synthetic import _box_blur, _fractal_noise, _irregular_shape, _soft
+from .synthetic_shapes import _box_blur, _fractal_noise, _irregular_shape, _soft
 
 __all__ = ["MAX_SYNTHETIC_CLASSES", "SYNTHETIC_CLASS_NAMES", "render_multiclass", "synthetic_id2label"]
 
