@@ -51,7 +51,7 @@ def write_model_folder(
         config["vae_bundled"] = True
     elif config["vae"] is None:
         raise ValueError(
-            "This GMS was built from an AutoencoderKL object, so config.json cannot reference its VAE; "
+            "This GMS was built from an autoencoder object, so config.json cannot reference its VAE; "
             "save with include_vae=True to bundle it."
         )
     elif is_local_reference(config["vae"]):
