@@ -61,6 +61,24 @@ def build_model(args):
     return model.to(args.device).eval()
 
 
+# Paths that swap the frozen backbone: their outputs are another model's, so no agreement with eager is reported.
+BACKBONE_PATHS = ("taesd",)
+
+
+def with_taesd_backbone(model, seed: int = 0):
+    """A copy of `model` whose frozen VAE is a diffusers `AutoencoderTiny` with its default config, which is
+    TAESD's architecture (`madebyollin/taesd`), and RANDOM weights; the LMM is the same."""
+    import copy
+
+    from diffusers import AutoencoderTiny
+
+    tiny = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    vae = AutoencoderTiny().eval().requires_grad_(False)  # defaults = TAESD: 64 channels, (1,3,3,3)/(3,3,3,1) blocks
+    tiny.vae = vae.to(next(model.parameters()).device)
+    return tiny
+
+
 def start_run(args):
     """Apply the thread and cuDNN settings, print the run's header, and build the model."""
     if args.threads:

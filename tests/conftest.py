@@ -51,3 +51,28 @@ def tiny_gms(tiny_vae_dir):
 
     torch.manual_seed(0)
     return GMS(vae=str(tiny_vae_dir), vae_subfolder=None, **TINY_GMS_KWARGS).eval()
+
+
+# A random AutoencoderTiny (TAESD layout: four encoder/decoder stages, 8x down/upsampling) with narrow channels.
+TINY_TAESD_CONFIG = dict(
+    encoder_block_out_channels=(8, 8, 8, 8),
+    decoder_block_out_channels=(8, 8, 8, 8),
+    num_encoder_blocks=(1, 1, 1, 1),
+    num_decoder_blocks=(1, 1, 1, 1),
+    latent_channels=4,
+)
+
+
+def make_tiny_taesd(seed: int = 0):
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    return AutoencoderTiny(**TINY_TAESD_CONFIG).eval()
+
+
+@pytest.fixture
+def tiny_taesd_dir(tmp_path):
+    """A tiny random AutoencoderTiny saved as a diffusers folder (as madebyollin/taesd: the folder is the VAE)."""
+    path = tmp_path / "tiny_taesd"
+    make_tiny_taesd().save_pretrained(str(path))
+    return path

@@ -151,3 +151,35 @@ def test_mixin_arguments_against_the_hub_server(hub, tmp_path):
     out = run_python(MIXIN_ARGUMENTS.replace("{work}", str(tmp_path)), env, timeout=300)
     assert "arguments ok" in out.stdout
     assert not hub.unhandled, hub.unhandled
+
+
+PUSH_TINY = """
+import sys, torch
+sys.path.insert(0, "tests")
+from huggingface_hub import HfApi
+from conftest import make_tiny_taesd, TINY_GMS_KWARGS
+from gms_hub import GMS
+
+HfApi().create_repo("org/tiny-taesd", exist_ok=True)
+make_tiny_taesd(seed=0).push_to_hub("org/tiny-taesd")  # as madebyollin/taesd: the VAE at the repo root
+torch.manual_seed(0)
+model = GMS(vae="org/tiny-taesd", vae_subfolder=None, **TINY_GMS_KWARGS)
+assert model.config["vae_class"] == "AutoencoderTiny" and model.config["vae"] == "org/tiny-taesd"
+model.push_to_hub("me/gms-taesd")
+model.push_to_hub("me/gms-taesd-bundled", include_vae=True)
+x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+with torch.no_grad():
+    torch.save({"x": x, "probs": model(x).mask_probs}, r"{expected}")
+"""
+
+LOAD_TINY = LOAD.replace('("me/gms-tiny", "me/gms-bundled")', '("me/gms-taesd", "me/gms-taesd-bundled")').replace(
+    "model = GMS.from_pretrained(repo)", "model = GMS.from_pretrained(repo); assert model.is_tiny, repo"
+)
+
+
+def test_tiny_autoencoder_push_then_load_in_fresh_process(hub, tmp_path):
+    env = hub_env(hub.url, tmp_path / "hf_home")
+    expected = tmp_path / "expected.pt"
+    run_python(PUSH_TINY.replace("{expected}", str(expected)), env, timeout=240)
+    fresh = hub_env(hub.url, tmp_path / "hf_home_client")
+    assert "loaded" in run_python(LOAD_TINY.replace("{expected}", str(expected)), fresh, timeout=240).stdout
