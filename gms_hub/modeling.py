@@ -7,6 +7,7 @@ card; the 83.65 M-parameter VAE is referenced by Hub id and revision, or bundled
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from contextlib import contextmanager
@@ -481,7 +482,13 @@ class GMS(
         """
         if vae is not None:  # the three go together: a new VAE does not inherit the saved subfolder or revision
             kwargs.update(vae=vae, vae_subfolder=vae_subfolder, vae_revision=vae_revision, vae_class=None)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except json.JSONDecodeError as err:  # the mixin parses config.json before our hook runs
+            raise ValueError(
+                f"{os.fspath(pretrained_model_name_or_path)}/{CONFIG_NAME} is not valid JSON ({err}). The file is "
+                "truncated or edited by hand; download it again (force_download=True) or re-save the model."
+            ) from err
 
     @classmethod
     def _from_pretrained(

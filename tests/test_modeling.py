@@ -140,6 +140,13 @@ def test_config_from_another_library_is_rejected(tiny_gms, tmp_path):
         GMS.from_pretrained(tmp_path / "m")
 
 
+def test_broken_config_json_names_the_file(tiny_gms, tmp_path):
+    tiny_gms.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "gms", ')
+    with pytest.raises(ValueError, match=r"m/config.json is not valid JSON.*force_download=True"):
+        GMS.from_pretrained(tmp_path / "m")
+
+
 def test_folder_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         GMS.from_pretrained(tmp_path)
