@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .image_io import InputFile, list_input_files, read_input, write_mask_png
+from .image_io import IMAGE_EXTENSIONS, InputFile, list_input_files, read_input, write_mask_png
 from .medical import pixel_area_mm2, strip_suffix
 from .resolver import ACCEPTED_FORMS, load_model
 
@@ -52,12 +52,10 @@ def find_inputs(pattern: str) -> List[Path]:
 
 def output_stems(files: List[Path]) -> List[str]:
     """`<name>` per input (`ct.nii.gz` -> `ct`); inputs sharing a name (a.png, a.jpg) get their extension appended."""
-    names = [strip_suffix(f.name) if not f.name.lower().endswith(_IMAGE_SUFFIXES) else f.stem for f in files]
+    names = [strip_suffix(f.name) if not f.name.lower().endswith(IMAGE_EXTENSIONS) else f.stem for f in files]
     suffixes = [f.name[len(n):].lstrip(".").lower().replace(".", "_") for f, n in zip(files, names)]
     return [f"{n}_{s}" if names.count(n) > 1 and s else n for n, s in zip(names, suffixes)]
 
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def parse_window(text: Optional[str]) -> Optional[Tuple[float, float]]:
@@ -334,9 +332,6 @@ def main(argv=None) -> int:
     for job in tqdm(jobs, desc="Segmenting", unit="file"):
         predictor.run(job)
     predictor.flush()
-    for job in jobs:
-        if job.error is None and job.opened is not None and job.opened.kind == "image" and not job.rows:
-            job.error = "no mask was produced"  # cannot happen unless a frame vanished; never report silently
     write_csv(jobs, output_dir / "predictions.csv", predictor.labels, predictor.num_classes)
     failures = [job for job in jobs if job.error is not None]
     logger.info("Wrote masks for %d file(s) to %s; %d file(s) failed.", len(jobs) - len(failures), output_dir,
