@@ -7,10 +7,12 @@ Reading is defensive (empty files, unknown formats, decompression bombs, truncat
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,15 +24,26 @@ __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "MEDICAL_EXTENSIONS",
     "MIN_SIDE",
     "ImageReadError",
+    "InputFile",
+    "is_input_file",
+    "list_input_files",
     "read_image",
+    "read_input",
     "read_medical_image",
+    "resolve_segment_inputs",
     "write_mask_png",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions (lower case) of the image files we read: folder listings, upload pickers, raw datasets."""
+
+MEDICAL_EXTENSIONS = (".dcm", ".dicom", ".nii", ".nii.gz")
+"""File extensions (lower case) of the DICOM and NIfTI files we read. DICOM files without an extension are
+recognised by their `DICM` preamble (`is_input_file`); `Path.suffix` cannot see `.nii.gz`, so match with
+`str.endswith`."""
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
 """Container formats `read_image` decodes (what PIL reports in `Image.format`)."""
@@ -43,6 +56,8 @@ zeros (a decompression bomb) is ~1 MB on disk but 900 MP once decoded."""
 MIN_SIDE = 8
 """Smallest accepted width or height: the VAE downsamples by 8, so anything smaller carries no
 structure the model can see (and a 1x1 image is almost always a mistake)."""
+
+logger = logging.getLogger(__name__)
 
 _USE = "Use a PNG, JPEG, BMP or TIFF image."
 
@@ -188,3 +203,155 @@ def read_medical_image(
         f"'{path.name}' is neither NIfTI (.nii, .nii.gz) nor DICOM (.dcm or the 'DICM' preamble). "
         "Open ordinary images (PNG, JPEG, TIFF) with the image reader instead."
     )
+
+
+# ------------------------------------------------------------------------------ one reader for every input
+def is_input_file(path: PathLike) -> bool:
+    """True if `path` is a file `read_input` may open: an image or medical extension, or the DICOM preamble.
+
+    Example:
+        >>> is_input_file("scan.nii.gz"), is_input_file("notes.txt")
+        (True, False)
+    """
+    from .medical import has_dicom_preamble
+
+    path = Path(path)
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    lower = path.name.lower()
+    if lower.endswith(IMAGE_EXTENSIONS + MEDICAL_EXTENSIONS):
+        return True
+    return "." not in lower and has_dicom_preamble(path)  # PACS exports often carry no extension
+
+
+def list_input_files(folder: PathLike) -> List[Path]:
+    """The files of `folder` (not recursive) that `read_input` may open, sorted by name.
+
+    Example:
+        >>> list_input_files("scans/")
+        [PosixPath('scans/IM0001'), PosixPath('scans/ct.nii.gz'), PosixPath('scans/us.png')]
+    """
+    return sorted(p for p in Path(folder).iterdir() if is_input_file(p))
+
+
+@dataclass
+class InputFile:
+    """A file opened for segmentation: an ordinary image (one frame), a DICOM file or a NIfTI image.
+
+    Attributes:
+        path (`Path`): the source file.
+        kind (`str`): `"image"`, `"dicom"` or `"nifti"`.
+        frames (`Sequence`): the frames, decoded on demand for DICOM/NIfTI (`gms_hub.medical.FrameSequence`,
+            float32 in [0, 1]); for an image, one `PIL.Image.Image` in its own mode. Has `batches(n)`.
+        value_range (`tuple(float, float)` or `None`): pass it to `GMS.segment` / `to_float_rgb` with the frames
+            (`None` for ordinary images: their own dtype rule applies).
+        spacing (`tuple(float, float)` or `None`): pixel size in mm along (rows, columns), where the file says.
+        medical (`MedicalImage` or `None`): the DICOM/NIfTI reader's object, needed to write a NIfTI mask or a
+            DICOM SEG. Its `dataset` holds patient data: never log, print or display it.
+    """
+
+    path: Path
+    kind: str
+    frames: Any = field(repr=False)
+    value_range: Optional[Tuple[float, float]] = None
+    spacing: Optional[Tuple[float, float]] = None
+    medical: Optional["MedicalImage"] = field(default=None, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def name(self) -> str:
+        """The file name without its format suffix (`ct.nii.gz` -> `ct`, `us.png` -> `us`), to name outputs."""
+        from .medical import strip_suffix
+
+        if self.kind == "image":
+            return self.path.stem
+        return strip_suffix(self.path.name)
+
+    def batches(self, batch_size: int) -> Iterator[List[Any]]:
+        """Consecutive lists of at most `batch_size` frames; see `FrameSequence.batches`."""
+        return self.frames.batches(batch_size)
+
+
+def read_input(
+    path: PathLike,
+    *,
+    window: Optional[Tuple[float, float]] = None,
+    slice_axis: int = -1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> InputFile:
+    """Open any input GMS segments: PNG/JPEG/BMP/TIFF (`read_image`), DICOM or NIfTI (`read_medical_image`).
+
+    The format is decided by the extension, and for DICOM without one by the `DICM` preamble. DICOM and NIfTI
+    frames are decoded lazily (a volume streams through `InputFile.batches`); an image is decoded now.
+
+    Args:
+        path (`str` or `os.PathLike`): the file.
+        window (`tuple(float, float)`, *optional*): (center, width) overriding a DICOM/NIfTI file's own window;
+            ignored (with a log line) for ordinary images.
+        slice_axis (`int`, defaults to -1): axis a 3D NIfTI volume is sliced along.
+        max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted image (width x height).
+
+    Returns:
+        `InputFile`.
+
+    Raises:
+        `ImageReadError` (an image) or `gms_hub.medical.MedicalImageError` (DICOM/NIfTI), both `ValueError`s
+        naming the file and the fix; `FileNotFoundError` for a path that is not a file.
+
+    Example:
+        >>> scan = read_input("ct.nii.gz", window=(40, 400))
+        >>> for frames in scan.batches(16):
+        ...     masks = model.segment(frames, value_range=scan.value_range)
+    """
+    from .medical import FrameSequence, detect_medical_format
+
+    if path is None or str(path) == "":
+        raise ImageReadError("No input path was given. Pass an image, DICOM or NIfTI file.")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' is not a file. Pass an image (PNG, JPEG, BMP, TIFF), DICOM or NIfTI file.")
+    if detect_medical_format(path) is not None:
+        image = read_medical_image(path, window=window, slice_axis=slice_axis)
+        return InputFile(path=path, kind=image.kind, frames=image.frames, value_range=image.value_range,
+                         spacing=image.spacing, medical=image)
+    if window is not None:
+        logger.info("'%s' is an ordinary image; the window applies to DICOM and NIfTI only.", path.name)
+    pil_image = read_image(path, max_pixels=max_pixels)
+    frames = FrameSequence(1, lambda start, stop: [pil_image])
+    return InputFile(path=path, kind="image", frames=frames)
+
+
+def resolve_segment_inputs(items: Sequence[Any], value_range: Optional[Tuple[float, float]]):
+    """Read the paths among `segment`'s inputs; arrays and PIL images pass through. Used by `GMS.segment`.
+
+    Without any path, `items` and `value_range` come back unchanged (the array path stays byte-identical). With
+    a path, each file is read by `read_input` (a DICOM/NIfTI frame by its own intensity rules, an image with
+    `value_range` like an array) and every item becomes float32 RGB in [0, 1] with `value_range=(0, 1)`, so
+    DICOM frames and arrays can share one call. A path to a multi-frame file (cine DICOM, NIfTI volume) is an
+    error: stream it with `read_input(path).batches(n)` instead.
+
+    Returns:
+        `(items, value_range)` to pass on to preprocessing.
+    """
+    if not any(isinstance(item, (str, os.PathLike)) for item in items):
+        return items, value_range
+    from .processing import to_float_rgb
+
+    resolved = []
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            resolved.append(to_float_rgb(item, value_range))  # (H, W, 3)
+            continue
+        opened = read_input(item)
+        if opened.num_frames != 1:
+            raise ValueError(
+                f"'{opened.path.name}' holds {opened.num_frames} frames; segment() takes one image per path. Stream "
+                "it instead: `scan = gms_hub.image_io.read_input(path)`, then `for frames in scan.batches(16): "
+                "model.segment(frames, value_range=scan.value_range)` (or use `python -m gms_hub.predict`)."
+            )
+        own_range = opened.value_range if opened.kind != "image" else value_range
+        resolved.append(to_float_rgb(opened.frames[0], own_range))  # (H, W, 3)
+    return resolved, (0.0, 1.0)

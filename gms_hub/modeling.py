@@ -296,6 +296,8 @@ class GMS(
 
         Args:
             images (`PIL.Image`, `np.ndarray` or a list of them): (H, W), (H, W, 1|3|4); uint8, uint16 or float.
+                A `str`/`os.PathLike` path to a single-frame image, DICOM or NIfTI file is read with
+                `gms_hub.image_io.read_input`; stream multi-frame files and volumes with `read_input(path).batches(n)`.
             threshold (`float`, *optional*): defaults to `self.threshold` (0.5).
             return_probabilities (`bool`, defaults to `False`): also return float32 probability maps.
             value_range (`tuple(float, float)`, *optional*): intensity range of uint16/float inputs
@@ -320,12 +322,14 @@ class GMS(
             >>> masks = model.segment([Image.open("a.png"), np.load("b.npy")])
             >>> mask, uncertainty = model.segment(image, num_samples=8, tta=True, return_uncertainty=True)
         """
+        from .image_io import resolve_segment_inputs
         from .uncertainty import predict_probabilities, predictive_entropy
 
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         if not items:
             raise ValueError("segment() got an empty list of images.")
+        items, value_range = resolve_segment_inputs(items, value_range)  # file paths -> frames (image_io)
         threshold = self.threshold if threshold is None else float(threshold)
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
