@@ -8,7 +8,7 @@ reader would), in a scratch folder, against stand-ins this test builds over real
   Stable Diffusion VAE runs the same loading path offline;
 - the paper's `busi` reference checkpoint in the reference cache (`GMS_HUB_CACHE`): random weights in the released
   layout (`lmm_state_dict.json`), as tests/test_convert.py builds them;
-- `scan.png` (the bundled ultrasound example) and, for the dataset examples, a small synthetic dataset folder at
+- `scan.png` (the bundled ultrasound example), `ct.nii.gz` and `us.dcm` (small scans written here), and, for the dataset examples, a small synthetic dataset folder at
   `outputs/data/busi`;
 - the app (`python app.py`, offline, demo model) for the `gradio_client` examples, whose `http://127.0.0.1:7860/`
   is replaced by the test server's address.
@@ -114,6 +114,19 @@ def _run(code: str, env: dict, cwd: Path, timeout: float) -> subprocess.Complete
     return result
 
 
+def _write_scans(work: Path) -> None:
+    """`ct.nii.gz` (a small 3D volume with a non-identity affine) and `us.dcm` (one 16-bit frame with spacing)."""
+    import nibabel as nib
+    import numpy as np
+
+    from _medical_utils import write_dicom
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(-1000, 1000, (64, 48, 5)).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.5, 1.0])), str(work / "ct.nii.gz"))
+    write_dicom(work / "us.dcm", rng.integers(0, 4096, (48, 64)).astype(np.uint16), bits_stored=12)
+
+
 @pytest.fixture
 def readme_world(tmp_path):
     """Scratch folder, Hub server with the stand-ins, reference cache, app server: see the module docstring."""
@@ -123,6 +136,7 @@ def readme_world(tmp_path):
     work.mkdir()
     shutil.copy(ROOT / "examples" / "ultrasound.png", work / "scan.png")
     shutil.copytree(ROOT / "examples", work / "examples")
+    _write_scans(work)
     hub = HubServer(tmp_path / "hub_root").start()
     app = AppServer(Path(__import__("gms_hub").DEMO_MODEL_PATH), tmp_path / "app.log")
     try:
