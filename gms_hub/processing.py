@@ -111,3 +111,34 @@ def resize_probabilities(probs: torch.Tensor, size: Tuple[int, int]) -> torch.Te
     """Resize a (1, S, S) or (S, S) probability map to `size` = (H, W), bilinearly."""
     x = probs.reshape(1, 1, *probs.shape[-2:]).float()
     return resize_bilinear(x, size)[0, 0].clamp_(0.0, 1.0)
+
+
+def postprocess_probabilities(
+    probs: torch.Tensor, size: Tuple[int, int], threshold: float = 0.5
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Model-resolution probabilities of one image -> its mask and probabilities at the original `size` (H, W).
+
+    One channel (binary foreground probability, or any [0, 1] map such as an uncertainty map): resized
+    bilinearly and clamped, mask = probability > `threshold`. K + 1 channels (class probabilities, background
+    first): each channel resized bilinearly (a convex combination per pixel, so the sum stays 1; renormalised
+    against rounding), label map = arg-max over classes.
+
+    Args:
+        probs (`torch.Tensor`): (1, S, S), (S, S) or (K+1, S, S).
+        size (`tuple(int, int)`): the original (H, W).
+        threshold (`float`, defaults to 0.5): binary threshold (unused for class probabilities).
+
+    Returns:
+        `tuple`: `(mask, probabilities)`: bool (H, W) and float32 (H, W), or uint8 (H, W) labels 0..K and float32
+        (K+1, H, W).
+
+    Example:
+        >>> labels, class_probs = postprocess_probabilities(mask_probs[0], (480, 640))
+    """
+    if probs.ndim == 2 or probs.shape[0] == 1:
+        full = resize_probabilities(probs, size).cpu().numpy()  # (H, W)
+        return full > threshold, full
+    full = resize_bilinear(probs[None].float(), size)[0].clamp_(0.0, 1.0)  # (K+1, H, W)
+    full = full / full.sum(dim=0, keepdim=True).clamp_min(1e-12)  # (K+1, H, W), sums to 1
+    labels = full.argmax(dim=0).to(torch.uint8)  # (H, W)
+    return labels.cpu().numpy(), full.cpu().numpy()
