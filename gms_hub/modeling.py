@@ -344,8 +344,10 @@ class GMS(
                 self, pixel_values.to(self.device, self.dtype), num_samples=num_samples, tta=tta, generator=generator,
                 batch_size=batch_size,
             ).float()  # (b, 1, S, S) or (b, K+1, S, S)
-            entropy = predictive_entropy(probs, num_classes=self.num_classes) if return_uncertainty else probs
-            entropy = entropy.reshape(probs.shape[0], 1, *probs.shape[-2:])  # (b, 1, S, S)
+            entropy = probs  # unused unless return_uncertainty
+            if return_uncertainty:
+                entropy = predictive_entropy(probs, num_classes=self.num_classes)
+                entropy = entropy.reshape(probs.shape[0], 1, *probs.shape[-2:])  # (b, 1, S, S)
             for prob, uncertainty, size in zip(probs, entropy, sizes):
                 mask, full = postprocess_probabilities(prob, size, threshold)  # (H, W); (H, W) or (K+1, H, W)
                 masks.append(mask)
