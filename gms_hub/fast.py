@@ -338,7 +338,8 @@ def optimize(
     Args:
         model ([`GMS`] or `AutoencoderKL`): changed in place and returned.
         fold_mask_mean (`bool`, defaults to `True`): `model.decode_mask` computes the channel mean and
-            `(x + 1) / 2` inside the decoder's last convolution (GMS only; a bare VAE keeps its 3 channels).
+            `(x + 1) / 2` inside the decoder's last convolution (binary GMS only; a bare VAE and a multi-class
+            GMS, which reads the three colours, keep the 3 channels).
         fast_upsample (`bool`, defaults to `True`): replace the decoder's upsample + 3x3 conv pairs by
             [`SubpixelUpsample2D`] (4/9 of their multiply-adds).
         channels_last (`bool`, *optional*): convert 4-D weights to `torch.channels_last`; by default on for
@@ -380,6 +381,10 @@ def optimize(
         model.to(memory_format=torch.channels_last)
     if gradient_checkpointing:
         vae.enable_gradient_checkpointing()  # diffusers flag; decode_mask_probabilities reads it
+    if is_gms and fold_mask_mean and getattr(model, "num_classes", 1) > 1:
+        # The fold computes the binary mask channel (the RGB mean); a multi-class model reads all three colours.
+        logger.info("num_classes=%d: the decoder keeps its three colour channels (no folded mask mean).", model.num_classes)
+        fold_mask_mean = False
     if is_gms:
         # Plain data that GMS.forward and GMS.decode_mask read: state_dict, save_pretrained and deepcopy are unaffected.
         model.fast_settings = FastSettings(

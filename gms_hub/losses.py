@@ -2,6 +2,12 @@
 
 method.md, "Training": loss = sum_h MSE(head_h, z_mask) + sum_h SoftDice(decode(head_h), mask) over the heads
 h in {level2, level1, out} (`level3` is computed by the network but is not in the loss), both weights 1.
+
+Multi-class models (`model.num_classes = K > 1`, `gms_hub.coding`): the mask latent is the latent of the colour-coded
+mask (`encode_class_mask`), and the Dice term of a head is the soft Dice of each foreground class
+(`foreground_probabilities` of the decoded colours against the one-hot mask) **averaged over the K classes**, so it
+stays in [0, 1] per head like the binary term; the heads are summed as in the binary loss. Binary models take the
+paper's path unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .coding import encode_class_mask, foreground_probabilities, one_hot_foreground
 
 # The heads that enter the loss. The reference computes `level3` too but leaves it out of the loss.
 LOSS_HEADS: Tuple[str, ...] = ("level2", "level1", "out")
@@ -62,18 +70,41 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = SO
 
 
 def mask_latents(model: nn.Module, masks: torch.Tensor) -> torch.Tensor:
-    """Encode binary masks into the target latents: scaling_factor * posterior mean of the mask as an RGB image.
+    """Encode masks into the target latents: scaling_factor * posterior mean of the mask as an RGB image.
 
     Args:
         model ([`GMS`]): supplies the frozen VAE.
-        masks (`torch.Tensor`): (B, 1, S, S) in {0, 1}.
+        masks (`torch.Tensor`): (B, 1, S, S) in {0, 1} (binary), or class indices 0..K (multi-class, long or float),
+            rendered with `gms_hub.coding.encode_class_mask`.
 
     Returns:
         `torch.Tensor`: (B, 4, S/8, S/8), no gradient.
     """
+    num_classes = getattr(model, "num_classes", 1)
     with torch.no_grad():
-        mask_images = (masks * 2.0 - 1.0).repeat(1, 3, 1, 1)  # (B, 3, S, S) in {-1, 1}
+        if num_classes > 1:
+            mask_images = encode_class_mask(class_indices(masks), num_classes)  # (B, 3, S, S) in {-1, 1}
+        else:
+            mask_images = (masks * 2.0 - 1.0).repeat(1, 3, 1, 1)  # (B, 3, S, S) in {-1, 1}
         return model.encode(mask_images.to(model.vae.dtype), sample_posterior=False)
+
+
+def class_indices(masks: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, S) class-index masks (long, or float holding whole numbers) -> (B, S, S) long.
+
+    Example:
+        >>> class_indices(torch.tensor([[[[0.0, 2.0]]]])).tolist()
+        [[[0, 2]]]
+    """
+    if masks.ndim != 4 or masks.shape[1] != 1:
+        raise ValueError(f"Expected class-index masks of shape (B, 1, S, S), got {tuple(masks.shape)}.")
+    indices = masks[:, 0].round().long() if masks.is_floating_point() else masks[:, 0].long()  # (B, S, S)
+    if masks.is_floating_point() and not torch.equal(indices.to(masks.dtype), masks[:, 0]):
+        raise ValueError(
+            "Multi-class masks must hold class indices 0..K, got fractional values; build them with "
+            "TrainTransform(num_classes=K) / EvalTransform(num_classes=K), which resize masks with nearest neighbour."
+        )
+    return indices
 
 
 def gms_loss(
@@ -95,7 +126,8 @@ def gms_loss(
     Args:
         model ([`GMS`]): the model; its VAE stays frozen.
         pixel_values (`torch.Tensor`): images (B, 3, S, S) in [-1, 1].
-        masks (`torch.Tensor`): ground-truth masks (B, 1, S, S) in {0, 1}.
+        masks (`torch.Tensor`): ground-truth masks (B, 1, S, S): in {0, 1} for a binary model, class indices 0..K
+            (long or float) for a multi-class one.
         sample_posterior (`bool`, defaults to `False`): sample the image latent instead of taking the mean.
         generator (`torch.Generator`, *optional*): source of the posterior noise.
         lmm (`nn.Module`, *optional*): the module run as the LMM, e.g. `model.lmm` wrapped by
@@ -126,12 +158,24 @@ def gms_loss(
     heads = lmm(z_image)
     predicted = torch.cat([heads[name] for name in LOSS_HEADS])  # (3B, 4, h, w)
     # One decoder pass over the three heads: the decoder works per sample, so this equals three passes.
-    probs = model.decode_mask(predicted)  # (3B, 1, S, S)
+    num_classes = getattr(model, "num_classes", 1)
+    if num_classes > 1:
+        decoded = model.vae.decode(predicted / model.scaling_factor).sample  # (3B, 3, S, S)
+        probs = foreground_probabilities(decoded, num_classes)  # (3B, K, S, S)
+        target = one_hot_foreground(class_indices(masks), num_classes, dtype=probs.dtype)  # (B, K, S, S)
+    else:
+        probs = model.decode_mask(predicted)  # (3B, 1, S, S)
+        target = masks
 
     latent_mse = predicted.new_zeros((), dtype=torch.float32)
     dice = predicted.new_zeros((), dtype=torch.float32)
     for index in range(len(LOSS_HEADS)):
         head = predicted[index * batch_size : (index + 1) * batch_size]
         latent_mse = latent_mse + F.mse_loss(head.float(), z_mask.float())
-        dice = dice + soft_dice_loss(probs[index * batch_size : (index + 1) * batch_size], masks)
+        head_probs = probs[index * batch_size : (index + 1) * batch_size]  # (B, 1 or K, S, S)
+        if num_classes > 1:  # the mean over classes of each class's soft Dice
+            per_class = [soft_dice_loss(head_probs[:, k], target[:, k]) for k in range(num_classes)]
+            dice = dice + torch.stack(per_class).mean()
+        else:
+            dice = dice + soft_dice_loss(head_probs, target)
     return GMSLossOutput(loss=latent_mse + dice, latent_mse=latent_mse, dice=dice)

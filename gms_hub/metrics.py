@@ -184,3 +184,50 @@ def summarize_scores(dsc: Sequence[float], iou: Sequence[float]) -> Dict[str, fl
         raise ValueError(f"Expected as many DSC as IoU values, got {len(dsc)} and {len(iou)}.")
     d, i = summarize(dsc), summarize(iou)
     return {"dsc_mean": d["mean"], "dsc_std": d["std"], "iou_mean": i["mean"], "iou_std": i["std"], "n": d["n"]}
+
+
+def per_class_dice_iou(pred: ArrayLike, gt: ArrayLike, num_classes: int) -> Tuple[ArrayLike, ArrayLike]:
+    """Per-image, per-foreground-class DSC and IoU of label maps.
+
+    For class k (1..K) of image b the masks are `pred[b] == k` and `gt[b] == k`, scored as in [`dice_iou`].
+    A class absent from both the prediction and the ground truth of an image has no score: NaN (left out of
+    that class's mean with `np.nanmean`), unlike the binary protocol's 0.
+
+    Args:
+        pred (`torch.Tensor` or `np.ndarray`): predicted label maps (B, H, W), integers 0..K (0 = background).
+        gt (`torch.Tensor` or `np.ndarray`): ground-truth label maps, same shape.
+        num_classes (`int`): K, the number of foreground classes.
+
+    Returns:
+        `tuple`: (dsc, iou), each (B, K) float64 (column k - 1 is class k), NaN where the class is absent from
+        both; torch tensors on `pred`'s device for tensor inputs, numpy arrays otherwise.
+
+    Example:
+        >>> pred = np.array([[[1, 1], [0, 2]]]); gt = np.array([[[1, 0], [0, 0]]])
+        >>> per_class_dice_iou(pred, gt, num_classes=3)[0]
+        array([[0.66666667, 0.        ,        nan]])
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1 (foreground classes), got {num_classes!r}.")
+    as_numpy = not isinstance(pred, torch.Tensor)
+    pred_t = torch.as_tensor(np.asarray(pred)) if as_numpy else pred
+    gt_t = torch.as_tensor(np.asarray(gt)) if not isinstance(gt, torch.Tensor) else gt
+    for label, value in (("pred", pred_t), ("gt", gt_t)):
+        if value.is_floating_point() or value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"`{label}` must hold integer class indices 0..{num_classes}, got dtype {value.dtype}.")
+        if value.ndim != 3:
+            raise ValueError(f"`{label}` must be label maps of shape (B, H, W), got shape {tuple(value.shape)}.")
+    if tuple(pred_t.shape) != tuple(gt_t.shape):
+        raise ValueError(f"`pred` and `gt` must have the same shape, got {tuple(pred_t.shape)} and {tuple(gt_t.shape)}.")
+    gt_t = gt_t.to(pred_t.device)
+    classes = torch.arange(1, num_classes + 1, device=pred_t.device).view(1, -1, 1)  # (1, K, 1)
+    p = pred_t.reshape(pred_t.shape[0], 1, -1) == classes  # (B, K, HW)
+    g = gt_t.reshape(gt_t.shape[0], 1, -1) == classes  # (B, K, HW)
+    tp = (p & g).sum(dim=2, dtype=torch.int64)  # (B, K)
+    fp = (p & ~g).sum(dim=2, dtype=torch.int64)
+    fn = (~p & g).sum(dim=2, dtype=torch.int64)
+    union = (tp + fp + fn).double()  # 0 exactly when the class is in neither map
+    nan = torch.full_like(union, float("nan"))
+    dsc = torch.where(union > 0, 2 * tp.double() / (2 * tp + fp + fn).double().clamp(min=1), nan)
+    iou = torch.where(union > 0, tp.double() / union.clamp(min=1), nan)
+    return (dsc.cpu().numpy(), iou.cpu().numpy()) if as_numpy else (dsc, iou)

@@ -26,6 +26,29 @@ def _metrics_table(metrics: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _classes_section(config: Dict[str, Any], metrics: Optional[Dict[str, Dict[str, Any]]]) -> Optional[str]:
+    """The classes of a multi-class model, with per-class scores per split when the metrics have them."""
+    if int(config.get("num_classes") or 1) < 2:
+        return None
+    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+    lines = [
+        "## Classes\nA label map holds, per pixel, one of these class indices (the mask is decoded from one colour-coded "
+        "image: `gms_hub.coding`):\n",
+        "| index | label |", "|---|---|",
+    ]
+    lines += [f"| {index} | {label} |" for index, label in sorted(id2label.items())]
+    for split, m in (metrics or {}).items():
+        per_class = m.get("per_class") if isinstance(m, dict) else None
+        if not per_class:
+            continue
+        lines += ["", f"Per-class scores on {split} (an image where the class is in neither map is left out):", "",
+                  "| class | DSC (%) | IoU (%) | n |", "|---|---|---|---|"]
+        for label, c in per_class.items():
+            lines.append(f"| {label} | {100 * c['dsc_mean']:.2f} ± {100 * c.get('dsc_std', 0.0):.2f} | "
+                         f"{100 * c['iou_mean']:.2f} ± {100 * c.get('iou_std', 0.0):.2f} | {c.get('n', '-')} |")
+    return "\n".join(lines)
+
+
 def title_name(dataset_name: Optional[str]) -> str:
     return f"GMS{' for ' + dataset_name if dataset_name else ''}"
 
@@ -66,7 +89,8 @@ def build_model_card(
         config (`dict`): the model's `config.json` content.
         base_data (`ModelCardData`, *optional*): class-level metadata (library, pipeline tag, tags, licence).
         datasets (`list[str]`, *optional*): Hub dataset ids the model was trained on.
-        metrics (`dict`, *optional*): per split, `{"dsc_mean", "dsc_std", "iou_mean", "iou_std", "n"}`.
+        metrics (`dict`, *optional*): per split, `{"dsc_mean", "dsc_std", "iou_mean", "iou_std", "n"}`, and for a
+            multi-class model `"per_class"`: `{label: {"dsc_mean", "dsc_std", "iou_mean", "iou_std", "n"}}`.
         selection_split (`str`, *optional*): the split the checkpoint was selected on (`validation` or `test`).
         training_command (`str`, *optional*): the command that trained the model.
         description (`str`, *optional*): free markdown placed after the title.
@@ -108,16 +132,22 @@ def build_model_card(
         f"- Input size {config.get('image_size')}x{config.get('image_size')}, threshold {config.get('threshold')}",
         "## Usage\n```python\nfrom PIL import Image\nfrom gms_hub import GMS\n\n"
         f"model = GMS.from_pretrained(\"{repo_id or 'path/or/hub-id'}\")\n"
-        "mask = model.segment(Image.open(\"image.png\"))  # bool array at the image's size\n```",
+        "mask = model.segment(Image.open(\"image.png\"))  # "
+        + ("uint8 label map (class indices) at the image's size" if int(config.get("num_classes") or 1) > 1
+           else "bool array at the image's size") + "\n```",
     ]
+    classes = _classes_section(config, metrics)
+    if classes:
+        sections.append(classes)
     if metrics:
         size = config.get("image_size")
         selection = {
             "test": "selected on the **test** split, as the reference implementation does (test scores are optimistic)",
             "validation": "selected on a validation split carved from the training set; the test set was used once",
         }.get(selection_split or "", f"selected on {selection_split}" if selection_split else "selection split not recorded")
+        rule = "arg-max of the class probabilities" if int(config.get("num_classes") or 1) > 1 else "probability > 0.5"
         sections.append(
-            f"## Evaluation\nThe paper's protocol: {size}x{size} input, probability > 0.5, ground truth resized to "
+            f"## Evaluation\nThe paper's protocol: {size}x{size} input, {rule}, ground truth resized to "
             f"{size}x{size} with nearest neighbour; per-image DSC and IoU, mean ± sample std. Checkpoint {selection}."
             "\n\n" + _metrics_table(metrics)
         )

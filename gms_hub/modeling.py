@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,10 +23,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from . import __version__
+from .coding import check_num_classes, decode_class_probabilities
+from .data.loading import parse_id2label
 from .fast import FastSettings, decode_mask_probabilities
 from .lmm import LatentMappingModel
 from .modelcard import build_model_card
-from .processing import ImageInput, ValueRange, preprocess, resize_probabilities
+from .processing import ImageInput, ValueRange, segment_images
 from .serialization import (
     CONFIG_NAME, MODEL_TYPE, VAE_ARGUMENTS, WEIGHTS_NAME, build_saved_config, check_config, file_fetcher,
     load_state_dict_strict, read_config, read_weights, resolve_vae_arguments, write_weights,
@@ -41,7 +43,8 @@ class GMSOutput(BaseOutput):
     """Output of `GMS.forward`.
 
     Args:
-        mask_probs (`torch.Tensor` of shape `(B, 1, S, S)`): mask probabilities in [0, 1].
+        mask_probs (`torch.Tensor` of shape `(B, 1, S, S)` or `(B, K+1, S, S)`): binary models: foreground
+            probabilities in [0, 1]; `num_classes = K > 1`: class probabilities (channel 0 background), summing to 1.
         mask_latents (`torch.Tensor` of shape `(B, 4, S/8, S/8)`): the LMM's `out` head (scaled latents).
         image_latents (`torch.Tensor` of shape `(B, 4, S/8, S/8)`): scaled posterior means of the images.
     """
@@ -49,6 +52,25 @@ class GMSOutput(BaseOutput):
     mask_probs: torch.Tensor
     mask_latents: torch.Tensor
     image_latents: torch.Tensor
+
+
+def _check_classes(num_classes: int, id2label: Optional[Dict[Any, str]]) -> tuple:
+    """Validate `num_classes` and `id2label`; return `(num_classes, {int: name})` with the defaults filled in."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes counts foreground classes and must be an integer >= 1, got {num_classes!r}.")
+    num_classes = int(num_classes)
+    if num_classes > 1:
+        check_num_classes(num_classes)  # at most MAX_CODED_CLASSES, with the message that says why
+    if id2label is None:
+        names = ["foreground"] if num_classes == 1 else [f"class_{k}" for k in range(1, num_classes + 1)]
+        return num_classes, {0: "background", **{k: name for k, name in enumerate(names, start=1)}}
+    parsed = parse_id2label(id2label)
+    if len(parsed) != num_classes + 1:
+        raise ValueError(
+            f"id2label names {len(parsed)} classes ({parsed}) but num_classes={num_classes} needs {num_classes + 1} "
+            "entries (background and each foreground class); pass num_classes=len(id2label) - 1."
+        )
+    return num_classes, parsed
 
 
 @dataclass
@@ -89,6 +111,10 @@ class GMS(
         vae_kwargs (`dict`, *optional*): extra arguments for the VAE's `from_pretrained` (e.g. `cache_dir`).
         vae_class (`str`, *optional*): `"AutoencoderKL"` or `"AutoencoderTiny"`, checked against the loaded VAE
             (`config.json` records it; `None` accepts either).
+        num_classes (`int`, defaults to 1): foreground classes K. 1 is the paper's binary model; 2 to
+            `gms_hub.coding.MAX_CODED_CLASSES` (7) decode one colour-coded mask for all classes (`gms_hub.coding`).
+        id2label (`dict`, *optional*): class names `{0: "background", 1: ..., K: ...}` (int or string keys);
+            defaults to `{0: "background", 1: "foreground"}` for binary and `class_1..class_K` otherwise.
 
     The constructor's arguments are the configuration: `config.json` holds them (all but `vae_kwargs`, a loading
     option) plus the informational `model_type`, `gms_hub_version`, `scaling_factor` and `vae_bundled`, and
@@ -114,8 +140,11 @@ class GMS(
         norm_num_groups: int = 16,
         vae_kwargs: Optional[Dict[str, Any]] = None,
         vae_class: Optional[str] = None,
+        num_classes: int = 1,
+        id2label: Optional[Dict[Any, str]] = None,
     ):
         super().__init__()
+        self.num_classes, self.id2label = _check_classes(num_classes, id2label)
         if image_size % 8:
             raise ValueError(f"image_size must be a multiple of 8 (the VAE downsamples 8x), got {image_size}.")
         if not 0.0 <= float(threshold) <= 1.0:
@@ -155,6 +184,8 @@ class GMS(
             vae_subfolder=None if vae_source is not None and is_single_file(vae_source) else vae_subfolder,
             channel_mult=[int(m) for m in channel_mult],
             vae_class=type(vae_model).__name__,
+            num_classes=self.num_classes,
+            id2label={str(index): name for index, name in self.id2label.items()},  # JSON keys are strings
         )
         self._hub_mixin_config = config
 
@@ -250,11 +281,15 @@ class GMS(
         return latents
 
     def decode_mask(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled mask latents (B, 4, h, w) -> mask probabilities (B, 1, 8h, 8w) in [0, 1].
+        """Scaled mask latents (B, 4, h, w) -> mask probabilities (B, 1, 8h, 8w) or (B, K+1, 8h, 8w).
 
-        `clamp((mean over RGB of the decoded mask + 1) / 2, 0, 1)`; with `fast_settings.fold_mask_mean` the mean
-        and the affine map are folded into the decoder's last convolution (equal to float rounding).
+        Binary: `clamp((mean over RGB of the decoded mask + 1) / 2, 0, 1)`; with `fast_settings.fold_mask_mean` the
+        mean and the affine map are folded into the decoder's last convolution (equal to float rounding).
+        Multi-class: the decoded colours read as class probabilities (`gms_hub.coding.decode_class_probabilities`).
         """
+        if self.num_classes > 1:
+            decoded = self.vae.decode(latents / self.scaling_factor).sample  # (B, 3, 8h, 8w)
+            return decode_class_probabilities(decoded, self.num_classes)  # (B, K+1, 8h, 8w)
         return decode_mask_probabilities(
             self.vae, latents / self.scaling_factor, fold_mean=self.fast_settings.fold_mask_mean
         )  # (B, 1, 8h, 8w)
@@ -276,7 +311,7 @@ class GMS(
     def _segment_latents(self, pixel_values: torch.Tensor) -> GMSOutput:
         image_latents = self.encode(pixel_values)  # (B, 4, h, w)
         mask_latents = self.lmm(image_latents)["out"]  # (B, 4, h, w)
-        mask_probs = self.decode_mask(mask_latents)  # (B, 1, S, S)
+        mask_probs = self.decode_mask(mask_latents)  # (B, 1, S, S) or (B, K+1, S, S)
         return GMSOutput(mask_probs=mask_probs, mask_latents=mask_latents, image_latents=image_latents)
 
     @torch.inference_mode()
@@ -298,8 +333,10 @@ class GMS(
             images (`PIL.Image`, `np.ndarray` or a list of them): (H, W), (H, W, 1|3|4); uint8, uint16 or float.
                 A `str`/`os.PathLike` path to a single-frame image, DICOM or NIfTI file is read with
                 `gms_hub.image_io.read_input`; stream multi-frame files and volumes with `read_input(path).batches(n)`.
-            threshold (`float`, *optional*): defaults to `self.threshold` (0.5).
-            return_probabilities (`bool`, defaults to `False`): also return float32 probability maps.
+            threshold (`float`, *optional*): defaults to `self.threshold` (0.5); binary models only (a multi-class
+                label map is the arg-max of the class probabilities).
+            return_probabilities (`bool`, defaults to `False`): also return float32 probability maps: (H, W)
+                foreground probabilities (binary) or (K+1, H, W) class probabilities summing to 1 (multi-class).
             value_range (`tuple(float, float)`, *optional*): intensity range of uint16/float inputs
                 (default: each image's min and max).
             batch_size (`int`, defaults to 8): images per forward pass, and decodes per chunk of extra passes.
@@ -307,14 +344,15 @@ class GMS(
                 mean, the paper's inference); see `gms_hub.uncertainty.predict_probabilities`.
             tta (`bool`, defaults to `False`): also average over the 8 flips and quarter turns, each prediction
                 mapped back. An image costs `max(num_samples, 1) * (8 if tta else 1)` decodes.
-            return_uncertainty (`bool`, defaults to `False`): also return float32 uncertainty maps in [0, 1]: the
-                binary entropy of the mean probability / log 2, computed at the model's resolution and resized
-                bilinearly to each input's size.
+            return_uncertainty (`bool`, defaults to `False`): also return float32 uncertainty maps (H, W) in [0, 1]:
+                the entropy of the mean class distribution / log(K+1) (log 2 for binary), computed at the model's
+                resolution and resized bilinearly to each input's size.
             generator (`torch.Generator`, *optional*): noise of the posterior samples; the same seed gives the same
                 maps.
 
         Returns:
-            A bool mask (H, W) for one image, a list of masks for a list. With `return_probabilities` and/or
+            A mask (H, W) for one image, a list of masks for a list: bool for a binary model, uint8 label maps with
+            values 0..K for a multi-class one (arg-max of the class probabilities resized bilinearly). With `return_probabilities` and/or
             `return_uncertainty`, a tuple `(masks, probabilities, uncertainty)` holding only the requested items, in
             that order, each of the same structure.
 
@@ -323,40 +361,24 @@ class GMS(
             >>> mask, uncertainty = model.segment(image, num_samples=8, tta=True, return_uncertainty=True)
         """
         from .image_io import resolve_segment_inputs
-        from .uncertainty import predict_probabilities, predictive_entropy
+        from .uncertainty import predict_probabilities
 
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
-        if not items:
-            raise ValueError("segment() got an empty list of images.")
-        items, value_range = resolve_segment_inputs(items, value_range)  # file paths -> frames (image_io)
-        threshold = self.threshold if threshold is None else float(threshold)
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
-        masks: List[np.ndarray] = []
-        probabilities: List[np.ndarray] = []
-        uncertainties: List[np.ndarray] = []
-        for start in range(0, len(items), batch_size):
-            pixel_values, sizes = preprocess(items[start : start + batch_size], self.image_size, value_range)
-            probs = predict_probabilities(
+        if items:
+            items, value_range = resolve_segment_inputs(items, value_range)  # file paths -> frames (image_io)
+
+        def predict(pixel_values: torch.Tensor) -> torch.Tensor:
+            return predict_probabilities(
                 self, pixel_values.to(self.device, self.dtype), num_samples=num_samples, tta=tta, generator=generator,
                 batch_size=batch_size,
-            ).float()  # (b, 1, S, S)
-            entropy = predictive_entropy(probs) if return_uncertainty else probs  # (b, 1, S, S)
-            for prob, uncertainty, size in zip(probs, entropy, sizes):
-                full = resize_probabilities(prob, size).cpu().numpy()  # (H, W)
-                masks.append(full > threshold)
-                probabilities.append(full)
-                if return_uncertainty:
-                    uncertainties.append(resize_probabilities(uncertainty, size).cpu().numpy())  # (H, W)
-        outputs = [masks]
-        if return_probabilities:
-            outputs.append(probabilities)
-        if return_uncertainty:
-            outputs.append(uncertainties)
-        if single:
-            outputs = [output[0] for output in outputs]
-        return tuple(outputs) if len(outputs) > 1 else outputs[0]
+            )  # (b, 1, S, S) or (b, K+1, S, S)
+
+        return segment_images(
+            predict, items[0] if single else items, self.image_size,
+            self.threshold if threshold is None else float(threshold), return_probabilities, value_range, batch_size,
+            return_uncertainty=return_uncertainty, num_classes=self.num_classes,
+        )
 
     # ------------------------------------------------------------------ saving: the Hub mixin's hooks
     def save_pretrained(

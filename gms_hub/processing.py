@@ -113,6 +113,37 @@ def resize_probabilities(probs: torch.Tensor, size: Tuple[int, int]) -> torch.Te
     return resize_bilinear(x, size)[0, 0].clamp_(0.0, 1.0)
 
 
+def postprocess_probabilities(
+    probs: torch.Tensor, size: Tuple[int, int], threshold: float = 0.5
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Model-resolution probabilities of one image -> its mask and probabilities at the original `size` (H, W).
+
+    One channel (binary foreground probability, or any [0, 1] map such as an uncertainty map): resized
+    bilinearly and clamped, mask = probability > `threshold`. K + 1 channels (class probabilities, background
+    first): each channel resized bilinearly (a convex combination per pixel, so the sum stays 1; renormalised
+    against rounding), label map = arg-max over classes.
+
+    Args:
+        probs (`torch.Tensor`): (1, S, S), (S, S) or (K+1, S, S).
+        size (`tuple(int, int)`): the original (H, W).
+        threshold (`float`, defaults to 0.5): binary threshold (unused for class probabilities).
+
+    Returns:
+        `tuple`: `(mask, probabilities)`: bool (H, W) and float32 (H, W), or uint8 (H, W) labels 0..K and float32
+        (K+1, H, W).
+
+    Example:
+        >>> labels, class_probs = postprocess_probabilities(mask_probs[0], (480, 640))
+    """
+    if probs.ndim == 2 or probs.shape[0] == 1:
+        full = resize_probabilities(probs, size).cpu().numpy()  # (H, W)
+        return full > threshold, full
+    full = resize_bilinear(probs[None].float(), size)[0].clamp_(0.0, 1.0)  # (K+1, H, W)
+    full = full / full.sum(dim=0, keepdim=True).clamp_min(1e-12)  # (K+1, H, W), sums to 1
+    labels = full.argmax(dim=0).to(torch.uint8)  # (H, W)
+    return labels.cpu().numpy(), full.cpu().numpy()
+
+
 def segment_images(
     predict: Callable[[torch.Tensor], torch.Tensor],
     images: Union[ImageInput, Sequence[ImageInput]],
@@ -121,22 +152,28 @@ def segment_images(
     return_probabilities: bool = False,
     value_range: ValueRange = None,
     batch_size: int = 8,
+    return_uncertainty: bool = False,
+    num_classes: int = 1,
 ):
-    """The body of `segment` shared by [`GMS`] and [`ONNXGMS`]: batches, preprocessing, resizing back, thresholds.
+    """The body of `segment`, shared by [`GMS`] and [`ONNXGMS`]: batches, preprocessing, resizing back, masks.
 
     Args:
-        predict (`Callable`): pixel values (b, 3, S, S) float32 on the CPU in [-1, 1] -> probabilities (b, 1, S, S).
-        images, value_range, batch_size, return_probabilities: as in [`GMS.segment`].
+        predict (`Callable`): pixel values (b, 3, S, S) float32 on the CPU in [-1, 1] -> probabilities (b, 1, S, S)
+            (binary) or class probabilities (b, K+1, S, S).
+        images, value_range, batch_size, return_probabilities, return_uncertainty: as in [`GMS.segment`].
         image_size (`int`): the model's input side S.
-        threshold (`float`): probability above which a pixel is foreground.
+        threshold (`float`): probability above which a pixel is foreground (binary models).
+        num_classes (`int`, defaults to 1): foreground classes K (normalises the uncertainty by log(K+1)).
 
     Returns:
-        As [`GMS.segment`]: a bool mask (H, W) for one image, a list for a list; with `return_probabilities=True`
-        a tuple `(masks, probabilities)`.
+        As [`GMS.segment`]: masks, then probabilities if asked, then uncertainty if asked; single items for one
+        image, lists for a list.
 
     Example:
         >>> masks = segment_images(lambda x: model(x).mask_probs, images, 224, threshold=0.5)
     """
+    from .uncertainty import predictive_entropy
+
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
     if not items:
@@ -145,13 +182,25 @@ def segment_images(
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
     masks: List[np.ndarray] = []
     probabilities: List[np.ndarray] = []
+    uncertainties: List[np.ndarray] = []
     for start in range(0, len(items), batch_size):
         pixel_values, sizes = preprocess(items[start : start + batch_size], image_size, value_range)
-        probs = predict(pixel_values).float()  # (b, 1, S, S)
-        for prob, size in zip(probs, sizes):
-            full = resize_probabilities(prob, size).cpu().numpy()  # (H, W)
-            masks.append(full > threshold)
+        probs = predict(pixel_values).float()  # (b, 1, S, S) or (b, K+1, S, S)
+        entropy = probs  # unused unless return_uncertainty
+        if return_uncertainty:
+            entropy = predictive_entropy(probs, num_classes=num_classes)
+            entropy = entropy.reshape(probs.shape[0], 1, *probs.shape[-2:])  # (b, 1, S, S)
+        for prob, uncertainty, size in zip(probs, entropy, sizes):
+            mask, full = postprocess_probabilities(prob, size, threshold)  # (H, W); (H, W) or (K+1, H, W)
+            masks.append(mask)
             probabilities.append(full)
+            if return_uncertainty:
+                uncertainties.append(postprocess_probabilities(uncertainty, size)[1])  # (H, W)
+    outputs = [masks]
+    if return_probabilities:
+        outputs.append(probabilities)
+    if return_uncertainty:
+        outputs.append(uncertainties)
     if single:
-        return (masks[0], probabilities[0]) if return_probabilities else masks[0]
-    return (masks, probabilities) if return_probabilities else masks
+        outputs = [output[0] for output in outputs]
+    return tuple(outputs) if len(outputs) > 1 else outputs[0]

@@ -95,7 +95,10 @@ def predict_probabilities(
     generator: Optional[torch.Generator] = None,
     batch_size: int = 8,
 ) -> torch.Tensor:
-    """Mean foreground probability over posterior samples and/or the D4 transforms (module docstring).
+    """Mean probability over posterior samples and/or the D4 transforms (module docstring).
+
+    Binary models average the foreground probability (B, 1, S, S); multi-class models (`model.num_classes = K > 1`)
+    average the class probabilities (B, K+1, S, S), whose mean still sums to 1 per pixel.
 
     Args:
         model (`GMS`): the model; passes run on its device and dtype.
@@ -109,7 +112,8 @@ def predict_probabilities(
         batch_size (`int`, defaults to 8): largest number of passes (decodes) run together.
 
     Returns:
-        `torch.Tensor` of shape `(B, 1, S, S)` in [0, 1], in the model's dtype: the mean probability over
+        `torch.Tensor` of shape `(B, 1, S, S)` (binary) or `(B, K+1, S, S)` (multi-class) in [0, 1], in the model's
+        dtype: the mean probability over
         `num_passes(num_samples, tta)` passes. With `num_samples=0, tta=False` this is
         `model(pixel_values).mask_probs`, bit for bit.
 
@@ -156,12 +160,12 @@ def predict_probabilities(
     # 3. LMM + decoder `batch_size` passes at a time; map each prediction back and sum per image.
     total: Optional[torch.Tensor] = None
     for start in range(0, latents.shape[0], batch_size):
-        probs = model.decode_mask(model.lmm(latents[start : start + batch_size])["out"])  # (c, 1, S, S)
+        probs = model.decode_mask(model.lmm(latents[start : start + batch_size])["out"])  # (c, 1 or K+1, S, S)
         if total is None:
             total = torch.zeros((batch, *probs.shape[1:]), device=probs.device, dtype=torch.float32)
         for prob, (b, t) in zip(probs, owners[start : start + batch_size]):
-            total[b] += invert_transform(prob, transforms[t]).float()  # (1, S, S)
-    return (total / (len(transforms) * samples)).to(probs.dtype)  # (B, 1, S, S): the mean over the passes
+            total[b] += invert_transform(prob, transforms[t]).float()  # (1 or K+1, S, S)
+    return (total / (len(transforms) * samples)).to(probs.dtype)  # (B, 1 or K+1, S, S): the mean over the passes
 
 
 def predictive_entropy(

@@ -8,7 +8,8 @@ the heads level2/level1/out, latent-noise augmentation with probability 0.5 per 
 augmentation, AdamW (lr 2e-3, weight decay 0.01), batch 8 with drop_last, seed 2333, 1000 epochs with a
 5-epoch linear warm-up from 0 and a cosine decay to 0, the learning rate set once per epoch. Every
 `--validation_epochs` the model is scored on the validation split (or, with `--select_on test`, on the test
-split as the reference does) and the best Dice is kept; at the end the selected model is scored on every
+split as the reference does) and the best Dice is kept (for multi-class data, the mean over the foreground classes
+of the per-class Dice; the classes come from the dataset's id2label or --labels); at the end the selected model is scored on every
 available split and saved with `save_pretrained` and a model card.
 
 Randomness is a function of (seed, epoch, sample or batch index), never of the history of a global RNG:
@@ -45,6 +46,7 @@ from gms_hub.training import (
     evaluate_split,
     load_training_splits,
     new_training_state,
+    resolve_id2label,
     prepare_model_for_training,
     resume_training_state,
     save_training_checkpoint,
@@ -66,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     # data
     parser.add_argument("--dataset", type=str, default=None, help="Hub dataset id or local folder (gms_hub.data layout).")
     parser.add_argument("--dataset_revision", type=str, default=None, help="Hub revision of --dataset.")
+    parser.add_argument("--image_column", type=str, default="image",
+                        help="Image column of a Hub dataset not made by gms_hub.data.prepare.")
+    parser.add_argument("--mask_column", type=str, default="mask",
+                        help="Mask column of such a dataset: 0/255 binary masks, or class indices 0..K.")
+    parser.add_argument("--labels", type=str, default=None,
+                        help="Foreground class names in index order, comma-separated (e.g. benign,malignant); default: "
+                             "the dataset's id2label. Two or more names train a multi-class model.")
+    parser.add_argument("--validation_fraction", type=float, default=None,
+                        help="Carve this share of train (seeded by --seed) into a validation split when the dataset has "
+                             "none (default 0.1 for datasets not made by prepare).")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Train on this many samples (debugging).")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate on this many samples per split.")
     parser.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
@@ -174,6 +186,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                  "checkpointing_steps", "num_train_epochs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.validation_fraction is not None and not 0.0 < args.validation_fraction < 1.0:
+        parser.error(f"--validation_fraction must lie in (0, 1), got {args.validation_fraction}.")
+    if isinstance(args.labels, str):
+        args.labels = [name.strip() for name in args.labels.split(",") if name.strip()] or None
     if not 0.0 <= args.latent_noise_prob <= 1.0:
         parser.error(f"--latent_noise_prob must lie in [0, 1], got {args.latent_noise_prob}.")
     script, flags = (os.path.relpath(sys.argv[0]), sys.argv[1:]) if argv is None else ("train/train.py", argv)
@@ -201,10 +217,16 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)  # the same LMM initialisation on every process
 
+    # ---- classes: binary (one foreground class, masks 0/255) or multi-class (class-index masks)
+    id2label = resolve_id2label(args.dataset, args.labels, revision=args.dataset_revision)
+    num_classes = 1 if id2label is None else len(id2label) - 1
+    logger.info(f"  Classes: {id2label or 'binary (0/255 masks)'}")
+
     # ---- model: frozen VAE (not prepared, not in the optimizer) + trainable LMM
     model = GMS(
         vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision, image_size=args.image_size,
         base_channels=args.base_channels, channel_mult=tuple(args.channel_mult), threshold=args.threshold,
+        **({"num_classes": num_classes, "id2label": id2label} if id2label is not None else {}),
     )
     prepare_model_for_training(model, accelerator.device, gradient_checkpointing=args.gradient_checkpointing, fast=args.fast)
 
@@ -212,8 +234,9 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     train_split, eval_splits = load_training_splits(
         args.dataset, select_on=args.select_on, revision=args.dataset_revision, seed=args.seed,
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        image_column=args.image_column, mask_column=args.mask_column, validation_fraction=args.validation_fraction,
     )
-    transform = TrainTransform(image_size=args.image_size, augment=not args.augment_on_device)
+    transform = TrainTransform(image_size=args.image_size, augment=not args.augment_on_device, num_classes=num_classes)
     train_dataset = SeededTrainDataset(train_split, transform, seed=args.seed)
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True, collate_fn=collate_batch,
@@ -342,6 +365,8 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
             label = f"{split} (selection split)" if split == args.select_on else split
             logger.info(f"{label}: DSC {metrics['dsc_mean']:.4f} ± {metrics['dsc_std']:.4f}, "
                         f"IoU {metrics['iou_mean']:.4f} ± {metrics['iou_std']:.4f}, n = {metrics['n']}")
+            for name, scores in metrics.get("per_class", {}).items():
+                logger.info(f"  {name}: DSC {scores['dsc_mean']:.4f}, IoU {scores['iou_mean']:.4f}, n = {scores['n']}")
         if args.push_to_hub:
             model.push_to_hub(args.hub_model_id, include_vae=args.include_vae, model_card_kwargs=card_kwargs,
                               token=args.hub_token, commit_message=f"GMS trained on {args.dataset}")

@@ -14,6 +14,10 @@ operation takes per-sample parameters (`AugmentParams`), so a batch of B images 
 Evaluation: the image resized bilinearly as above; the ground truth read as 8-bit gray, resized with PIL's
 NEAREST rule (torch ``"nearest-exact"``), divided by 255 and thresholded at >= 0.5, exactly as the
 paper's evaluation scores it; the original-size mask comes along for full-resolution metrics.
+
+Multi-class data (`num_classes=K > 1`, masks holding class indices 0..K): the same geometry, every mask step
+nearest-neighbour, so masks keep their class indices (float32 holding whole numbers) instead of being
+thresholded; `augment_batch` treats them the same way. `num_classes=1` (the default) is the paper's binary path.
 """
 
 from __future__ import annotations
@@ -321,7 +325,8 @@ def augment_batch(
 
     Args:
         pixel_values (`torch.Tensor` of shape (B, 3, S, S)): images in [-1, 1].
-        masks (`torch.Tensor` of shape (B, 1, S, S)): values 0 and 1.
+        masks (`torch.Tensor` of shape (B, 1, S, S)): values 0 and 1, or class indices (float; nearest-neighbour
+            sampling keeps them).
         orig_sizes (`torch.Tensor` of shape (B, 2), *optional*): original (H, W) per image (the collated
             ``orig_size``); square originals are assumed when `None`.
         generator (`torch.Generator`, *optional*): on the batch's device.
@@ -353,6 +358,29 @@ def _gray_mask(mask: Image.Image) -> np.ndarray:
     return np.asarray(mask if mask.mode == "L" else mask.convert("L"))
 
 
+def _check_num_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"`num_classes` counts foreground classes and must be an integer >= 1, got {num_classes!r}.")
+    return int(num_classes)
+
+
+def _class_mask(mask: Image.Image, num_classes: int, name: Any = None) -> np.ndarray:
+    """A class-index mask (mode L, values 0..K) as uint8 (H, W), checked against `num_classes`."""
+    if mask.mode not in ("L", "P", "I", "I;16"):
+        raise ValueError(
+            f"Multi-class mask {name!r} must be a class-index image (mode L, values 0..{num_classes}), got mode "
+            f"{mask.mode}. Convert colour masks with `python -m gms_hub.data.prepare folder --palette ...`."
+        )
+    values = np.asarray(mask)
+    if values.size and (int(values.min()) < 0 or int(values.max()) > num_classes):
+        found = sorted(int(v) for v in np.unique(values))[:20]
+        raise ValueError(
+            f"Mask {name!r} holds values {found}, but num_classes={num_classes} allows class indices 0..{num_classes}. "
+            "Is this a binary 0/255 mask? Then train with num_classes=1."
+        )
+    return values.astype(np.uint8)
+
+
 class TrainTransform:
     """Training transform for `datasets.Dataset.with_transform`: paper augmentation, then resize.
 
@@ -362,9 +390,11 @@ class TrainTransform:
             resolution; `False` only resizes (augment later on the GPU with `augment_batch`).
         seed (`int`, *optional*): seed a private generator, for reproducible single-process use. Leave it
             `None` with DataLoader workers: the global RNG, which the DataLoader seeds per worker, is used.
+        num_classes (`int`, defaults to 1): foreground classes. 1: masks are 0/255, thresholded at 128. K > 1:
+            masks hold class indices 0..K, kept as they are.
 
     Returns (per example): ``pixel_values`` float32 (3, S, S) in [-1, 1], ``masks`` float32 (1, S, S) in
-    {0, 1}, ``name`` and ``orig_size`` (H, W).
+    {0, 1} (class indices 0..K for `num_classes > 1`), ``name`` and ``orig_size`` (H, W).
 
     Example:
         >>> train = load_gms_dataset("outputs/gms-busi", "train").with_transform(TrainTransform(224))
@@ -372,20 +402,26 @@ class TrainTransform:
         (torch.Size([3, 224, 224]), torch.Size([1, 224, 224]))
     """
 
-    def __init__(self, image_size: int = 224, augment: bool = True, seed: Optional[int] = None):
+    def __init__(self, image_size: int = 224, augment: bool = True, seed: Optional[int] = None, num_classes: int = 1):
         if int(image_size) < 1:
             raise ValueError(f"`image_size` must be a positive integer, got {image_size}.")
         self.image_size = int(image_size)
+        self.num_classes = _check_num_classes(num_classes)
         self.augment = augment
         self.seed = seed
         self._generator = None if seed is None else torch.Generator().manual_seed(int(seed))
 
     def __repr__(self) -> str:
-        return f"TrainTransform(image_size={self.image_size}, augment={self.augment}, seed={self.seed})"
+        classes = f", num_classes={self.num_classes}" if self.num_classes > 1 else ""
+        return f"TrainTransform(image_size={self.image_size}, augment={self.augment}, seed={self.seed}{classes})"
 
-    def _one(self, image: Image.Image, mask: Image.Image) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    def _one(self, image: Image.Image, mask: Image.Image, name: Any = None) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         rgb = torch.from_numpy(to_float_rgb(image)).permute(2, 0, 1)[None]  # (1, 3, H, W) in [0, 1]
-        binary = torch.from_numpy((_gray_mask(mask) >= 128).astype(np.float32))[None, None]  # (1, 1, H, W)
+        if self.num_classes > 1:
+            values = _class_mask(mask, self.num_classes, name).astype(np.float32)  # class indices
+        else:
+            values = (_gray_mask(mask) >= 128).astype(np.float32)  # {0, 1}
+        binary = torch.from_numpy(values)[None, None]  # (1, 1, H, W)
         if binary.shape[-2:] != rgb.shape[-2:]:
             raise ValueError(f"Mask size {tuple(binary.shape[-2:])} differs from image size {tuple(rgb.shape[-2:])}.")
         orig_size = (int(rgb.shape[-2]), int(rgb.shape[-1]))
@@ -401,7 +437,7 @@ class TrainTransform:
         columns, single = _as_columns(examples)
         output = {"pixel_values": [], "masks": [], "name": [], "orig_size": []}
         for image, mask, name in zip(columns["image"], columns["mask"], columns["name"]):
-            pixel_values, masks, orig_size = self._one(image, mask)
+            pixel_values, masks, orig_size = self._one(image, mask, name)
             output["pixel_values"].append(pixel_values)
             output["masks"].append(masks)
             output["name"].append(name)
@@ -418,9 +454,12 @@ class EvalTransform:
 
     Args:
         image_size (`int`, defaults to 224): output side S.
+        num_classes (`int`, defaults to 1): foreground classes. K > 1: masks hold class indices 0..K, resized with
+            the same NEAREST rule and kept as indices (no threshold).
 
     Returns (per example): ``pixel_values`` float32 (3, S, S) in [-1, 1], ``masks`` float32 (1, S, S) in
-    {0, 1}, ``name``, ``orig_mask`` uint8 numpy (H, W) in {0, 1} and ``orig_size`` (H, W).
+    {0, 1}, ``name``, ``orig_mask`` uint8 numpy (H, W) in {0, 1} and ``orig_size`` (H, W); for `num_classes > 1`
+    ``masks`` and ``orig_mask`` hold class indices 0..K.
 
     Example:
         >>> test = load_gms_dataset("outputs/gms-busi", "test").with_transform(EvalTransform(224))
@@ -428,13 +467,15 @@ class EvalTransform:
         True
     """
 
-    def __init__(self, image_size: int = 224):
+    def __init__(self, image_size: int = 224, num_classes: int = 1):
         if int(image_size) < 1:
             raise ValueError(f"`image_size` must be a positive integer, got {image_size}.")
         self.image_size = int(image_size)
+        self.num_classes = _check_num_classes(num_classes)
 
     def __repr__(self) -> str:
-        return f"EvalTransform(image_size={self.image_size})"
+        classes = f", num_classes={self.num_classes}" if self.num_classes > 1 else ""
+        return f"EvalTransform(image_size={self.image_size}{classes})"
 
     def __call__(self, examples: Mapping[str, Any]) -> dict:
         columns, single = _as_columns(examples)
@@ -442,15 +483,19 @@ class EvalTransform:
         size = (self.image_size, self.image_size)
         for image, mask, name in zip(columns["image"], columns["mask"], columns["name"]):
             pixel_values, (orig_size,) = preprocess([image], self.image_size)  # (1, 3, S, S)
-            gray = _gray_mask(mask)
+            gray = _class_mask(mask, self.num_classes, name) if self.num_classes > 1 else _gray_mask(mask)
             if gray.shape != orig_size:
                 raise ValueError(f"Mask size {gray.shape} of {name!r} differs from its image size {orig_size}.")
             gt = torch.from_numpy(gray.astype(np.float32))[None, None]  # (1, 1, H, W), 0..255
             resized = F.interpolate(gt, size=size, mode="nearest-exact")  # PIL's NEAREST rule
             output["pixel_values"].append(pixel_values[0])
-            output["masks"].append((resized[0] / 255.0 >= 0.5).float())  # (1, S, S)
             output["name"].append(name)
-            output["orig_mask"].append((gray / 255.0 >= 0.5).astype(np.uint8))
+            if self.num_classes > 1:
+                output["masks"].append(resized[0])  # (1, S, S) class indices
+                output["orig_mask"].append(gray)  # (H, W) uint8 class indices
+            else:
+                output["masks"].append((resized[0] / 255.0 >= 0.5).float())  # (1, S, S)
+                output["orig_mask"].append((gray / 255.0 >= 0.5).astype(np.uint8))
             output["orig_size"].append(tuple(int(v) for v in orig_size))
         return _unwrap(output, single)
 
