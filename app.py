@@ -23,6 +23,7 @@ except ImportError:
         return fn
 
 
+import functools
 import logging
 import os
 import shutil
@@ -246,6 +247,7 @@ def _check_frame(frame) -> int:
 def _guarded(fn):
     """Turn what a user can get wrong into a gr.Error with the message; anything else is logged (no upload
     contents, no patient data) and answered without taking the server down."""
+    @functools.wraps(fn)  # gradio documents the API from the signature
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -257,7 +259,6 @@ def _guarded(fn):
             logger.exception("Segmentation failed")
             raise gr.Error(f"Segmentation failed ({type(err).__name__}: {err}). Try another image or model.") from None
 
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
 
 
