@@ -594,3 +594,56 @@ def test_bad_medical_files_give_clear_errors_and_keep_no_patient_data(client, se
     log = server.log()
     for value in PATIENT.values():
         assert value not in log and value.replace("^", " ") not in log
+
+
+# ---------------------------------------------------------------------------------------------- multi-class, SEG
+def test_multiclass_result_renders_one_colour_per_class_with_legend_and_areas(app_module):
+    # No multi-class GMS exists on this branch yet: a hand-made (K+1, S, S) result stands in for its probabilities.
+    from space.page import class_colors
+
+    size = 16
+    probs = np.zeros((3, size, size), np.float32)
+    probs[0] = 1.0
+    probs[:, 2:8, 2:8] = [[[0.1]], [[0.8]], [[0.1]]]  # class 1 ("benign")
+    probs[:, 10:14, 4:12] = [[[0.1]], [[0.2]], [[0.7]]]  # class 2 ("malignant")
+    display = np.full((size, size, 3), 100, np.uint8)
+    result = dict(probs=probs, uncertainty=None, id2label={0: "background", 1: "benign", 2: "malignant"},
+                  size=(size, size), display=display, stem="case", path="case.png", kind="image", frame=0,
+                  num_frames=1, pixel_area=0.25, model="my-model", source="local model folder x",
+                  source_location="x", source_kind="local", device="cpu", precision="float32", seconds=0.1)
+    app_module.registry.hub_models["my-model"] = "x"  # a configured name, for the table's label
+    overlay, _, mask_path, table, legend, *_ = app_module.update_view(result, 0.5, 1.0)
+    labels = np.asarray(Image.open(mask_path))
+    assert sorted(np.unique(labels).tolist()) == [0, 1, 2]  # an index PNG
+    assert (labels == 1).sum() == 36 and (labels == 2).sum() == 32
+    rgb = np.asarray(Image.open(overlay).convert("RGB"))
+    colors = class_colors(2)
+    assert rgb[4, 4].tolist() == list(colors[0]) and rgb[12, 8].tolist() == list(colors[1])
+    assert rgb[0, 15].tolist() == [100, 100, 100]
+    assert "benign" in legend and "malignant" in legend and "rgb(48,144,255)" in legend
+    assert "36 px" in table and "32 px" in table and "9.0 mm²" in table and "8.0 mm²" in table
+    assert "Threshold" not in table  # the arg-max decides, not the threshold
+
+
+def test_dicom_input_offers_a_seg_that_reads_back(app_module, tmp_path):
+    import highdicom as hd
+
+    from _medical_utils import ct_slices, write_dicom
+
+    source = ct_slices(1)[0]
+    source.save_as(tmp_path / "ct.dcm", enforce_file_format=True)
+    result = app_module.segment_page(str(tmp_path / "ct.dcm"), "busi", 0.3)
+    overlay, _, mask_path, table, _, seg_file, seg_note = app_module.update_view(result, 0.3, 0.45)
+    assert "mm²" in table
+    seg = hd.seg.segread(seg_file["value"])
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert seg.SegmentSequence[0].SegmentLabel == "foreground"
+    mask = np.asarray(Image.open(mask_path)) == 255
+    np.testing.assert_array_equal(np.asarray(seg.pixel_array).reshape(mask.shape) > 0, mask)  # one frame, one segment
+    assert seg_note["visible"] is False
+
+    rng = np.random.default_rng(0)
+    write_dicom(tmp_path / "cine.dcm", rng.integers(0, 256, (3, 16, 16)).astype(np.uint8), modality="US")
+    result = app_module.segment_page(str(tmp_path / "cine.dcm"), "busi", 0.5, frame=2)
+    *_, seg_file, seg_note = app_module.update_view(result, 0.5, 0.45)
+    assert seg_file["visible"] is False and "must cover every frame" in seg_note["value"]
