@@ -411,12 +411,12 @@ def update_view(result, threshold, opacity):
     except (InputError, ValueError) as err:
         raise _user_error(err) from None
     original = _save_png(result["display"], Path(overlay).with_name(f"{result['stem']}_original.png"))
-    classes, legend = (), ""
+    classes, legend = (), gr.update(value="", visible=False)
     if "classes" in stats:
         colors = class_colors(len(stats["classes"]))
         classes = [ClassRow(c["name"], c["area_px"], c["area_percent"], color, c.get("area_mm2"))
                    for c, color in zip(stats["classes"], colors)]
-        legend = legend_html([c["name"] for c in stats["classes"]], colors)
+        legend = gr.update(value=legend_html([c["name"] for c in stats["classes"]], colors), visible=True)
     frame = (stats["frame"], stats["num_frames"]) if "frame" in stats else None
     table = stats_table_html(stats, model_label=registry.label(stats["model"]), seconds=result.get("seconds"),
                              area_mm2=stats.get("area_mm2"), mean_uncertainty=stats.get("mean_uncertainty"),
@@ -609,7 +609,8 @@ def build_demo() -> gr.Blocks:
                         with gr.Row():
                             num_samples = gr.Slider(
                                 0, MAX_SAMPLES, value=0, step=1, elem_id="num-samples", min_width=200,
-                                label="Posterior samples (0 = the paper's single pass; each is one more decode)",
+                                label="Posterior samples (0 = the paper's single pass)",
+                                info="Each sample is one more decode.",
                             )
                             tta = gr.Checkbox(False, label="Test-time augmentation (8 flips and turns)", elem_id="tta",
                                               min_width=160)
@@ -625,7 +626,7 @@ def build_demo() -> gr.Blocks:
                             with gr.Tab("Overlay", id="overlay-tab"):
                                 overlay = gr.Image(label="Mask overlay", type="filepath", interactive=False,
                                                    height=360, elem_id="overlay")
-                                legend = gr.HTML("", elem_id="legend")
+                                legend = gr.HTML("", visible=False, elem_id="legend")  # multi-class models only
                                 opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity",
                                                     elem_id="opacity")
                             with gr.Tab("Compare", id="compare-tab", elem_id="compare-tab"):

@@ -620,7 +620,8 @@ def test_multiclass_result_renders_one_colour_per_class_with_legend_and_areas(ap
     colors = class_colors(2)
     assert rgb[4, 4].tolist() == list(colors[0]) and rgb[12, 8].tolist() == list(colors[1])
     assert rgb[0, 15].tolist() == [100, 100, 100]
-    assert "benign" in legend and "malignant" in legend and "rgb(48,144,255)" in legend
+    assert legend["visible"] is True
+    assert "benign" in legend["value"] and "malignant" in legend["value"] and "rgb(48,144,255)" in legend["value"]
     assert "36 px" in table and "32 px" in table and "9.0 mm²" in table and "8.0 mm²" in table
     assert "Threshold" not in table  # the arg-max decides, not the threshold
 
