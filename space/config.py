@@ -1,7 +1,7 @@
 """Configuration of the Space's models: model names, the `GMS_MODELS` format, and the network probe.
 
-`GMS_MODELS` (or the JSON config file, `app_models.json` in the repo) names a GMS repo per benchmark;
-`network_available` decides once, at startup, whether downloads may be attempted at all.
+`GMS_MODELS` (or the JSON config file, `app_models.json` in the repo) names a GMS repo per benchmark, and adds
+models of any other name (`GMS_MODELS="my-model=org/repo"`): those get their own dropdown entry. `network_available` decides once, at startup, whether downloads may be attempted at all.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Union
 from urllib.parse import urlparse
 
 from huggingface_hub import constants as hf_constants
@@ -26,6 +27,7 @@ __all__ = [
     "DEMO_LABEL",
     "UnknownModelError",
     "load_model_config",
+    "model_key",
     "network_available",
     "normalize_name",
     "parse_model_config",
@@ -35,25 +37,60 @@ DEMO_LABEL = "demo model trained on synthetic data"
 
 
 class UnknownModelError(ValueError):
-    """A model name that is none of `BENCHMARKS`."""
+    """A model name that is none of `BENCHMARKS` and none of the configured models."""
 
 
-def normalize_name(name: object) -> str:
-    """Map a model name (key, label, any case, `_` for `-`) to its `BENCHMARKS` key.
+_CUSTOM_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def model_key(name: object) -> str:
+    """The key a configured model is stored under: a `BENCHMARKS` key, or a custom name in lower case.
+
+    Benchmark names normalise as everywhere (key, label, any case, `_` for `-`); any other name must be 1-64
+    letters, digits, `.`, `_` or `-` starting with a letter or digit (it becomes a dropdown entry and an API value).
 
     Raises:
-        `UnknownModelError`: when the name is none of the benchmarks.
+        `ValueError`: for a name that cannot be a model name.
 
     Example:
-        >>> normalize_name("Kvasir_Instrument")
-        'kvasir-instrument'
+        >>> model_key("BUSI"), model_key("My-Model")
+        ('busi', 'my-model')
     """
     try:
         return normalize_benchmark_name(name)
     except ValueError:
-        raise UnknownModelError(
-            f"Unknown model {name!r}. Choose one of: {', '.join(BENCHMARKS)} (case-insensitive)."
-        ) from None
+        pass
+    text = name.strip().lower() if isinstance(name, str) else ""
+    if not _CUSTOM_NAME.match(text):
+        raise ValueError(
+            f"Model name {name!r} is not usable: use 1-64 letters, digits, '.', '_' or '-' (e.g. 'my-model=org/repo')."
+        )
+    return text
+
+
+def normalize_name(name: object, custom: Iterable[str] = ()) -> str:
+    """Map a model name to its key: a `BENCHMARKS` key (key, label, any case, `_` for `-`) or one of `custom`.
+
+    Args:
+        name (`str`): what the user or the API sent.
+        custom (`Iterable[str]`, defaults to `()`): keys of the configured models beyond the benchmarks.
+
+    Raises:
+        `UnknownModelError`: when the name is none of them; the message lists the names available.
+
+    Example:
+        >>> normalize_name("Kvasir_Instrument"), normalize_name("My-Model", custom=["my-model"])
+        ('kvasir-instrument', 'my-model')
+    """
+    custom = list(custom)
+    try:
+        return normalize_benchmark_name(name)
+    except ValueError:
+        pass
+    if isinstance(name, str) and name.strip().lower() in custom:
+        return name.strip().lower()
+    available = ", ".join(list(BENCHMARKS) + [c for c in custom if c not in BENCHMARKS])
+    raise UnknownModelError(f"Unknown model {name!r}. Choose one of: {available} (case-insensitive).")
 
 
 def parse_model_config(text: Optional[str]) -> Dict[str, str]:
@@ -64,7 +101,8 @@ def parse_model_config(text: Optional[str]) -> Dict[str, str]:
             Empty values (and JSON `null`) mean "not configured"; keys starting with `_` are comments.
 
     Returns:
-        `dict[str, str]`: benchmark key -> repo id (optionally `@revision`) or local folder.
+        `dict[str, str]`: model key (`model_key`: a benchmark key or a custom name) -> repo id (optionally
+        `@revision`) or local folder.
 
     Example:
         >>> parse_model_config("busi=org/gms-busi, GlaS=org/gms-glas@v2")
@@ -100,7 +138,7 @@ def parse_model_config(text: Optional[str]) -> Dict[str, str]:
             raise ValueError(f"GMS_MODELS value for {key!r} must be a repo id or folder, got {value!r}.")
         if value is None or not value.strip():
             continue
-        config[normalize_name(str(key))] = value.strip()
+        config[model_key(str(key))] = value.strip()
     return config
 
 

@@ -2,8 +2,9 @@
 the model card, and the batch zip + CSV.
 
 Every function here is pure (arrays or text in, arrays, text or files out), so app.py only wires components
-to them. Extension points for what comes next are explicit arguments: `preview_image(frame=...)`,
-`stats_table_html(area_mm2=..., mean_uncertainty=..., classes=...)`.
+to them. Multi-class results use one colour per class (`class_colors`, `overlay_label_map`, `legend_html`);
+these have the signatures of `gms_hub.visualize.label_colors` / `overlay_labels`, so the page can switch to
+that module once it exists.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gms_hub.image_io import DEFAULT_MAX_PIXELS
-from space.results import display_image, probability_image, read_upload
+from space.results import display_image, probability_image, read_upload_frame
 from gms_hub.processing import to_float_rgb
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,13 @@ __all__ = [
     "BATCH_COLUMNS",
     "ClassRow",
     "DEFAULT_OPACITY",
+    "class_colors",
     "colormap_lut",
     "heatmap_with_colorbar",
+    "legend_html",
     "model_card_markdown",
     "overlay_image",
+    "overlay_label_map",
     "preview_image",
     "stats_table_html",
     "write_batch_outputs",
@@ -45,6 +49,12 @@ DEFAULT_OPACITY = 0.45
 """Opacity of the mask fill over the image (the outline is always solid); the `/segment` overlay uses it."""
 
 OVERLAY_COLOR = (255, 48, 48)
+
+CLASS_COLORS = (
+    OVERLAY_COLOR, (48, 144, 255), (255, 204, 0), (0, 200, 120), (220, 80, 255), (0, 220, 230), (255, 140, 0),
+)
+"""Overlay colours of classes 1..7 (the multi-class coding's limit): class 1 keeps the binary red, the others are
+far apart in hue and bright enough to read over gray scans."""
 
 BATCH_COLUMNS = (
     "file", "mask", "model", "source_kind", "threshold", "area_px", "area_percent", "height", "width", "seconds", "error",
@@ -63,24 +73,22 @@ def preview_image(path: PathLike, frame: int = 0, max_pixels: int = DEFAULT_MAX_
 
     Args:
         path (`str` or `os.PathLike`): the uploaded file.
-        frame (`int`, defaults to 0): frame (or slice) to show. Only single-frame formats are read today, so
-            only 0 is accepted; volumes will pass their slice index here.
+        frame (`int`, defaults to 0): frame (DICOM) or slice (NIfTI volume) to show, counted from 0; an ordinary
+            image has frame 0 only.
         max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted width x height.
 
     Returns:
         `np.ndarray`: (h, w, 3) uint8.
 
     Raises:
-        `InputError` for an unreadable upload, `ValueError` for a frame that does not exist.
+        `InputError` for an unreadable upload or a frame that does not exist.
 
     Example:
         >>> preview_image("examples/ultrasound_16bit.png").dtype
         dtype('uint8')
     """
-    if int(frame) != 0:
-        raise ValueError(f"This file has a single frame; frame must be 0, got {frame}.")
-    image = read_upload(path, max_pixels=max_pixels)
-    return display_image(to_float_rgb(image))  # (h, w, 3) uint8
+    upload = read_upload_frame(path, frame=frame, max_pixels=max_pixels)
+    return display_image(to_float_rgb(upload.image, value_range=upload.value_range))  # (h, w, 3) uint8
 
 
 def _resize_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -120,6 +128,78 @@ def overlay_image(
     interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     out[mask & ~interior] = color_arr
     return np.rint(out).astype(np.uint8)
+
+
+def class_colors(num_classes: int) -> List[Tuple[int, int, int]]:
+    """RGB overlay colours of classes 1..`num_classes` (same signature as `gms_hub.visualize.label_colors`).
+
+    Example:
+        >>> class_colors(2)
+        [(255, 48, 48), (48, 144, 255)]
+    """
+    if not 1 <= int(num_classes) <= len(CLASS_COLORS):
+        raise ValueError(f"num_classes must be 1..{len(CLASS_COLORS)}, got {num_classes}.")
+    return list(CLASS_COLORS[: int(num_classes)])
+
+
+def overlay_label_map(
+    image: np.ndarray, labels: np.ndarray, colors: Optional[Sequence[Tuple[int, int, int]]] = None,
+    opacity: float = DEFAULT_OPACITY,
+) -> np.ndarray:
+    """Blend each class of a label map in its own colour (fill of the given opacity, solid outline) onto a preview.
+
+    Same signature as `gms_hub.visualize.overlay_labels`. A bool mask is class 1 (the binary overlay).
+
+    Args:
+        image (`np.ndarray`): (h, w, 3) uint8 preview.
+        labels (`np.ndarray`): (H, W) label map with values 0..K (0 = background), any size (nearest neighbour).
+        colors (`Sequence`, *optional*): RGB of classes 1..K; defaults to `class_colors(K)`.
+        opacity (`float`, defaults to `DEFAULT_OPACITY`): fill opacity in [0, 1].
+
+    Returns:
+        `np.ndarray`: (h, w, 3) uint8.
+
+    Example:
+        >>> overlay_label_map(np.zeros((2, 2, 3), np.uint8), np.array([[0, 1], [2, 2]]), opacity=1.0)[1, 0].tolist()
+        [48, 144, 255]
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be an (H, W) label map, got shape {labels.shape}.")
+    labels = labels.astype(np.uint8)
+    if labels.shape != image.shape[:2]:
+        labels = np.asarray(Image.fromarray(labels).resize((image.shape[1], image.shape[0]), Image.NEAREST))
+    num_classes = int(labels.max(initial=0))
+    if colors is None:
+        colors = class_colors(max(num_classes, 1))
+    if num_classes > len(colors):
+        raise ValueError(f"The label map has class {num_classes} but only {len(colors)} colours were given.")
+    out = image
+    for index in range(1, num_classes + 1):
+        if (labels == index).any():
+            out = overlay_image(out, labels == index, opacity, tuple(colors[index - 1]))
+    return out if out is not image else image.copy()
+
+
+def legend_html(names: Sequence[str], colors: Sequence[Tuple[int, int, int]]) -> str:
+    """A one-line legend of class colours for the page (HTML, names escaped; themed by gradio's CSS variables).
+
+    Args:
+        names (`Sequence[str]`): names of classes 1..K.
+        colors (`Sequence`): their RGB colours, as `class_colors(K)`.
+
+    Example:
+        >>> "benign" in legend_html(["benign"], [(255, 48, 48)])
+        True
+    """
+    items = []
+    for name, (r, g, b) in zip(names, colors):
+        items.append(
+            '<span class="gms-legend-item" style="display:inline-flex;align-items:center;margin:0 12px 4px 0">'
+            f'<span style="display:inline-block;width:1em;height:1em;margin-right:6px;background:rgb({int(r)},{int(g)},{int(b)});'
+            f'border:1px solid var(--border-color-primary)"></span>{html.escape(str(name))}</span>'
+        )
+    return f'<div class="gms-legend" style="color:var(--body-text-color);font-size:var(--text-md)">{"".join(items)}</div>'
 
 
 @lru_cache(maxsize=4)
@@ -258,6 +338,7 @@ def stats_table_html(
     area_mm2: Optional[float] = None,
     mean_uncertainty: Optional[float] = None,
     classes: Sequence[ClassRow] = (),
+    frame: Optional[Tuple[int, int]] = None,
 ) -> str:
     """The result as a small two-column HTML table (styled with gradio's CSS variables, so dark mode works).
 
@@ -269,6 +350,7 @@ def stats_table_html(
         area_mm2 (`float`, *optional*): area in mm² (only when the pixel spacing is known).
         mean_uncertainty (`float`, *optional*): mean uncertainty inside the mask (only when it was computed).
         classes (`Sequence[ClassRow]`, defaults to `()`): per-class rows for multi-class models.
+        frame (`tuple(int, int)`, *optional*): (frame number from 1, frame count) of a DICOM/NIfTI file with several.
 
     Returns:
         `str`: HTML; every value is escaped.
@@ -298,6 +380,8 @@ def stats_table_html(
         rows.append((f"{swatch}{html.escape(row.name)}", html.escape(text), True))
     if mean_uncertainty is not None:
         rows.append(("Mean uncertainty in mask", f"{float(mean_uncertainty):.3f}"))
+    if frame is not None:
+        rows.append(("Frame / slice", f"{int(frame[0])} of {int(frame[1])}"))
     if "height" in stats and "width" in stats:
         rows.append(("Image size", f"{int(stats['width'])} × {int(stats['height'])} px"))
     if "threshold" in stats:

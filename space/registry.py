@@ -1,6 +1,8 @@
-"""Which model serves each benchmark in the Space, loaded lazily once and cached.
+"""Which model serves each name of the Space's dropdown, loaded lazily once and cached.
 
-Resolution order for every benchmark (first that loads wins):
+The names are the five benchmarks plus any other name configured in `GMS_MODELS` (`my-model=org/repo`); such a
+custom name is served by its configured model only (no fallback: a visitor who picks it must get that model or
+an error). Resolution order for every benchmark (first that loads wins):
 1. a configured model: `GMS_MODELS` (JSON object or `busi=org/gms-busi,bus=...`) over the config file
    (`app_models.json`); a value is anything `gms_hub.load_model` accepts, usually a Hub repo id (optionally
    `@revision`) or a local folder;
@@ -31,7 +33,7 @@ from gms_hub.benchmarks import BENCHMARKS
 from gms_hub.reference import reference_checkpoint_path
 from gms_hub.resolver import ModelSpec, classify_spec
 
-from .config import DEMO_LABEL, UnknownModelError, load_model_config, network_available, normalize_name
+from .config import DEMO_LABEL, load_model_config, model_key, network_available, normalize_name
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +114,9 @@ class ModelRegistry:
     """Resolves, loads (once, lazily, one lock per model) and runs the Space's models.
 
     Args:
-        hub_models (`Mapping[str, str]`, *optional*): benchmark key -> a model spec for `gms_hub.load_model`, usually a
-            Hub repo id (`@revision` allowed) or a folder. Each is classified here, so a malformed one fails at startup.
+        hub_models (`Mapping[str, str]`, *optional*): model name (a benchmark or a custom name, see
+            `space.config.model_key`) -> a model spec for `gms_hub.load_model`, usually a Hub repo id (`@revision`
+            allowed) or a folder. Each is classified here, so a malformed one fails at startup.
         online (`bool`, defaults to `False`): whether Hub/GitHub downloads may be attempted.
         demo_model_path (`str` or `os.PathLike`, *optional*): folder of the offline demo model.
         device (`str`, *optional*): `"cuda"` when available, else `"cpu"`.
@@ -138,7 +141,7 @@ class ModelRegistry:
     ):
         if precision not in ("auto", "fp32"):
             raise ValueError(f"precision must be 'auto' or 'fp32', got {precision!r}.")
-        self.hub_models = {normalize_name(k): v for k, v in (hub_models or {}).items()}
+        self.hub_models = {model_key(k): v for k, v in (hub_models or {}).items()}
         self._configured: Dict[str, ModelSource] = {}
         for key, value in self.hub_models.items():
             try:
@@ -151,7 +154,7 @@ class ModelRegistry:
         self.precision = precision
         self.check_images = list(check_images or [])
         self._lock = threading.Lock()
-        self._name_locks: Dict[str, threading.Lock] = {key: threading.Lock() for key in BENCHMARKS}
+        self._name_locks: Dict[str, threading.Lock] = {key: threading.Lock() for key in self.names()}
         self._source_locks: Dict[ModelSource, threading.Lock] = {}
         self._by_source: Dict[ModelSource, LoadedModel] = {}
         self._serving: Dict[str, LoadedModel] = {}
@@ -181,6 +184,30 @@ class ModelRegistry:
             check_images=check_images,
         )
 
+    # ------------------------------------------------------------------ names
+    @property
+    def custom_names(self) -> List[str]:
+        """Configured model names that are not benchmarks, in configuration order."""
+        return [key for key in self.hub_models if key not in BENCHMARKS]
+
+    def names(self) -> List[str]:
+        """Every name the Space serves: the benchmarks (paper's order), then the custom names."""
+        return list(BENCHMARKS) + self.custom_names
+
+    def normalize(self, name: object) -> str:
+        """`name` as a key of `names()`; `UnknownModelError` listing the available names otherwise.
+
+        Example:
+            >>> ModelRegistry({"my-model": "org/repo"}).normalize("My-Model")
+            'my-model'
+        """
+        return normalize_name(name, self.custom_names)
+
+    def label(self, name: object) -> str:
+        """Readable name: the benchmark's label, or the custom name itself."""
+        key = self.normalize(name)
+        return BENCHMARKS.get(key, key)
+
     # ------------------------------------------------------------------ resolution
     def candidates(self, name: str) -> List[ModelSource]:
         """The sources that may serve `name`, in resolution order (sources that cannot work here are left out).
@@ -189,11 +216,13 @@ class ModelRegistry:
             >>> [s.kind for s in ModelRegistry(demo_model_path=DEMO_MODEL_PATH).candidates("busi")]
             ['demo']
         """
-        key = normalize_name(name)
+        key = self.normalize(name)
         sources: List[ModelSource] = []
         if key in self._configured:
             # A Hub repo stays a candidate offline: it may be in the Hub cache (`local_files_only`).
             sources.append(self._configured[key])
+        if key not in BENCHMARKS:
+            return sources  # a custom name has no reference checkpoint, and the demo model is not it
         if self.online or reference_checkpoint_path(key).is_file():
             sources.append(ModelSource("reference", key))
         if self.demo_model_path is not None and (self.demo_model_path / "config.json").is_file():
@@ -202,19 +231,19 @@ class ModelRegistry:
 
     def serving(self, name: str) -> Optional[LoadedModel]:
         """The model already serving `name`, or `None` before its first use (nothing is loaded here)."""
-        return self._serving.get(normalize_name(name))
+        return self._serving.get(self.normalize(name))
 
     def describe(self, name: str) -> str:
         """Which source serves `name` (once loaded) or will be tried first (before)."""
-        key = normalize_name(name)
+        key = self.normalize(name)
         loaded = self._serving.get(key)
         if loaded is not None:
             precision = "float16" if loaded.dtype == torch.float16 else "float32"
-            return f"{BENCHMARKS[key]}: served by {loaded.source.label} ({loaded.device.type}, {precision})."
+            return f"{self.label(key)}: served by {loaded.source.label} ({loaded.device.type}, {precision})."
         candidates = self.candidates(key)
         if not candidates:
-            return f"{BENCHMARKS[key]}: no model available ({self._nothing_to_load_hint()})."
-        return f"{BENCHMARKS[key]}: will be served by {candidates[0].label} (loaded on first use)."
+            return f"{self.label(key)}: no model available ({self._nothing_to_load_hint()})."
+        return f"{self.label(key)}: will be served by {candidates[0].label} (loaded on first use)."
 
     def _nothing_to_load_hint(self) -> str:
         where = self.demo_model_path if self.demo_model_path is not None else "gms_hub.DEMO_MODEL_PATH"
@@ -230,7 +259,7 @@ class ModelRegistry:
         Raises:
             `UnknownModelError` for an unknown name, `ModelUnavailableError` when no source loads.
         """
-        key = normalize_name(name)
+        key = self.normalize(name)
         loaded = self._serving.get(key)
         if loaded is not None:
             return loaded
@@ -245,11 +274,11 @@ class ModelRegistry:
                     logger.warning("Could not load %s for %s: %s", source.label, key, err)
                     tried.append(f"{source.label}: {type(err).__name__}: {err}")
                     continue
-                logger.info("%s is served by %s.", BENCHMARKS[key], source.label)
+                logger.info("%s is served by %s.", self.label(key), source.label)
                 self._serving[key] = loaded
                 return loaded
             detail = "; ".join(tried) if tried else self._nothing_to_load_hint()
-            raise ModelUnavailableError(f"No model could be loaded for {BENCHMARKS[key]}: {detail}.")
+            raise ModelUnavailableError(f"No model could be loaded for {self.label(key)}: {detail}.")
 
     def _load_source(self, source: ModelSource) -> LoadedModel:
         with self._lock:
@@ -291,12 +320,15 @@ class ModelRegistry:
         return half, torch.float16
 
     # ------------------------------------------------------------------ inference
-    def prepare(self, name: str, image) -> PreparedInput:
+    def prepare(self, name: str, image, value_range: Optional[Tuple[float, float]] = None) -> PreparedInput:
         """Load the model for `name` if needed and preprocess `image` for it (CPU work, no forward pass).
 
         Args:
             name (`str`): benchmark key or label.
-            image (`PIL.Image.Image` or `np.ndarray`): any mode the library reads (8/16-bit, gray, RGB, RGBA).
+            image (`PIL.Image.Image` or `np.ndarray`): any mode the library reads (8/16-bit, gray, RGB, RGBA), or a
+                DICOM/NIfTI frame from `gms_hub.medical.MedicalImage.frames`.
+            value_range (`tuple(float, float)`, *optional*): the intensities mapped to 0 and 1 (a medical frame's
+                `MedicalImage.value_range`); by default the library's rule for the image's dtype.
 
         Returns:
             `PreparedInput`.
@@ -306,19 +338,51 @@ class ModelRegistry:
         from .results import display_image
 
         loaded = self.get(name)
-        rgb = to_float_rgb(image)  # (H, W, 3) in [0, 1]: the library's intensity rule
+        rgb = to_float_rgb(image, value_range=value_range)  # (H, W, 3) in [0, 1]: the library's intensity rule
         display = display_image(rgb)
         # value_range=(0, 1) makes preprocess's own to_float_rgb the identity on `rgb`.
         pixel_values, sizes = preprocess([rgb], loaded.image_size, value_range=(0.0, 1.0))  # (1, 3, S, S)
         del rgb
         return PreparedInput(pixel_values=pixel_values, size=sizes[0], display=display)
 
+    def class_names(self, name: str) -> Dict[int, str]:
+        """`id2label` of the model serving `name` (loading it if needed): {0: "background", 1: ...}.
+
+        A model without `id2label` (a binary GMS written before multi-class existed) is binary:
+        `{0: "background", 1: "foreground"}`.
+        """
+        model = self.get(name).model
+        id2label = getattr(model, "id2label", None) or {0: "background", 1: "foreground"}
+        return {int(k): str(v) for k, v in id2label.items()}
+
     @torch.inference_mode()
-    def mask_probabilities(self, name: str, pixel_values: torch.Tensor) -> np.ndarray:
-        """Run the model for `name` on prepared pixel values (1, 3, S, S); returns float32 probabilities (S, S)."""
+    def mask_probabilities(
+        self, name: str, pixel_values: torch.Tensor, num_samples: int = 0, tta: bool = False, seed: Optional[int] = None
+    ) -> np.ndarray:
+        """Run the model for `name` on prepared pixel values (1, 3, S, S).
+
+        Args:
+            name (`str`): model name.
+            pixel_values (`torch.Tensor`): (1, 3, S, S) in [-1, 1], from `prepare`.
+            num_samples (`int`, defaults to 0): posterior samples (`gms_hub.uncertainty.predict_probabilities`);
+                0 with `tta=False` is the paper's single pass, bit for bit.
+            tta (`bool`, defaults to `False`): also average over the flips and quarter turns.
+            seed (`int`, *optional*): seed of the posterior noise (the same seed gives the same maps).
+
+        Returns:
+            `np.ndarray`: float32 (S, S) foreground probabilities for a binary model, (K+1, S, S) class
+            probabilities (background first) for a model with K > 1 classes.
+        """
+        from gms_hub.uncertainty import predict_probabilities
+
         loaded = self.get(name)
-        probs = loaded.model(pixel_values.to(loaded.device, loaded.dtype)).mask_probs  # (1, 1, S, S)
-        return probs[0, 0].float().cpu().numpy()
+        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        probs = predict_probabilities(
+            loaded.model, pixel_values.to(loaded.device, loaded.dtype), num_samples=int(num_samples), tta=bool(tta),
+            generator=generator,
+        )  # (1, C, S, S): C = 1 (binary) or K + 1
+        probs = probs[0].float().cpu().numpy()  # (C, S, S)
+        return probs[0] if probs.shape[0] == 1 else probs
 
 
 @torch.inference_mode()

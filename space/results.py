@@ -1,21 +1,25 @@
 """Image in and results out for the Space (app.py): upload reading, masks, overlays, statistics.
 
 Everything here is pure and model-free, so the Gradio layer only wires components to these functions and
-turns `InputError` into `gr.Error`. Reading files is the library's `gms_hub.image_io.read_image`; this
-module only words its errors for someone uploading.
+turns `InputError` into `gr.Error`. Reading files is the library's `gms_hub.image_io.read_image` (PNG, JPEG,
+BMP, TIFF) and `read_medical_image` (DICOM, NIfTI); this module only words their errors for someone uploading
+and picks the frame (or slice) to segment. Nothing here reads or returns patient attributes: an upload's
+`MedicalImage.dataset` is only handed on to `write_dicom_seg`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from gms_hub.image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
+from gms_hub.image_io import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageReadError, read_image, read_medical_image
+from gms_hub.medical import MedicalImageError, detect_medical_format, pixel_area_mm2
 from gms_hub.processing import resize_bilinear, resize_probabilities
 
 logger = logging.getLogger(__name__)
@@ -23,12 +27,18 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DISPLAY_MAX_SIDE",
     "InputError",
+    "UploadFrame",
     "check_threshold",
+    "class_stats",
     "display_image",
+    "labels_from_probabilities",
     "mask_from_probabilities",
     "mask_stats",
+    "mean_inside",
     "probability_image",
     "read_upload",
+    "read_upload_frame",
+    "uncertainty_from_probabilities",
 ]
 
 
@@ -44,11 +54,105 @@ def read_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_M
         (128, 128)
     """
     if path is None or str(path) == "":
-        raise InputError("No image was uploaded. Upload a PNG, JPEG, BMP or TIFF image, or click an example.")
+        raise InputError(
+            "No image was uploaded. Upload a PNG, JPEG, BMP or TIFF image, a DICOM file or a NIfTI image, or click an example."
+        )
     try:
         return read_image(path, max_pixels=max_pixels)
     except ImageReadError as err:
         raise InputError(str(err)) from None
+
+
+@dataclass
+class UploadFrame:
+    """One frame of an upload, ready for `ModelRegistry.prepare(name, image, value_range)`.
+
+    Attributes:
+        image (`PIL.Image.Image` or `np.ndarray`): the picture (a DICOM/NIfTI frame is float32 in [0, 1]).
+        value_range (`tuple(float, float)` or `None`): what to pass to `to_float_rgb` (`None`: the image rule).
+        kind (`str`): `"image"`, `"dicom"` or `"nifti"`.
+        frame (`int`): the frame (or slice) index, counted from 0.
+        num_frames (`int`): frames (DICOM) or slices (NIfTI volume) in the file; 1 for an image.
+        spacing (`tuple(float, float)` or `None`): pixel size in mm along rows and columns, where the file says.
+        medical (`MedicalImage` or `None`): the opened scan (for a DICOM SEG); holds patient data, never show it.
+    """
+
+    image: Any
+    value_range: Optional[Tuple[float, float]]
+    kind: str
+    frame: int = 0
+    num_frames: int = 1
+    spacing: Optional[Tuple[float, float]] = None
+    medical: Any = field(default=None, repr=False)
+
+    @property
+    def pixel_area_mm2(self) -> Optional[float]:
+        """Area of one pixel in mm², or `None` when the spacing is unknown."""
+        return pixel_area_mm2(self.spacing)
+
+
+def read_upload_frame(
+    path: Optional["os.PathLike | str"], frame: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> UploadFrame:
+    """Read one frame of an upload: an image file (frame 0), or a frame/slice of a DICOM or NIfTI file.
+
+    DICOM is recognised by `.dcm`/`.dicom` or the `DICM` preamble (extensionless exports), NIfTI by `.nii` and
+    `.nii.gz`; only the requested frame is decoded.
+
+    Args:
+        path (`str` or `os.PathLike`): the uploaded file.
+        frame (`int`, defaults to 0): frame or slice, counted from 0.
+        max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted rows x columns.
+
+    Returns:
+        `UploadFrame`.
+
+    Raises:
+        `InputError`: unreadable file, or a frame that the file does not have (the message says what to do).
+
+    Example:
+        >>> read_upload_frame("scan.nii.gz", frame=2).num_frames
+        5
+    """
+    try:
+        frame = int(frame)
+    except (TypeError, ValueError):
+        raise InputError(f"The frame must be a whole number, got {frame!r}.") from None
+    if path is None or str(path) == "" or detect_medical_format(path) is None:
+        image = read_upload(path, max_pixels=max_pixels)
+        if frame != 0:
+            raise InputError(f"'{os.path.basename(str(path))}' has a single frame; ask for frame 1, not {frame + 1}.")
+        return UploadFrame(image=image, value_range=None, kind="image")
+    try:
+        scan = read_medical_image(path)
+    except (MedicalImageError, FileNotFoundError) as err:
+        raise InputError(str(err)) from None
+    name = os.path.basename(str(path))
+    rows, cols = (scan.shape[1], scan.shape[2]) if scan.kind == "dicom" else _frame_shape(scan)
+    if rows * cols > max_pixels:
+        raise InputError(f"'{name}' has {cols}x{rows} = {rows * cols / 1e6:.1f} megapixel frames; the limit is "
+                         f"{max_pixels / 1e6:g} megapixels. Downscale it.")
+    if min(rows, cols) < MIN_SIDE:
+        raise InputError(f"'{name}' has {cols}x{rows} pixel frames; each side must be at least {MIN_SIDE} pixels.")
+    if not 0 <= frame < scan.num_frames:
+        raise InputError(f"'{name}' has {scan.num_frames} frame(s); frame {frame + 1} does not exist. "
+                         f"Choose 1 to {scan.num_frames}.")
+    try:
+        pixels = scan.frames[frame]  # (H, W) or (H, W, 3) float32 in [0, 1]
+    except MedicalImageError as err:
+        raise InputError(str(err)) from None
+    return UploadFrame(image=pixels, value_range=scan.value_range, kind=scan.kind, frame=frame,
+                       num_frames=scan.num_frames, spacing=scan.spacing, medical=scan)
+
+
+def _frame_shape(scan) -> Tuple[int, int]:
+    """(rows, columns) of a NIfTI frame: the data shape without the slice axis (and trailing singletons)."""
+    shape = [int(n) for n in scan.shape]
+    while len(shape) > 2 and shape[-1] == 1:
+        shape.pop()
+    if scan.slice_axis is not None and len(shape) == 3:
+        shape.pop(scan.slice_axis)
+    return shape[0], shape[1]
 
 
 DISPLAY_MAX_SIDE = 1024
@@ -140,3 +244,83 @@ def mask_stats(mask: np.ndarray) -> Dict[str, float]:
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),
     }
+
+
+def labels_from_probabilities(probs: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Label map of a multi-class result: the arg-max of the class probabilities resized bilinearly to `size`.
+
+    Args:
+        probs (`np.ndarray`): (K+1, S, S) class probabilities (background first) at the model's resolution.
+        size (`tuple(int, int)`): the input's (H, W).
+
+    Returns:
+        `np.ndarray`: (H, W) uint8 with values 0..K (the library's rule for multi-class `segment`).
+
+    Example:
+        >>> labels_from_probabilities(np.stack([np.full((8, 8), 0.2), np.full((8, 8), 0.8)]), (4, 6)).max()
+        1
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))[None]  # (1, K+1, S, S)
+    full = resize_bilinear(tensor, tuple(size))[0]  # (K+1, H, W)
+    return full.argmax(dim=0).to(torch.uint8).numpy()
+
+
+def uncertainty_from_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Normalised predictive entropy in [0, 1] at the model's resolution (`gms_hub.uncertainty.predictive_entropy`).
+
+    Args:
+        probs (`np.ndarray`): (S, S) foreground probability, or (K+1, S, S) class probabilities.
+
+    Returns:
+        `np.ndarray`: (S, S) float32.
+    """
+    from gms_hub.uncertainty import predictive_entropy
+
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim == 3:
+        return np.asarray(predictive_entropy(probs, num_classes=probs.shape[0] - 1), dtype=np.float32)
+    return np.asarray(predictive_entropy(probs), dtype=np.float32)
+
+
+def mean_inside(values: np.ndarray, mask: np.ndarray) -> Optional[float]:
+    """Mean of a model-resolution map (S, S) inside a mask at the input's size (H, W); `None` for an empty mask.
+
+    The map is resized bilinearly to the mask's size first, as `GMS.segment` resizes its uncertainty maps.
+
+    Example:
+        >>> mean_inside(np.full((8, 8), 0.25, np.float32), np.ones((3, 5), bool))
+        0.25
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return None
+    full = resize_probabilities(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), mask.shape)  # (H, W)
+    return round(float(full.numpy()[mask].mean()), 4)
+
+
+def class_stats(labels: np.ndarray, id2label: Mapping[int, str], pixel_area: Optional[float] = None) -> List[Dict]:
+    """Area of each foreground class of a label map: name, pixels, percent, and mm² where the spacing is known.
+
+    Args:
+        labels (`np.ndarray`): (H, W) label map with values 0..K.
+        id2label (`Mapping[int, str]`): class names, 0 = background (left out).
+        pixel_area (`float`, *optional*): mm² of one pixel.
+
+    Returns:
+        `list[dict]`: one dict per foreground class, in label order.
+
+    Example:
+        >>> class_stats(np.array([[0, 1], [2, 2]]), {0: "background", 1: "benign", 2: "malignant"})[1]["area_px"]
+        2
+    """
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=max(id2label) + 1)
+    total = int(np.asarray(labels).size)
+    rows = []
+    for index in sorted(k for k in id2label if k > 0):
+        area = int(counts[index])
+        row = {"label": index, "name": str(id2label[index]), "area_px": area,
+               "area_percent": round(100.0 * area / total, 4) if total else 0.0}
+        if pixel_area is not None:
+            row["area_mm2"] = round(area * pixel_area, 3)
+        rows.append(row)
+    return rows

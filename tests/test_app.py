@@ -218,7 +218,7 @@ def app_module(tiny_model_dir, tmp_path, monkeypatch):
 
 def test_threshold_change_reuses_cached_probabilities(app_module, tiny_model, monkeypatch):
     path = ROOT / "examples" / "histology.png"
-    *_, stats, result = app_module.segment(str(path), "glas", 0.5)
+    result = app_module.segment_page(str(path), "glas", 0.5)
 
     def no_model(*args, **kwargs):
         raise AssertionError("re-thresholding must not run the model")
@@ -263,8 +263,27 @@ def test_parse_model_config_formats():
     assert parse_model_config("") == {}
     with pytest.raises(ValueError, match="not name=repo"):
         parse_model_config("org/gms-busi")
-    with pytest.raises(ValueError, match="Unknown model 'lits'"):
-        parse_model_config("lits=org/gms-lits")
+    # any other name is a model of its own (a dropdown entry), stored in lower case
+    assert parse_model_config("My-Model=org/mine,busi=org/b") == {"my-model": "org/mine", "busi": "org/b"}
+    with pytest.raises(ValueError, match="'my model!' is not usable"):
+        parse_model_config("my model!=org/gms-lits")
+
+
+def test_custom_model_names_are_served_by_their_model_only(tiny_model_dir, tmp_path):
+    from space.config import UnknownModelError
+    from space.registry import ModelRegistry, ModelUnavailableError
+
+    registry = ModelRegistry({"My-Model": str(tiny_model_dir), "broken": str(tmp_path)}, online=False,
+                             demo_model_path=tiny_model_dir, device="cpu")
+    assert registry.names() == ["bus", "busi", "glas", "ham10000", "kvasir-instrument", "my-model", "broken"]
+    assert registry.normalize("MY-MODEL") == "my-model" and registry.label("my-model") == "my-model"
+    assert [s.kind for s in registry.candidates("my-model")] == ["local"]  # no reference, no demo fallback
+    assert registry.get("my-model").source.kind == "local"
+    with pytest.raises(UnknownModelError, match="Choose one of: bus, busi, glas, ham10000, kvasir-instrument, "
+                                                "my-model, broken"):
+        registry.normalize("lits")
+    with pytest.raises((ModelUnavailableError, ValueError)):
+        registry.get("broken")  # an empty folder: an error, not the demo model
 
 
 def test_config_file_is_overridden_by_env_value(tmp_path):
@@ -448,3 +467,184 @@ def test_old_results_are_pruned(app_module):
               "stem": "x", "model": "busi", "source": "s", "source_kind": "demo", "device": "cpu", "precision": "float32"}
     overlay, mask_path, stats = app_module.rethreshold(result, 0.5)
     assert not stale.exists() and Path(mask_path).is_file() and stats["area_px"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- uncertainty
+def _segment_uncertainty(client, path, model="busi", threshold=0.5, num_samples=0, tta=False, seed=0, frame=1):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), model, threshold, num_samples, tta, seed, frame,
+                          api_name="/segment_uncertainty")
+
+
+def test_segment_uncertainty_api_is_documented(client):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/segment_uncertainty"]
+    assert [p["parameter_name"] for p in info["parameters"]] == [
+        "image_file", "model_name", "threshold", "num_samples", "tta", "seed", "frame"]
+    assert len(info["returns"]) == 5  # overlay, mask PNG, probability map, uncertainty map PNG, stats
+
+
+def test_segment_uncertainty_api_matches_the_library_and_is_seeded(client, tiny_model, tmp_path):
+    path = _write(tmp_path / "gray.png", _noise(45, 38, 1, seed=3), "PNG")
+    overlay, mask_path, prob_path, unc_path, stats = _segment_uncertainty(client, path, num_samples=3, tta=True, seed=7)
+    with Image.open(path) as image:
+        mask, uncertainty = tiny_model.segment(image.copy(), num_samples=3, tta=True, return_uncertainty=True,
+                                               generator=torch.Generator().manual_seed(7))
+    np.testing.assert_array_equal(np.asarray(Image.open(mask_path)) == 255, mask)
+    with Image.open(unc_path) as image:
+        assert image.size == (38, 45) and image.mode.startswith("I")  # 16-bit PNG at the input's size
+        served = np.asarray(image, dtype=np.float64) / 65535.0
+    np.testing.assert_allclose(served, uncertainty, atol=1e-4)
+    assert stats["num_samples"] == 3 and stats["tta"] is True
+    expected_mean = float(uncertainty[mask].mean()) if mask.any() else None
+    assert stats["mean_uncertainty"] == (pytest.approx(expected_mean, abs=1e-3) if mask.any() else None)
+    again = _segment_uncertainty(client, path, num_samples=3, tta=True, seed=7)
+    np.testing.assert_array_equal(np.asarray(Image.open(again[3])), np.asarray(Image.open(unc_path)))
+    other = _segment_uncertainty(client, path, num_samples=3, tta=False, seed=8)
+    assert not np.array_equal(np.asarray(Image.open(other[3])), np.asarray(Image.open(unc_path)))
+
+
+def test_segment_uncertainty_api_rejects_bad_settings(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    path = _write(tmp_path / "gray.png", _noise(24, 24, 1), "PNG")
+    with pytest.raises(AppError, match="16"):  # the slider's own bound
+        _segment_uncertainty(client, path, num_samples=17)
+    with pytest.raises(AppError, match="single frame"):
+        _segment_uncertainty(client, path, frame=2)
+    with pytest.raises(AppError, match="counted from 1"):
+        _segment_uncertainty(client, path, frame=0)
+
+
+# ---------------------------------------------------------------------------------------------- DICOM and NIfTI
+@pytest.fixture(scope="module")
+def medical_files(tmp_path_factory):
+    """A CT slice with spacing 0.5 x 0.75 mm, an extensionless 4-frame cine DICOM, a 5-slice NIfTI volume."""
+    import nibabel as nib
+
+    from _medical_utils import ct_slices, write_dicom
+
+    folder = tmp_path_factory.mktemp("medical")
+    ct = ct_slices(1)[0]  # 16 x 12 pixels
+    ct.save_as(folder / "ct.dcm", enforce_file_format=True)
+    rng = np.random.default_rng(1)
+    write_dicom(folder / "cine", rng.integers(0, 256, (4, 32, 40)).astype(np.uint8), modality="US",
+                frame_of_reference=False)
+    volume = rng.normal(100, 30, (36, 44, 5)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.diag([0.7, 0.9, 2.5, 1.0])), folder / "volume.nii.gz")
+    return {"ct": folder / "ct.dcm", "cine": folder / "cine", "nifti": folder / "volume.nii.gz"}
+
+
+def _library_mask(model, path, frame):
+    from gms_hub.image_io import read_medical_image
+
+    scan = read_medical_image(path)
+    return model.segment(scan.frames[frame], value_range=scan.value_range), scan
+
+
+@pytest.mark.parametrize("name, frame, pixel_mm2", [("ct", 1, 0.5 * 0.75), ("cine", 3, None), ("nifti", 4, 0.7 * 0.9)])
+def test_medical_uploads_segment_the_chosen_frame(client, tiny_model, medical_files, name, frame, pixel_mm2):
+    path = medical_files[name]
+    _, mask_path, _, _, stats = _segment_uncertainty(client, path, frame=frame)
+    expected, scan = _library_mask(tiny_model, path, frame - 1)
+    mask = np.asarray(Image.open(mask_path)) == 255
+    np.testing.assert_array_equal(mask, expected)
+    assert stats["area_px"] == int(expected.sum())
+    if pixel_mm2 is None:
+        assert "area_mm2" not in stats  # cine ultrasound without Pixel Spacing: no mm²
+    else:
+        assert stats["area_mm2"] == pytest.approx(stats["area_px"] * pixel_mm2, rel=1e-6)
+    if scan.num_frames > 1:
+        assert (stats["frame"], stats["num_frames"]) == (frame, scan.num_frames)
+    # /segment, unchanged, takes the first frame
+    _, first_mask, _, first_stats = _segment(client, path)
+    np.testing.assert_array_equal(np.asarray(Image.open(first_mask)) == 255, _library_mask(tiny_model, path, 0)[0])
+
+
+def test_bad_medical_files_give_clear_errors_and_keep_no_patient_data(client, server, medical_files, tmp_path):
+    import nibabel as nib
+    from gradio_client.exceptions import AppError
+    from nibabel.testing import data_path
+
+    from _medical_utils import PATIENT, dicom_dataset
+
+    truncated = tmp_path / "cut.dcm"
+    truncated.write_bytes(medical_files["ct"].read_bytes()[:-1000])
+    report = dicom_dataset()  # patient, study, series: no pixel data (as a structured report)
+    report.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    broken = tmp_path / "broken.nii"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 3), np.float32), np.eye(4)), broken)
+    raw = bytearray(broken.read_bytes())
+    raw[0:4], raw[344:348] = (999).to_bytes(4, "little"), b"xxxx"
+    broken.write_bytes(bytes(raw))
+    four_d = tmp_path / "example4d.nii.gz"
+    four_d.write_bytes((Path(data_path) / "example4d.nii.gz").read_bytes())
+    cases = [
+        (truncated, 1, "truncated"),
+        (tmp_path / "report.dcm", 1, "no Pixel Data"),
+        (broken, 1, "header cannot be read"),
+        (four_d, 1, "4D"),
+        (medical_files["nifti"], 9, "5 frame"),
+    ]
+    for path, frame, message in cases:
+        with pytest.raises(AppError, match=message):
+            _segment_uncertainty(client, path, frame=frame)
+        _, mask_path, _, stats = _segment(client, medical_files["ct"])  # the server keeps serving
+        assert Image.open(mask_path).size == (12, 16)
+    log = server.log()
+    for value in PATIENT.values():
+        assert value not in log and value.replace("^", " ") not in log
+
+
+# ---------------------------------------------------------------------------------------------- multi-class, SEG
+def test_multiclass_result_renders_one_colour_per_class_with_legend_and_areas(app_module):
+    # No multi-class GMS exists on this branch yet: a hand-made (K+1, S, S) result stands in for its probabilities.
+    from space.page import class_colors
+
+    size = 16
+    probs = np.zeros((3, size, size), np.float32)
+    probs[0] = 1.0
+    probs[:, 2:8, 2:8] = [[[0.1]], [[0.8]], [[0.1]]]  # class 1 ("benign")
+    probs[:, 10:14, 4:12] = [[[0.1]], [[0.2]], [[0.7]]]  # class 2 ("malignant")
+    display = np.full((size, size, 3), 100, np.uint8)
+    result = dict(probs=probs, uncertainty=None, id2label={0: "background", 1: "benign", 2: "malignant"},
+                  size=(size, size), display=display, stem="case", path="case.png", kind="image", frame=0,
+                  num_frames=1, pixel_area=0.25, model="my-model", source="local model folder x",
+                  source_location="x", source_kind="local", device="cpu", precision="float32", seconds=0.1)
+    app_module.registry.hub_models["my-model"] = "x"  # a configured name, for the table's label
+    overlay, _, mask_path, table, legend, *_ = app_module.update_view(result, 0.5, 1.0)
+    labels = np.asarray(Image.open(mask_path))
+    assert sorted(np.unique(labels).tolist()) == [0, 1, 2]  # an index PNG
+    assert (labels == 1).sum() == 36 and (labels == 2).sum() == 32
+    rgb = np.asarray(Image.open(overlay).convert("RGB"))
+    colors = class_colors(2)
+    assert rgb[4, 4].tolist() == list(colors[0]) and rgb[12, 8].tolist() == list(colors[1])
+    assert rgb[0, 15].tolist() == [100, 100, 100]
+    assert legend["visible"] is True
+    assert "benign" in legend["value"] and "malignant" in legend["value"] and "rgb(48,144,255)" in legend["value"]
+    assert "36 px" in table and "32 px" in table and "9.0 mm²" in table and "8.0 mm²" in table
+    assert "Threshold" not in table  # the arg-max decides, not the threshold
+
+
+def test_dicom_input_offers_a_seg_that_reads_back(app_module, tmp_path):
+    import highdicom as hd
+
+    from _medical_utils import ct_slices, write_dicom
+
+    source = ct_slices(1)[0]
+    source.save_as(tmp_path / "ct.dcm", enforce_file_format=True)
+    result = app_module.segment_page(str(tmp_path / "ct.dcm"), "busi", 0.3)
+    overlay, _, mask_path, table, _, seg_file, seg_note = app_module.update_view(result, 0.3, 0.45)
+    assert "mm²" in table
+    seg = hd.seg.segread(seg_file["value"])
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert seg.SegmentSequence[0].SegmentLabel == "foreground"
+    mask = np.asarray(Image.open(mask_path)) == 255
+    np.testing.assert_array_equal(np.asarray(seg.pixel_array).reshape(mask.shape) > 0, mask)  # one frame, one segment
+    assert seg_note["visible"] is False
+
+    rng = np.random.default_rng(0)
+    write_dicom(tmp_path / "cine.dcm", rng.integers(0, 256, (3, 16, 16)).astype(np.uint8), modality="US")
+    result = app_module.segment_page(str(tmp_path / "cine.dcm"), "busi", 0.5, frame=2)
+    *_, seg_file, seg_note = app_module.update_view(result, 0.5, 0.45)
+    assert seg_file["visible"] is False and "must cover every frame" in seg_note["value"]

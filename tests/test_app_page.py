@@ -29,7 +29,9 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    app = AppServer(tiny_model_dir, tmp_path_factory.mktemp("page_server") / "app.log")
+    # A model of its own name, beside the benchmarks: `GMS_MODELS="my-model=<folder>"`.
+    app = AppServer(tiny_model_dir, tmp_path_factory.mktemp("page_server") / "app.log",
+                    extra_env={"GMS_MODELS": f"my-model={tiny_model_dir}"})
     try:
         yield app.wait_ready(timeout_s=120)
     finally:
@@ -49,6 +51,28 @@ def images(tmp_path_factory):
     Image.fromarray(gray16).save(paths["gray16"])
     Image.fromarray(rgba, mode="RGBA").save(paths["rgba"])
     return paths
+
+
+@pytest.fixture(scope="module")
+def medical(tmp_path_factory):
+    """A 12-bit CT slice (0.6 mm pixels, HU window) and a 5-slice NIfTI volume (0.7 x 0.9 mm pixels)."""
+    import nibabel as nib
+
+    from _medical_utils import write_dicom
+
+    folder = tmp_path_factory.mktemp("page_medical")
+    rows, cols = 96, 128
+    y, x = np.mgrid[:rows, :cols]
+    body = ((y - rows / 2) / (rows * 0.42)) ** 2 + ((x - cols / 2) / (cols * 0.45)) ** 2 < 1
+    lesion = ((y - rows * 0.45) ** 2 + (x - cols * 0.6) ** 2) < (rows * 0.12) ** 2
+    hu = np.where(body, 40, -1000) + np.where(lesion, 120, 0)
+    pixels = (hu + 1024 + np.random.default_rng(0).normal(0, 15, hu.shape)).clip(0, 4095).astype(np.uint16)
+    ct = write_dicom(folder / "ct.dcm", pixels, bits_stored=12, PixelSpacing=[0.6, 0.6], SliceThickness=2.5,
+                     ImagePositionPatient=[0.0, 0.0, 0.0], ImageOrientationPatient=[1, 0, 0, 0, 1, 0], RescaleSlope=1,
+                     RescaleIntercept=-1024, RescaleType="HU", WindowCenter=40, WindowWidth=400)
+    volume = np.stack([np.roll(hu, 6 * k, axis=1) for k in range(5)], axis=-1).astype(np.float32)  # (96, 128, 5)
+    nib.save(nib.Nifti1Image(volume, np.diag([0.7, 0.9, 2.5, 1.0])), folder / "volume.nii.gz")
+    return {"dicom": ct, "nifti": folder / "volume.nii.gz"}
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +264,67 @@ def test_dark_mode_table_is_readable(server, browser, images):
     page.close()
 
 
+@pytest.mark.browser
+def test_desktop_dicom_nifti_and_uncertainty(server, browser, medical, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url, wait_until="domcontentloaded")
+    table = page.locator("#result-table")
+
+    # A DICOM slice: preview at its size, no frame selector, area in mm², the DICOM SEG to download.
+    _upload_and_segment(page, medical["dicom"], (128, 96))
+    expect(page.locator("#frame")).to_be_hidden()
+    expect_text(table, "mm²")
+    expect_text(page.locator("#seg-file"), "ct_seg")
+    with page.expect_download() as download:
+        page.locator("#seg-file a").first.click()
+    download.value.save_as(tmp_path / "seg.dcm")
+    import highdicom as hd
+
+    assert hd.seg.segread(tmp_path / "seg.dcm").SegmentSequence[0].SegmentLabel == "foreground"
+    page.screenshot(path=str(ARTIFACTS / "page_desktop_dicom.png"), full_page=True)
+
+    # A NIfTI volume: the slice selector appears; slice 3 is previewed and segmented.
+    page.locator("#image-file").get_by_label("Clear").click()
+    page.locator("#image-file input[type=file]").set_input_files(str(medical["nifti"]))
+    expect(page.locator("#frame")).to_be_visible(timeout=30_000)
+    expect_text(page.locator("#frame"), "Slice (1 to 5")
+    first = page.locator("#preview img").get_attribute("src")
+    number = page.get_by_label("number input for Slice (1 to 5; segmentation runs on this one)")
+    number.fill("3")
+    number.press("Tab")
+    expect(page.locator("#preview img")).not_to_have_attribute("src", first, timeout=30_000)
+
+    # Uncertainty: two posterior samples with TTA; its map in its tab, its mean in the table.
+    samples = page.get_by_label("number input for Posterior samples (0 = the paper's single pass)")
+    samples.fill("2")
+    samples.press("Tab")
+    page.locator("#tta input[type=checkbox]").check()
+    page.locator("#segment-button").click()
+    expect_text(table, "3 of 5")
+    expect_text(table, "mm²")
+    expect_text(table, "Mean uncertainty in mask")
+    expect(page.locator("#seg-file")).to_be_hidden()  # NIfTI: no DICOM SEG
+    page.get_by_role("tab", name="Uncertainty").click()
+    width, height = _image_ready(page, "#uncertainty img")
+    assert height >= 96 and width > height * 128 / 96  # the image's aspect plus the colour bar
+    page.screenshot(path=str(ARTIFACTS / "page_desktop_uncertainty.png"), full_page=True)
+    page.close()
+
+
 # ---------------------------------------------------------------------------------------------- the API
+def test_custom_model_name_is_served(server, images):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server.url, verbose=False)
+    *_, stats = client.predict(handle_file(str(images["gray8"])), "my-model", 0.5, api_name="/segment")
+    assert stats["model"] == "my-model" and stats["source_kind"] == "local"
+    with pytest.raises(AppError, match="Choose one of: bus, busi, glas, ham10000, kvasir-instrument, my-model"):
+        client.predict(handle_file(str(images["gray8"])), "lits", 0.5, api_name="/segment")
+
+
 def test_segment_batch_api(server, tiny_model_dir, images, tmp_path):
     from gradio_client import Client, handle_file
 
