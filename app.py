@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from gms_hub.dicom import write_dicom_seg
+from gms_hub.visualize import label_colors, overlay_labels
 from gms_hub.image_io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, write_mask_png
 from gms_hub.medical import MedicalImageError, detect_medical_format, strip_suffix
 from gms_hub.processing import resize_probabilities
@@ -59,12 +60,9 @@ from space.results import (
 from space.page import (
     DEFAULT_OPACITY,
     ClassRow,
-    class_colors,
     heatmap_with_colorbar,
     legend_html,
     model_card_markdown,
-    overlay_image,
-    overlay_label_map,
     preview_image,
     stats_table_html,
     write_batch_outputs,
@@ -180,10 +178,10 @@ def _render(result: dict, threshold: float, opacity: float = DEFAULT_OPACITY):
     stats = _stats(result, labels, threshold)
     folder = _new_output_folder()
     if labels.dtype == bool:
-        overlay = overlay_image(result["display"], labels, opacity)
+        overlay = overlay_labels(result["display"], labels, opacity=opacity)
         mask_path = write_mask_png(labels, folder / f"{result['stem']}_mask.png")
     else:  # multi-class: one colour per class; the mask is an index PNG with values 0..K
-        overlay = overlay_label_map(result["display"], labels, class_colors(len(result["id2label"]) - 1), opacity)
+        overlay = overlay_labels(result["display"], labels, label_colors(len(result["id2label"]) - 1), opacity)
         mask_path = _save_png(labels, folder / f"{result['stem']}_mask.png")
     overlay_path = _save_png(overlay, folder / f"{result['stem']}_overlay.png")
     return overlay_path, mask_path, stats, labels
@@ -413,7 +411,7 @@ def update_view(result, threshold, opacity):
     original = _save_png(result["display"], Path(overlay).with_name(f"{result['stem']}_original.png"))
     classes, legend = (), gr.update(value="", visible=False)
     if "classes" in stats:
-        colors = class_colors(len(stats["classes"]))
+        colors = [tuple(int(v) for v in c) for c in label_colors(len(stats["classes"]))[1:]]
         classes = [ClassRow(c["name"], c["area_px"], c["area_percent"], color, c.get("area_mm2"))
                    for c, color in zip(stats["classes"], colors)]
         legend = gr.update(value=legend_html([c["name"] for c in stats["classes"]], colors), visible=True)

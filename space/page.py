@@ -2,7 +2,7 @@
 the model card, and the batch zip + CSV.
 
 Every function here is pure (arrays or text in, arrays, text or files out), so app.py only wires components
-to them. Multi-class results use one colour per class (`class_colors`, `overlay_label_map`, `legend_html`);
+to them. Multi-class results use one colour per class (`gms_hub.visualize` colours and overlays, `legend_html` here);
 these have the signatures of `gms_hub.visualize.label_colors` / `overlay_labels`, so the page can switch to
 that module once it exists.
 """
@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -33,13 +33,10 @@ __all__ = [
     "BATCH_COLUMNS",
     "ClassRow",
     "DEFAULT_OPACITY",
-    "class_colors",
     "colormap_lut",
     "heatmap_with_colorbar",
     "legend_html",
     "model_card_markdown",
-    "overlay_image",
-    "overlay_label_map",
     "preview_image",
     "stats_table_html",
     "write_batch_outputs",
@@ -48,11 +45,7 @@ __all__ = [
 DEFAULT_OPACITY = 0.45
 """Opacity of the mask fill over the image (the outline is always solid); the `/segment` overlay uses it."""
 
-OVERLAY_COLOR = (255, 48, 48)
 
-CLASS_COLORS = (
-    OVERLAY_COLOR, (48, 144, 255), (255, 204, 0), (0, 200, 120), (220, 80, 255), (0, 220, 230), (255, 140, 0),
-)
 """Overlay colours of classes 1..7 (the multi-class coding's limit): class 1 keeps the binary red, the others are
 far apart in hue and bright enough to read over gray scans."""
 
@@ -91,102 +84,12 @@ def preview_image(path: PathLike, frame: int = 0, max_pixels: int = DEFAULT_MAX_
     return display_image(to_float_rgb(upload.image, value_range=upload.value_range))  # (h, w, 3) uint8
 
 
-def _resize_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    if mask.shape == tuple(size):
-        return mask
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
-    return np.asarray(resized) > 127
-
-
-def overlay_image(
-    image: np.ndarray, mask: np.ndarray, opacity: float = DEFAULT_OPACITY, color: Tuple[int, int, int] = OVERLAY_COLOR
-) -> np.ndarray:
-    """Blend a coloured mask fill of the given opacity, with a solid outline, onto a preview.
-
-    Args:
-        image (`np.ndarray`): (h, w, 3) uint8 preview.
-        mask (`np.ndarray`): bool mask at any size (resized to the preview with nearest neighbour).
-        opacity (`float`, defaults to `DEFAULT_OPACITY`): fill opacity in [0, 1]; 0 leaves only the outline.
-        color (`tuple`, defaults to red): RGB of fill and outline.
-
-    Returns:
-        `np.ndarray`: (h, w, 3) uint8.
-
-    Example:
-        >>> overlay_image(np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool), opacity=0.0)[0, 0].tolist()
-        [255, 48, 48]
-    """
-    opacity = float(opacity)
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must be in [0, 1], got {opacity}.")
-    mask = _resize_nearest(np.asarray(mask, dtype=bool), image.shape[:2])  # (h, w)
-    color_arr = np.asarray(color, dtype=np.float32)
-    out = image.astype(np.float32)
-    out[mask] = (1.0 - opacity) * out[mask] + opacity * color_arr
-    # Outline: mask pixels with a 4-neighbour outside the mask (image borders count as inside).
-    padded = np.pad(mask, 1, mode="edge")
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    out[mask & ~interior] = color_arr
-    return np.rint(out).astype(np.uint8)
-
-
-def class_colors(num_classes: int) -> List[Tuple[int, int, int]]:
-    """RGB overlay colours of classes 1..`num_classes` (same signature as `gms_hub.visualize.label_colors`).
-
-    Example:
-        >>> class_colors(2)
-        [(255, 48, 48), (48, 144, 255)]
-    """
-    if not 1 <= int(num_classes) <= len(CLASS_COLORS):
-        raise ValueError(f"num_classes must be 1..{len(CLASS_COLORS)}, got {num_classes}.")
-    return list(CLASS_COLORS[: int(num_classes)])
-
-
-def overlay_label_map(
-    image: np.ndarray, labels: np.ndarray, colors: Optional[Sequence[Tuple[int, int, int]]] = None,
-    opacity: float = DEFAULT_OPACITY,
-) -> np.ndarray:
-    """Blend each class of a label map in its own colour (fill of the given opacity, solid outline) onto a preview.
-
-    Same signature as `gms_hub.visualize.overlay_labels`. A bool mask is class 1 (the binary overlay).
-
-    Args:
-        image (`np.ndarray`): (h, w, 3) uint8 preview.
-        labels (`np.ndarray`): (H, W) label map with values 0..K (0 = background), any size (nearest neighbour).
-        colors (`Sequence`, *optional*): RGB of classes 1..K; defaults to `class_colors(K)`.
-        opacity (`float`, defaults to `DEFAULT_OPACITY`): fill opacity in [0, 1].
-
-    Returns:
-        `np.ndarray`: (h, w, 3) uint8.
-
-    Example:
-        >>> overlay_label_map(np.zeros((2, 2, 3), np.uint8), np.array([[0, 1], [2, 2]]), opacity=1.0)[1, 0].tolist()
-        [48, 144, 255]
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be an (H, W) label map, got shape {labels.shape}.")
-    labels = labels.astype(np.uint8)
-    if labels.shape != image.shape[:2]:
-        labels = np.asarray(Image.fromarray(labels).resize((image.shape[1], image.shape[0]), Image.NEAREST))
-    num_classes = int(labels.max(initial=0))
-    if colors is None:
-        colors = class_colors(max(num_classes, 1))
-    if num_classes > len(colors):
-        raise ValueError(f"The label map has class {num_classes} but only {len(colors)} colours were given.")
-    out = image
-    for index in range(1, num_classes + 1):
-        if (labels == index).any():
-            out = overlay_image(out, labels == index, opacity, tuple(colors[index - 1]))
-    return out if out is not image else image.copy()
-
-
 def legend_html(names: Sequence[str], colors: Sequence[Tuple[int, int, int]]) -> str:
     """A one-line legend of class colours for the page (HTML, names escaped; themed by gradio's CSS variables).
 
     Args:
         names (`Sequence[str]`): names of classes 1..K.
-        colors (`Sequence`): their RGB colours, as `class_colors(K)`.
+        colors (`Sequence`): their RGB colours, as `gms_hub.visualize.label_colors(K)[1:]`.
 
     Example:
         >>> "benign" in legend_html(["benign"], [(255, 48, 48)])

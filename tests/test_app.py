@@ -442,14 +442,14 @@ def test_upload_errors_are_worded_for_the_user(tmp_path):
 
 
 def test_previews_are_bounded_and_overlay_follows_the_mask():
-    from space.page import overlay_image
+    from gms_hub.visualize import overlay_labels
     from space.results import display_image, probability_image
 
     preview = display_image(np.ones((2048, 1000, 3), np.float32))
     assert preview.shape == (1024, 500, 3) and preview.dtype == np.uint8 and preview.min() == 255
     mask = np.zeros((2048, 1000), bool)
     mask[512:1536, 250:750] = True  # the central quarter, at full size
-    overlay = overlay_image(np.zeros((1024, 500, 3), np.uint8), mask)  # the default opacity, 0.45
+    overlay = overlay_labels(np.zeros((1024, 500, 3), np.uint8), mask)  # the default opacity, 0.45
     assert overlay[512, 250].tolist() == [115, 22, 22]  # inside: 45 % red over black
     assert overlay[256, 125].tolist() == [255, 48, 48] and overlay[767, 374].tolist() == [255, 48, 48]  # outline
     assert overlay[255, 125].tolist() == [0, 0, 0]  # just outside the (preview-size) mask
@@ -599,7 +599,7 @@ def test_bad_medical_files_give_clear_errors_and_keep_no_patient_data(client, se
 # ---------------------------------------------------------------------------------------------- multi-class, SEG
 def test_multiclass_result_renders_one_colour_per_class_with_legend_and_areas(app_module):
     # No multi-class GMS exists on this branch yet: a hand-made (K+1, S, S) result stands in for its probabilities.
-    from space.page import class_colors
+    from gms_hub.visualize import label_colors
 
     size = 16
     probs = np.zeros((3, size, size), np.float32)
@@ -617,11 +617,11 @@ def test_multiclass_result_renders_one_colour_per_class_with_legend_and_areas(ap
     assert sorted(np.unique(labels).tolist()) == [0, 1, 2]  # an index PNG
     assert (labels == 1).sum() == 36 and (labels == 2).sum() == 32
     rgb = np.asarray(Image.open(overlay).convert("RGB"))
-    colors = class_colors(2)
+    colors = label_colors(2)[1:]
     assert rgb[4, 4].tolist() == list(colors[0]) and rgb[12, 8].tolist() == list(colors[1])
     assert rgb[0, 15].tolist() == [100, 100, 100]
     assert legend["visible"] is True
-    assert "benign" in legend["value"] and "malignant" in legend["value"] and "rgb(48,144,255)" in legend["value"]
+    assert "benign" in legend["value"] and "malignant" in legend["value"] and "rgb({},{},{})".format(*colors[1]) in legend["value"]
     assert "36 px" in table and "32 px" in table and "9.0 mm²" in table and "8.0 mm²" in table
     assert "Threshold" not in table  # the arg-max decides, not the threshold
 

@@ -168,7 +168,7 @@ def test_multi_class_model_writes_index_pngs_overlays_and_areas_per_class(tmp_pa
     np.testing.assert_array_equal(prob, (expected > 0) * 65535)
 
 
-def test_binary_overlay_is_the_space_overlay_and_colours_are_distinct():
+def test_binary_overlay_blends_the_mask_and_colours_are_distinct():
     from gms_hub.visualize import FOREGROUND_COLOR, label_colors, overlay_labels
 
     colors = label_colors(12)
@@ -180,9 +180,13 @@ def test_binary_overlay_is_the_space_overlay_and_colours_are_distinct():
     mask = np.zeros((20, 25), bool)
     mask[4:15, 6:20] = True
     mask[0, :5] = True
-    page = pytest.importorskip("space.page")
+    full = np.kron(mask, np.ones((2, 2), bool))  # the mask at the image's size (nearest neighbour)
+    red = np.float32([255, 48, 48])
     for opacity in (0.0, 0.45, 1.0):
-        np.testing.assert_array_equal(overlay_labels(image, mask, opacity=opacity),
-                                      page.overlay_image(image, mask, opacity=opacity))
+        out = overlay_labels(image, mask, opacity=opacity)
+        np.testing.assert_array_equal(out[~full], image[~full])  # outside the mask: untouched
+        blended = np.rint((1 - opacity) * image[15, 20].astype(np.float32) + opacity * red)
+        assert out[15, 20].tolist() == blended.astype(np.uint8).tolist()  # inside: the fill blends
+        assert out[8, 20].tolist() == out[29, 20].tolist() == [255, 48, 48]  # the outline is solid
     with pytest.raises(ValueError, match="RGB row for every label"):
         overlay_labels(image, mask.astype(np.uint8) * 3, colors=label_colors(1))
