@@ -286,6 +286,22 @@ class CalibrationAccumulator:
         """Brier score so far (NaN before any pixel)."""
         return self.squared_error_sum / self.total if self.total else float("nan")
 
+    def merge(self, other: "CalibrationAccumulator") -> "CalibrationAccumulator":
+        """Add the pixels another accumulator saw (e.g. another process's shard); returns `self`.
+
+        Example:
+            >>> total = CalibrationAccumulator()
+            >>> for shard in gather_object([acc]):  # one accumulator per process
+            ...     total.merge(shard)
+        """
+        if not isinstance(other, CalibrationAccumulator) or other.n_bins != self.n_bins:
+            raise ValueError(f"Can only merge a CalibrationAccumulator with n_bins={self.n_bins}, got {other!r}.")
+        self.counts += other.counts
+        self.probability_sums += other.probability_sums
+        self.target_sums += other.target_sums
+        self.squared_error_sum += other.squared_error_sum
+        return self
+
 
 class ErrorAUROCAccumulator:
     """Error AUROC added batch by batch, from a fixed histogram of uncertainty in [0, 1] split by right/wrong.
@@ -331,6 +347,15 @@ class ErrorAUROCAccumulator:
         right_below = np.cumsum(self.right) - self.right  # right pixels in lower bins
         wins = np.sum(self.wrong.astype(np.float64) * (right_below + 0.5 * self.right))
         return float(wins / pairs)
+
+    def merge(self, other: "ErrorAUROCAccumulator") -> "ErrorAUROCAccumulator":
+        """Add the pixels another accumulator saw (e.g. another process's shard); returns `self`. Exact: the
+        histograms add."""
+        if not isinstance(other, ErrorAUROCAccumulator) or other.n_bins != self.n_bins:
+            raise ValueError(f"Can only merge an ErrorAUROCAccumulator with n_bins={self.n_bins}, got {other!r}.")
+        self.wrong += other.wrong
+        self.right += other.right
+        return self
 
     def max_error(self) -> float:
         """Largest possible difference from the exact pixel-level AUROC (NaN while undefined)."""

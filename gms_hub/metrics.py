@@ -184,3 +184,54 @@ def summarize_scores(dsc: Sequence[float], iou: Sequence[float]) -> Dict[str, fl
         raise ValueError(f"Expected as many DSC as IoU values, got {len(dsc)} and {len(iou)}.")
     d, i = summarize(dsc), summarize(iou)
     return {"dsc_mean": d["mean"], "dsc_std": d["std"], "iou_mean": i["mean"], "iou_std": i["std"], "n": d["n"]}
+
+
+def per_class_dice_iou(pred: ArrayLike, gt: ArrayLike, num_classes: int) -> Tuple[ArrayLike, ArrayLike]:
+    """Per-image, per-class DSC and IoU of label maps, for the foreground classes 1..K.
+
+    For each image and class k, the class's masks are `pred == k` and `gt == k`, scored as in [`dice_iou_batch`];
+    a class absent from both the prediction and the ground truth of an image has no score there: NaN (not the
+    binary protocol's 0), so that it can be left out of that class's mean.
+
+    Args:
+        pred (`torch.Tensor` or `np.ndarray` of integers): predicted label maps (B, ...), values 0..K.
+        gt (`torch.Tensor` or `np.ndarray` of integers): ground-truth label maps, same shape.
+        num_classes (`int`): foreground classes K (>= 1); background is 0 and is not scored.
+
+    Returns:
+        `tuple`: DSC and IoU, each (B, K) float64 (torch tensors for tensor inputs, numpy arrays otherwise);
+        column k - 1 holds class k; NaN where class k is in neither map.
+
+    Example:
+        >>> pred = torch.tensor([[[1, 1], [0, 2]]]); gt = torch.tensor([[[1, 0], [0, 0]]])
+        >>> per_class_dice_iou(pred, gt, num_classes=3)[0]  # class 1: 2/3; class 2: 0; class 3: absent
+        tensor([[0.6667, 0.0000,    nan]], dtype=torch.float64)
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1 (foreground classes), got {num_classes!r}.")
+    as_numpy = isinstance(pred, np.ndarray)
+    if isinstance(pred, np.ndarray) != isinstance(gt, np.ndarray):
+        raise TypeError(f"`pred` and `gt` must both be numpy arrays or both tensors, got {type(pred).__name__} and "
+                        f"{type(gt).__name__}.")
+    pred_t = torch.from_numpy(np.asarray(pred)) if as_numpy else pred
+    gt_t = torch.from_numpy(np.asarray(gt)) if as_numpy else gt
+    for label, value in (("pred", pred_t), ("gt", gt_t)):
+        if value.dtype.is_floating_point or value.dtype == torch.bool or value.dtype.is_complex:
+            raise TypeError(f"`{label}` must hold integer class indices 0..{num_classes}, got dtype {value.dtype}; "
+                            "take the arg-max of the class probabilities first.")
+    if tuple(pred_t.shape) != tuple(gt_t.shape) or pred_t.ndim < 1:
+        raise ValueError(f"`pred` and `gt` must be batches (B, ...) of the same shape, got {tuple(pred_t.shape)} and "
+                         f"{tuple(gt_t.shape)}.")
+    pred_t = pred_t.reshape(pred_t.shape[0], -1).long()  # (B, P)
+    gt_t = gt_t.reshape(gt_t.shape[0], -1).long()  # (B, P)
+    classes = torch.arange(1, num_classes + 1, device=pred_t.device).view(1, -1, 1)  # (1, K, 1)
+    p = pred_t.unsqueeze(1) == classes  # (B, K, P)
+    g = gt_t.unsqueeze(1) == classes  # (B, K, P)
+    tp = (p & g).sum(dim=2, dtype=torch.int64)  # (B, K)
+    fp = (p & ~g).sum(dim=2, dtype=torch.int64)
+    fn = (~p & g).sum(dim=2, dtype=torch.int64)
+    union = (tp + fp + fn).double()  # 0 exactly when the class is in neither map
+    nan = torch.full_like(union, float("nan"))
+    dsc = torch.where(union > 0, 2 * tp.double() / (2 * tp + fp + fn).double().clamp(min=1), nan)
+    iou = torch.where(union > 0, tp.double() / union.clamp(min=1), nan)
+    return (dsc.cpu().numpy(), iou.cpu().numpy()) if as_numpy else (dsc, iou)
