@@ -521,7 +521,8 @@ def evaluate_to_folder(
     if is_main:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_per_image_csv(output_dir / "per_image.csv", records)
-        passes = f"{metrics['passes_per_image']} pass(es) per image" + (", TTA" if tta else "")
+        count = metrics["passes_per_image"]
+        passes = f"{count} pass{'es' if count > 1 else ''} per image" + (f" (N={num_samples}, TTA)" if tta else "")
         reliability_diagram(stats.calibration.bin_stats(), output_dir / "reliability.png",
                             title=f"{info.get('model', 'GMS') if info else 'GMS'}, {passes}")
     return metrics
