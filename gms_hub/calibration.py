@@ -40,7 +40,8 @@ DEFAULT_ECE_BINS = 15
 """Equal-width probability bins of the ECE and the reliability diagram (the usual choice since Guo et al. 2017)."""
 
 DEFAULT_AUROC_BINS = 4096
-"""Histogram bins of uncertainty in [0, 1] for the streaming error AUROC: values in one bin count as tied."""
+"""Histogram bins of uncertainty in (0, 1) for the streaming error AUROC: values in one bin count as tied (exact 0
+and exact 1 have a bin each besides)."""
 
 CALIBRATION_PROTOCOL = (
     "Calibration of the per-pixel foreground probability p at the model's resolution ({size}x{size}) against the "
@@ -49,8 +50,9 @@ CALIBRATION_PROTOCOL = (
     "foreground frequency - mean p|, over all pixels of the split; Brier = mean (p - y)^2 over all pixels; "
     "error_auroc = area under the ROC curve of the uncertainty map (normalised predictive entropy) ranking the "
     "wrong pixels (p > {threshold} differs from the ground truth) above the right ones, over all pixels of the "
-    "split, ties counted as half (uncertainty histogram of {auroc_bins} bins; the reported bound is the largest "
-    "difference from the exact pixel-level value); NaN when no pixel, or every pixel, is wrong; spearman = rank "
+    "split, ties counted as half (uncertainty histogram of {auroc_bins} equal-width bins over (0, 1) plus one bin "
+    "each for exactly 0 and exactly 1; error_auroc_max_error is the largest possible difference from the exact "
+    "pixel-level value); NaN when no pixel, or every pixel, is wrong; spearman = rank "
     "correlation (average ranks) between each image's mean uncertainty and its DSC."
 )
 
@@ -286,14 +288,32 @@ class CalibrationAccumulator:
         """Brier score so far (NaN before any pixel)."""
         return self.squared_error_sum / self.total if self.total else float("nan")
 
+    def merge(self, other: "CalibrationAccumulator") -> "CalibrationAccumulator":
+        """Add the pixels another accumulator saw (e.g. another process's shard); returns `self`.
+
+        Example:
+            >>> total = CalibrationAccumulator()
+            >>> for shard in gather_object([acc]):  # one accumulator per process
+            ...     total.merge(shard)
+        """
+        if not isinstance(other, CalibrationAccumulator) or other.n_bins != self.n_bins:
+            raise ValueError(f"Can only merge a CalibrationAccumulator with n_bins={self.n_bins}, got {other!r}.")
+        self.counts += other.counts
+        self.probability_sums += other.probability_sums
+        self.target_sums += other.target_sums
+        self.squared_error_sum += other.squared_error_sum
+        return self
+
 
 class ErrorAUROCAccumulator:
     """Error AUROC added batch by batch, from a fixed histogram of uncertainty in [0, 1] split by right/wrong.
 
-    Pixels are not stored: memory is `2 * n_bins` counters whatever the split's size. Values within one bin
-    (width 1 / n_bins) count as tied, so the result equals `error_auroc` on all pixels exactly when no bin mixes
-    different values of a wrong and a right pixel (e.g. uncertainty quantised to the bins), and otherwise differs
-    from it by at most `max_error()` (half the fraction of wrong/right pairs that share a bin).
+    Pixels are not stored: memory is `2 * (n_bins + 2)` counters whatever the split's size. Values exactly 0 and
+    exactly 1 have bins of their own (a confident model puts most pixels at exactly 0: their ties are real ties);
+    values inside (0, 1) fall in `n_bins` equal-width bins and values within one of those count as tied. So the
+    result equals `error_auroc` on all pixels exactly when no bin mixes different values of a wrong and a right
+    pixel (e.g. uncertainty quantised to the bins), and otherwise differs from it by at most `max_error()` (half
+    the fraction of wrong/right pairs that share one of the equal-width bins).
 
     Example:
         >>> acc = ErrorAUROCAccumulator()
@@ -304,8 +324,9 @@ class ErrorAUROCAccumulator:
 
     def __init__(self, n_bins: int = DEFAULT_AUROC_BINS):
         self.n_bins = _check_bins(n_bins)
-        self.wrong = np.zeros(self.n_bins, np.int64)
-        self.right = np.zeros(self.n_bins, np.int64)
+        # slot 0: exactly 0; slots 1..n_bins: the equal-width bins of (0, 1); slot n_bins + 1: exactly 1
+        self.wrong = np.zeros(self.n_bins + 2, np.int64)
+        self.right = np.zeros(self.n_bins + 2, np.int64)
 
     def update(self, uncertainty: ArrayLike, errors: ArrayLike) -> None:
         """Add pixels: uncertainty in [0, 1] and whether each pixel's prediction is wrong (bool), same shape."""
@@ -316,9 +337,9 @@ class ErrorAUROCAccumulator:
         u, e = u.ravel(), e.ravel().astype(bool)
         if u.size and not (np.all(u >= 0.0) and np.all(u <= 1.0)):
             raise ValueError("`uncertainty` must lie in [0, 1] (e.g. gms_hub.uncertainty.predictive_entropy).")
-        index = _bin_index(u, self.n_bins)
-        self.wrong += np.bincount(index[e], minlength=self.n_bins)
-        self.right += np.bincount(index[~e], minlength=self.n_bins)
+        index = np.where(u <= 0.0, 0, np.where(u >= 1.0, self.n_bins + 1, _bin_index(u, self.n_bins) + 1))
+        self.wrong += np.bincount(index[e], minlength=self.n_bins + 2)
+        self.right += np.bincount(index[~e], minlength=self.n_bins + 2)
 
     def _pairs(self) -> float:
         return float(self.wrong.sum()) * float(self.right.sum())
@@ -332,12 +353,22 @@ class ErrorAUROCAccumulator:
         wins = np.sum(self.wrong.astype(np.float64) * (right_below + 0.5 * self.right))
         return float(wins / pairs)
 
+    def merge(self, other: "ErrorAUROCAccumulator") -> "ErrorAUROCAccumulator":
+        """Add the pixels another accumulator saw (e.g. another process's shard); returns `self`. Exact: the
+        histograms add."""
+        if not isinstance(other, ErrorAUROCAccumulator) or other.n_bins != self.n_bins:
+            raise ValueError(f"Can only merge an ErrorAUROCAccumulator with n_bins={self.n_bins}, got {other!r}.")
+        self.wrong += other.wrong
+        self.right += other.right
+        return self
+
     def max_error(self) -> float:
         """Largest possible difference from the exact pixel-level AUROC (NaN while undefined)."""
         pairs = self._pairs()
         if pairs == 0:
             return float("nan")
-        return float(0.5 * np.sum(self.wrong.astype(np.float64) * self.right) / pairs)
+        inside = slice(1, self.n_bins + 1)  # the exact-0 and exact-1 bins hold true ties only
+        return float(0.5 * np.sum(self.wrong[inside].astype(np.float64) * self.right[inside]) / pairs)
 
 
 # ---------------------------------------------------------------------------------------------- picture

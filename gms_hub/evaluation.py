@@ -2,31 +2,101 @@
 
 Used by `train/evaluate.py` (the evaluation entry point: [`evaluate_to_folder`]) and by `train/train.py` (model
 selection). The per-image scores come from [`gms_hub.metrics`]; this module only feeds it: the model's
-preprocessing (`EvalTransform` at the model's `image_size`), one forward pass per batch, and under `accelerate
-launch` an interleaved shard of the split per process, gathered on every process without duplicates.
+preprocessing (`EvalTransform` at the model's `image_size`), one prediction per batch (the paper's single pass,
+or the mean over posterior samples and flips/turns of [`gms_hub.uncertainty.predict_probabilities`]), and under
+`accelerate launch` an interleaved shard of the split per process, gathered on every process without duplicates.
+
+Every run also measures calibration and uncertainty ([`gms_hub.calibration`]): ECE, Brier, error AUROC and the
+per-image mean uncertainty, through streaming accumulators that are summed over the processes.
+
+Multi-class models (`model.num_classes` K > 1, class probabilities (B, K+1, S, S)) are scored per foreground class
+on label maps (arg-max); see [`summarize_records`] for the summary and `MULTICLASS_PROTOCOL` for the rules.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .metrics import dice_iou, dice_iou_batch, summarize_scores
-from .processing import resize_probabilities
+from .calibration import CALIBRATION_PROTOCOL, DEFAULT_AUROC_BINS, CalibrationAccumulator, ErrorAUROCAccumulator, spearman
+from .metrics import dice_iou, dice_iou_batch, per_class_dice_iou, summarize, summarize_scores
+from .processing import resize_bilinear, resize_probabilities
+from .uncertainty import num_passes, predict_probabilities, predictive_entropy
 
 logger = logging.getLogger(__name__)
+
+MULTICLASS_PROTOCOL = (
+    "Multi-class ({num_classes} foreground classes): image resized to {size}x{size} as in the binary protocol; "
+    "prediction = arg-max of the class probabilities; ground truth = the class-index mask resized to {size}x{size} "
+    "with PIL NEAREST. Per image and foreground class k: DSC and IoU of (pred == k) against (gt == k); a class absent "
+    "from both the prediction and the ground truth of an image has no score there ('absent' in per_image.csv) and "
+    "is left out of that class's mean. per_class[label]: mean and sample std (ddof 1) over the images where the "
+    "class is scored (n). dsc_mean / iou_mean: the mean over foreground classes of the per-class means; dsc_std / "
+    "iou_std: the sample std over images of each image's mean over its scored classes. Calibration uses the "
+    "one-vs-rest foreground probability 1 - p(background) against gt > 0 (ECE, Brier, reliability diagram); a pixel "
+    "is wrong for error_auroc when its arg-max label differs from the ground truth; uncertainty = entropy of the "
+    "K+1 class probabilities / log(K+1)."
+)
 
 
 def _safe_file_name(name: str) -> str:
     # Names come from the datasets' split lists (`benign_1`, `testA_3`, ...); keep them, minus path separators.
     return str(name).replace("/", "_").replace("\\", "_") or "unnamed"
+
+
+def _num_classes(model) -> int:
+    # Stand-ins and models from before multi-class support have no attribute: the paper's binary model.
+    return int(getattr(model, "num_classes", 1) or 1)
+
+
+def class_labels(model, num_classes: int) -> List[str]:
+    """Names of the foreground classes 1..K, from `model.id2label` (`class_<k>` where it has none)."""
+    id2label = {int(k): str(v) for k, v in (getattr(model, "id2label", None) or {}).items()}
+    return [id2label.get(k, f"class_{k}") for k in range(1, num_classes + 1)]
+
+
+@dataclass
+class EvaluationStats:
+    """Pixel-level statistics of an evaluation, summed over every process (see [`evaluate_dataset`]).
+
+    Args:
+        calibration ([`CalibrationAccumulator`]): foreground probability vs ground truth (ECE, Brier, bins).
+        error_auroc ([`ErrorAUROCAccumulator`]): uncertainty of wrong vs right pixels.
+        seconds (`float`): wall time of the predictions (model passes only), summed over processes.
+        images (`int`): images predicted.
+    """
+
+    calibration: CalibrationAccumulator = field(default_factory=CalibrationAccumulator)
+    error_auroc: ErrorAUROCAccumulator = field(default_factory=lambda: ErrorAUROCAccumulator(DEFAULT_AUROC_BINS))
+    seconds: float = 0.0
+    images: int = 0
+
+    def merge(self, other: "EvaluationStats") -> "EvaluationStats":
+        """Add another process's statistics; returns `self`."""
+        self.calibration.merge(other.calibration)
+        self.error_auroc.merge(other.error_auroc)
+        self.seconds += other.seconds
+        self.images += other.images
+        return self
+
+
+def _gather_stats(stats: EvaluationStats, accelerator) -> EvaluationStats:
+    from accelerate.utils import gather_object
+
+    total = EvaluationStats(CalibrationAccumulator(stats.calibration.n_bins), ErrorAUROCAccumulator(stats.error_auroc.n_bins))
+    for shard in gather_object([stats]):  # one per process
+        total.merge(shard)
+    return total
 
 
 def evaluate_dataset(
@@ -40,7 +110,11 @@ def evaluate_dataset(
     mask_dir: Union[None, str, os.PathLike] = None,
     num_workers: int = 0,
     progress: bool = False,
-) -> List[Dict[str, Any]]:
+    num_samples: int = 0,
+    tta: bool = False,
+    generator: Optional[torch.Generator] = None,
+    return_stats: bool = False,
+):
     """Score a model on a dataset split with the paper's protocol, image by image.
 
     Each image goes through [`EvalTransform`] at `model.image_size` (bilinear resize, [-1, 1]); its ground truth
@@ -48,23 +122,38 @@ def evaluate_dataset(
     `accelerator` running several processes, process `i` scores images `i, i + n, i + 2n, ...` and the
     results are gathered on every process (no padding, so no duplicates).
 
+    The probabilities are those of `predict_probabilities(model, ..., num_samples, tta)`: with the defaults the
+    paper's single pass, bit for bit. Each record also carries the image's mean uncertainty (normalised
+    predictive entropy at the model's resolution). A multi-class model (`model.num_classes` K > 1) is scored
+    per foreground class on label maps (`MULTICLASS_PROTOCOL`).
+
     Args:
         model ([`GMS`]): the model, already on its device (`accelerator.device` when one is given).
-        dataset (`datasets.Dataset`): a split with `image`, `mask` and `name` columns (no transform set).
-        batch_size (`int`, defaults to 8): images per forward pass on each process.
-        threshold (`float`, *optional*): defaults to `model.threshold` (0.5, the paper's).
+        dataset (`datasets.Dataset`): a split with `image`, `mask` and `name` columns (no transform set); masks
+            are 0/255 for a binary model and class indices 0..K for a multi-class one.
+        batch_size (`int`, defaults to 8): images per forward pass on each process (and decodes per chunk of
+            `predict_probabilities` with sampling or TTA).
+        threshold (`float`, *optional*): defaults to `model.threshold` (0.5, the paper's). Binary only.
         accelerator (`accelerate.Accelerator`, *optional*): shards the split and gathers the results; its
             `autocast()` applies the run's mixed-precision setting.
         original_resolution (`bool`, defaults to `True`): also score at each image's original size
-            (probabilities resized bilinearly to (H, W), then `> threshold`, against the original mask).
+            (probabilities resized bilinearly to (H, W), then `> threshold` or arg-max, against the original mask).
         mask_dir (`str` or `os.PathLike`, *optional*): write each predicted protocol mask (image_size x
-            image_size, values 0/255) as `<name>.png` here; each process writes its own images.
+            image_size; values 0/255, or class indices 0..K for multi-class) as `<name>.png` here; each process
+            writes its own images.
         num_workers (`int`, defaults to 0): DataLoader workers.
         progress (`bool`, defaults to `False`): show a tqdm bar (on the main process).
+        num_samples (`int`, defaults to 0): posterior samples per image (`predict_probabilities`).
+        tta (`bool`, defaults to `False`): also average over the 8 flips and quarter turns.
+        generator (`torch.Generator`, *optional*): the posterior noise of this process (on the model's device).
+        return_stats (`bool`, defaults to `False`): also return the pixel-level [`EvaluationStats`], summed over
+            the processes.
 
     Returns:
-        `list[dict]`: one record per image, in dataset order: `index`, `name`, `dsc`, `iou` and, with
-        `original_resolution`, `dsc_original` and `iou_original`.
+        `list[dict]`: one record per image, in dataset order: `index`, `name`, `dsc`, `iou`, `mean_uncertainty`
+        and, with `original_resolution`, `dsc_original` and `iou_original`. Multi-class records add `per_class`
+        (`{label: {"dsc", "iou"}}`, NaN where the class is absent from both maps) and their `dsc` / `iou` are the
+        mean over the image's scored classes (NaN if none). With `return_stats`, a tuple `(records, stats)`.
 
     Example:
         >>> records = evaluate_dataset(model, load_gms_dataset("org/gms-busi", split="test"))
@@ -75,12 +164,14 @@ def evaluate_dataset(
     from .data import EvalTransform, collate_batch
 
     threshold = float(model.threshold if threshold is None else threshold)
+    num_classes = _num_classes(model)
+    labels = class_labels(model, num_classes) if num_classes > 1 else []
     num_processes = accelerator.num_processes if accelerator is not None else 1
     process_index = accelerator.process_index if accelerator is not None else 0
     is_main = accelerator.is_main_process if accelerator is not None else True
     device = accelerator.device if accelerator is not None else model.device
     indices = list(range(process_index, len(dataset), num_processes))
-    shard = dataset.select(indices).with_transform(EvalTransform(image_size=model.image_size))
+    shard = dataset.select(indices).with_transform(EvalTransform(image_size=model.image_size, num_classes=num_classes))
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_batch, num_workers=num_workers)
     if mask_dir is not None:
         Path(mask_dir).mkdir(parents=True, exist_ok=True)
@@ -90,23 +181,56 @@ def evaluate_dataset(
     was_training = model.training
     model.eval()
     records: List[Dict[str, Any]] = []
+    stats = EvaluationStats()
     position = 0
     for batch in tqdm(loader, desc="Evaluating", disable=not (progress and is_main)):
         pixel_values = batch["pixel_values"].to(device, dtype=model.dtype)  # (B, 3, S, S)
+        started = time.perf_counter()
         with torch.no_grad(), autocast(**autocast_kwargs):
-            probs = model(pixel_values).mask_probs.float()  # (B, 1, S, S)
-        pred = probs > threshold
-        gt = batch["masks"].to(device) > 0.5  # already {0, 1}: the protocol's >= 0.5 of the /255 mask
-        dsc, iou = dice_iou_batch(pred, gt)
+            probs = predict_probabilities(model, pixel_values, num_samples=num_samples, tta=tta, generator=generator,
+                                          batch_size=batch_size).float()  # (B, 1, S, S) or (B, K+1, S, S)
+        probs = probs.clone()  # an inference-mode tensor otherwise, which in-place resizing below may not touch
+        if probs.device.type == "cuda":
+            torch.cuda.synchronize(probs.device)
+        stats.seconds += time.perf_counter() - started
+        stats.images += pixel_values.shape[0]
+        if num_classes > 1:
+            pred = probs.argmax(dim=1)  # (B, S, S) label maps
+            gt = batch["masks"][:, 0].to(device).long()  # (B, S, S) class indices
+            class_dsc, class_iou = (torch.as_tensor(v) for v in per_class_dice_iou(pred, gt, num_classes))  # (B, K)
+            foreground, target = 1.0 - probs[:, 0], gt > 0  # one-vs-rest (B, S, S)
+            uncertainty = predictive_entropy(probs, num_classes=num_classes)  # (B, S, S)
+            errors = pred != gt  # (B, S, S)
+        else:
+            pred = probs > threshold  # (B, 1, S, S)
+            gt = batch["masks"].to(device) > 0.5  # already {0, 1}: the protocol's >= 0.5 of the /255 mask
+            dsc, iou = dice_iou_batch(pred, gt)
+            foreground, target = probs, gt
+            uncertainty = predictive_entropy(probs)  # (B, 1, S, S)
+            errors = pred != gt
+        stats.calibration.update(foreground.clamp(0.0, 1.0), target)
+        stats.error_auroc.update(uncertainty, errors)
+        mean_uncertainty = uncertainty.flatten(1).double().mean(dim=1)  # (B,)
         for i in range(pixel_values.shape[0]):
             name = str(batch["name"][i])
-            record = {"index": indices[position], "name": name, "dsc": float(dsc[i]), "iou": float(iou[i])}
-            if original_resolution:
-                orig = np.asarray(batch["orig_mask"][i]).astype(bool)  # (H, W)
-                full = resize_probabilities(probs[i], orig.shape).cpu().numpy() > threshold
-                record["dsc_original"], record["iou_original"] = dice_iou(full, orig)
-            if mask_dir is not None:
+            record = {"index": indices[position], "name": name}
+            if num_classes > 1:
+                record.update(_multiclass_scores(class_dsc[i], class_iou[i], labels))
+                if original_resolution:
+                    orig = torch.from_numpy(np.asarray(batch["orig_mask"][i]).astype(np.int64))  # (H, W)
+                    full = resize_bilinear(probs[i : i + 1], tuple(orig.shape))[0].argmax(dim=0).cpu()  # (H, W)
+                    d, u = per_class_dice_iou(full[None], orig[None], num_classes)  # (1, K)
+                    record["dsc_original"], record["iou_original"] = _nanmean(d[0]), _nanmean(u[0])
+                png = pred[i].cpu().numpy().astype(np.uint8)  # (S, S) class indices
+            else:
+                record["dsc"], record["iou"] = float(dsc[i]), float(iou[i])
+                if original_resolution:
+                    orig = np.asarray(batch["orig_mask"][i]).astype(bool)  # (H, W)
+                    full = resize_probabilities(probs[i], orig.shape).cpu().numpy() > threshold
+                    record["dsc_original"], record["iou_original"] = dice_iou(full, orig)
                 png = pred[i, 0].cpu().numpy().astype(np.uint8) * 255  # (S, S)
+            record["mean_uncertainty"] = float(mean_uncertainty[i])
+            if mask_dir is not None:
                 Image.fromarray(png, mode="L").save(Path(mask_dir) / f"{_safe_file_name(name)}.png")
             records.append(record)
             position += 1
@@ -116,18 +240,42 @@ def evaluate_dataset(
         from accelerate.utils import gather_object
 
         records = gather_object(records)
+        stats = _gather_stats(stats, accelerator)
     records.sort(key=lambda r: r["index"])
     if [r["index"] for r in records] != list(range(len(dataset))):
         raise RuntimeError(f"Gathered {len(records)} results for a split of {len(dataset)} images; shards overlap or are missing.")
-    return records
+    return (records, stats) if return_stats else records
 
 
-def summarize_records(records: List[Dict[str, Any]], suffix: str = "") -> Dict[str, float]:
+def _nanmean(values: torch.Tensor) -> float:
+    finite = values[~torch.isnan(values)]
+    return float(finite.mean()) if finite.numel() else float("nan")
+
+
+def _multiclass_scores(dsc: torch.Tensor, iou: torch.Tensor, labels: Sequence[str]) -> Dict[str, Any]:
+    return {
+        "dsc": _nanmean(dsc), "iou": _nanmean(iou),
+        "per_class": {label: {"dsc": float(d), "iou": float(u)} for label, d, u in zip(labels, dsc, iou)},
+    }
+
+
+def _summarize_finite(values: Sequence[float]) -> Dict[str, float]:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return {"mean": None, "std": None, "n": 0}
+    return summarize(finite)
+
+
+def summarize_records(records: List[Dict[str, Any]], suffix: str = "") -> Dict[str, Any]:
     """The paper's summary (`dsc_mean`, `dsc_std`, `iou_mean`, `iou_std`, `n`) of [`evaluate_dataset`] records.
+
+    Multi-class records (with `per_class`) summarise as `MULTICLASS_PROTOCOL` says: `per_class[label]` holds
+    `dsc_mean`, `dsc_std`, `iou_mean`, `iou_std`, `n` (images where the class is scored) and `n_absent`;
+    `dsc_mean` / `iou_mean` are the means of the per-class means; the stds are over the images' class means.
 
     Args:
         records (`list[dict]`): per-image results.
-        suffix (`str`, defaults to `""`): `"_original"` summarises the original-resolution scores.
+        suffix (`str`, defaults to `""`): `"_original"` summarises the original-resolution scores (image level).
 
     Returns:
         `dict`: mean and sample std (ddof 1) of DSC and IoU, and the number of images.
@@ -135,15 +283,40 @@ def summarize_records(records: List[Dict[str, Any]], suffix: str = "") -> Dict[s
     Example:
         >>> summarize_records(records)["dsc_mean"], summarize_records(records, "_original")["dsc_mean"]
     """
-    return summarize_scores([r["dsc" + suffix] for r in records], [r["iou" + suffix] for r in records])
+    if not records or "per_class" not in records[0]:
+        return summarize_scores([r["dsc" + suffix] for r in records], [r["iou" + suffix] for r in records])
+    dsc, iou = _summarize_finite([r["dsc" + suffix] for r in records]), _summarize_finite([r["iou" + suffix] for r in records])
+    summary: Dict[str, Any] = {"dsc_mean": dsc["mean"], "dsc_std": dsc["std"], "iou_mean": iou["mean"],
+                               "iou_std": iou["std"], "n": len(records), "n_scored": dsc["n"]}
+    if suffix:
+        return summary
+    per_class = {}
+    for label in records[0]["per_class"]:
+        d = _summarize_finite([r["per_class"][label]["dsc"] for r in records])
+        u = _summarize_finite([r["per_class"][label]["iou"] for r in records])
+        per_class[label] = {"dsc_mean": d["mean"], "dsc_std": d["std"], "iou_mean": u["mean"], "iou_std": u["std"],
+                            "n": d["n"], "n_absent": len(records) - d["n"]}
+    scored = [c for c in per_class.values() if c["n"] > 0]
+    summary["dsc_mean"] = float(np.mean([c["dsc_mean"] for c in scored])) if scored else None
+    summary["iou_mean"] = float(np.mean([c["iou_mean"] for c in scored])) if scored else None
+    summary["per_class"] = per_class
+    return summary
 
 
-#: Columns of `per_image.csv`, in order.
-PER_IMAGE_COLUMNS = ("name", "dsc", "iou", "dsc_original", "iou_original")
+#: Columns of `per_image.csv` for a binary model, in order (a multi-class one adds `dsc_<label>`, `iou_<label>`
+#: per foreground class before `mean_uncertainty`, with `absent` where the class is in neither map).
+PER_IMAGE_COLUMNS = ("name", "dsc", "iou", "dsc_original", "iou_original", "mean_uncertainty")
+
+#: The CSV cell of a class absent from both the prediction and the ground truth of an image.
+ABSENT = "absent"
 
 
 def write_per_image_csv(path: Union[str, os.PathLike], records: List[Dict[str, Any]]) -> None:
-    """Write [`evaluate_dataset`] records as a CSV (`name,dsc,iou,dsc_original,iou_original`, scores to 6 decimals).
+    """Write [`evaluate_dataset`] records as a CSV (`PER_IMAGE_COLUMNS`, scores to 6 decimals).
+
+    Multi-class records add `dsc_<label>` and `iou_<label>` columns per foreground class; a class absent from both
+    the ground truth and the prediction of an image is written `absent` (and an image with no scored class has
+    `absent` as its `dsc` / `iou` too).
 
     Args:
         path (`str` or `os.PathLike`): the CSV file to write.
@@ -154,11 +327,56 @@ def write_per_image_csv(path: Union[str, os.PathLike], records: List[Dict[str, A
     """
     import csv
 
+    labels = list(records[0]["per_class"]) if records and "per_class" in records[0] else []
+    columns = list(PER_IMAGE_COLUMNS[:-1]) + [f"{m}_{label}" for label in labels for m in ("dsc", "iou")]
+    columns.append(PER_IMAGE_COLUMNS[-1])
+
+    def cell(value):
+        if isinstance(value, float):
+            return ABSENT if math.isnan(value) else f"{value:.6f}"
+        return value
+
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(PER_IMAGE_COLUMNS), extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for record in records:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in record.items()})
+            row = {k: cell(v) for k, v in record.items() if k != "per_class"}
+            for label, scores in record.get("per_class", {}).items():
+                row[f"dsc_{label}"], row[f"iou_{label}"] = cell(scores["dsc"]), cell(scores["iou"])
+            writer.writerow(row)
+
+
+def _json_number(value: Optional[float]) -> Optional[float]:
+    # metrics.json stays strict JSON: an undefined value (NaN) is written as null.
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def uncertainty_summary(records: List[Dict[str, Any]], stats: EvaluationStats) -> Dict[str, Any]:
+    """`ece`, `brier`, `error_auroc` (+ its bound), `uncertainty_dsc_spearman` and the timing of an evaluation.
+
+    Args:
+        records (`list[dict]`): [`evaluate_dataset`] records (with `mean_uncertainty`).
+        stats ([`EvaluationStats`]): the pixel-level statistics of the same run.
+
+    Returns:
+        `dict`: the values written to `metrics.json` (NaN written as `None`: undefined, e.g. no wrong pixel).
+
+    Example:
+        >>> records, stats = evaluate_dataset(model, dataset, return_stats=True)
+        >>> uncertainty_summary(records, stats)["ece"]
+    """
+    scored = [r for r in records if not math.isnan(r["dsc"])]
+    return {
+        "ece": _json_number(stats.calibration.ece()),
+        "brier": _json_number(stats.calibration.brier()),
+        "error_auroc": _json_number(stats.error_auroc.auroc()),
+        "error_auroc_max_error": _json_number(stats.error_auroc.max_error()),
+        "uncertainty_dsc_spearman": _json_number(
+            spearman(np.array([r["mean_uncertainty"] for r in scored]), np.array([r["dsc"] for r in scored]))
+        ),
+        "mean_uncertainty": _json_number(float(np.mean([r["mean_uncertainty"] for r in records]))),
+        "seconds_per_image": _json_number(stats.seconds / stats.images if stats.images else float("nan")),
+    }
 
 
 def evaluate_to_folder(
@@ -172,12 +390,18 @@ def evaluate_to_folder(
     num_workers: int = 0,
     progress: bool = True,
     info: Optional[Dict[str, Any]] = None,
+    num_samples: int = 0,
+    tta: bool = False,
+    seed: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Score a model on a split with the paper's protocol and write the results to a folder.
 
     Writes `metrics.json` (the paper's summary, the same at each image's original resolution, the protocol in
-    words, and `info`), `per_image.csv` and, with `write_masks`, `masks/<name>.png` (the protocol masks,
-    image_size x image_size, 0/255). Under `accelerate launch` the split is sharded; the files are written once.
+    words, calibration and uncertainty: `ece`, `brier`, `error_auroc`, `uncertainty_dsc_spearman` with their
+    protocol, and `info`), `per_image.csv` (with each image's `mean_uncertainty`), `reliability.png` (the
+    reliability diagram) and, with `write_masks`, `masks/<name>.png` (the protocol masks, image_size x image_size,
+    0/255 or class indices). Under `accelerate launch` the split is sharded; the files are written once. A
+    multi-class model adds `per_class` and writes `dsc_mean` / `iou_mean` as the mean over foreground classes.
 
     Args:
         model ([`GMS`]): the model, on its device; its `image_size` and `threshold` are the protocol's.
@@ -189,36 +413,64 @@ def evaluate_to_folder(
         num_workers (`int`, defaults to 0): DataLoader workers.
         progress (`bool`, defaults to `True`): show a progress bar on the main process.
         info (`dict`, *optional*): recorded in `metrics.json` as well (e.g. model, dataset, split, command).
+        num_samples (`int`, defaults to 0): posterior samples per image; 0 is the paper's posterior mean.
+        tta (`bool`, defaults to `False`): also average over the 8 flips and quarter turns.
+        seed (`int`, *optional*): seed of the posterior noise (process `i` uses `seed + i`); unseeded if `None`.
 
     Returns:
         `dict`: the contents of `metrics.json`.
 
     Example:
         >>> metrics = evaluate_to_folder(model, load_gms_dataset("org/gms-busi", split="test"), "eval-busi")
-        >>> metrics["dsc_mean"], metrics["original_resolution"]["dsc_mean"]
+        >>> metrics["dsc_mean"], metrics["original_resolution"]["dsc_mean"], metrics["ece"]
     """
     from . import __version__
+    from .calibration import reliability_diagram
     from .metrics import PROTOCOL_DESCRIPTION
 
     output_dir = Path(output_dir)
     is_main = accelerator.is_main_process if accelerator is not None else True
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-    records = evaluate_dataset(
+    generator = None
+    if seed is not None:
+        device = accelerator.device if accelerator is not None else model.device
+        process_index = accelerator.process_index if accelerator is not None else 0
+        generator = torch.Generator(device=device).manual_seed(int(seed) + process_index)
+    records, stats = evaluate_dataset(
         model, dataset, batch_size=batch_size, threshold=model.threshold, accelerator=accelerator,
         original_resolution=True, mask_dir=output_dir / "masks" if write_masks else None,
-        num_workers=num_workers, progress=progress,
+        num_workers=num_workers, progress=progress, num_samples=num_samples, tta=tta, generator=generator,
+        return_stats=True,
     )
+    num_classes = _num_classes(model)
+    protocol = PROTOCOL_DESCRIPTION.format(size=model.image_size, threshold=model.threshold)
+    if num_classes > 1:
+        protocol = MULTICLASS_PROTOCOL.format(num_classes=num_classes, size=model.image_size)
+    summary = summarize_records(records)
     metrics = {
-        **summarize_records(records),
+        **{k: v for k, v in summary.items() if k != "per_class"},
+        **({"per_class": summary["per_class"]} if "per_class" in summary else {}),
+        **uncertainty_summary(records, stats),
+        "num_samples": int(num_samples),
+        "tta": bool(tta),
+        "seed": seed,
+        "passes_per_image": num_passes(num_samples, tta),
         **(info or {}),
         "image_size": model.image_size,
         "threshold": model.threshold,
-        "protocol": PROTOCOL_DESCRIPTION.format(size=model.image_size, threshold=model.threshold),
+        "num_classes": num_classes,
+        "protocol": protocol,
+        "calibration_protocol": CALIBRATION_PROTOCOL.format(
+            size=model.image_size, n_bins=stats.calibration.n_bins, threshold=model.threshold,
+            auroc_bins=stats.error_auroc.n_bins,
+        ) + (" Multi-class: see `protocol` (one-vs-rest foreground probability, arg-max errors)." if num_classes > 1
+             else "") + " Predictions: the mean probability over `passes_per_image` passes (gms_hub.uncertainty).",
         "original_resolution": {
             **summarize_records(records, suffix="_original"),
-            "protocol": "Probabilities resized bilinearly to each image's original (H, W), then > threshold, "
-                        "against the original ground-truth mask (not the paper's protocol; what a user sees).",
+            "protocol": "Probabilities resized bilinearly to each image's original (H, W), then > threshold (arg-max "
+                        "for multi-class), against the original ground-truth mask (not the paper's protocol; what a "
+                        "user sees).",
         },
         "mixed_precision": accelerator.mixed_precision if accelerator is not None else "no",
         "num_processes": accelerator.num_processes if accelerator is not None else 1,
@@ -227,4 +479,8 @@ def evaluate_to_folder(
     if is_main:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_per_image_csv(output_dir / "per_image.csv", records)
+        count = metrics["passes_per_image"]
+        passes = f"{count} pass{'es' if count > 1 else ''} per image" + (f" (N={num_samples}, TTA)" if tta else "")
+        reliability_diagram(stats.calibration.bin_stats(), output_dir / "reliability.png",
+                            title=f"{info.get('model', 'GMS') if info else 'GMS'}, {passes}")
     return metrics

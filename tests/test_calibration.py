@@ -155,3 +155,43 @@ def test_importing_the_package_does_not_import_matplotlib():
     code = ("import sys, gms_hub, gms_hub.calibration, gms_hub.uncertainty; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_auroc_accumulator_counts_exact_zeros_and_ones_as_true_ties():
+    """A confident model puts most pixels at exactly 0 uncertainty: those ties are exact, not a binning error."""
+    r = np.random.default_rng(7)
+    uncertainty = np.where(r.random(4000) < 0.9, 0.0, r.random(4000) * 1e-5)  # 90% exactly 0, the rest in bin 0
+    uncertainty[:40] = 1.0
+    errors = r.random(4000) < np.where(uncertainty > 0, 0.6, 0.05)
+    acc = ErrorAUROCAccumulator()
+    acc.update(uncertainty, errors)
+    exact = error_auroc(uncertainty, errors)
+    # only the ~10% non-zero pixels share a histogram bin; the exact-0 and exact-1 ties cost nothing
+    assert acc.max_error() < 0.02
+    assert abs(acc.auroc() - exact) <= acc.max_error()
+    quantised = np.where(uncertainty == 0.0, 0.0, np.where(uncertainty == 1.0, 1.0, 0.5))
+    exact_bins = ErrorAUROCAccumulator(2)
+    exact_bins.update(quantised, errors)
+    assert exact_bins.auroc() == pytest.approx(error_auroc(quantised, errors), abs=1e-12)
+    assert exact_bins.max_error() == pytest.approx(0.5 * np.sum(errors[quantised == 0.5]) * np.sum(~errors[quantised == 0.5])
+                                                   / (errors.sum() * (~errors).sum()))
+
+
+def test_accumulators_merge_like_one_pass():
+    r = np.random.default_rng(8)
+    probs, targets = r.random(3000), r.random(3000) < 0.3
+    uncertainty, errors = r.random(3000), r.random(3000) < 0.2
+    whole_c, whole_a = CalibrationAccumulator(), ErrorAUROCAccumulator()
+    whole_c.update(probs, targets)
+    whole_a.update(uncertainty, errors)
+    part_c, part_a = CalibrationAccumulator(), ErrorAUROCAccumulator()
+    for half in (slice(0, 1000), slice(1000, None)):
+        other_c, other_a = CalibrationAccumulator(), ErrorAUROCAccumulator()
+        other_c.update(probs[half], targets[half])
+        other_a.update(uncertainty[half], errors[half])
+        part_c.merge(other_c)
+        part_a.merge(other_a)
+    assert part_c.ece() == pytest.approx(whole_c.ece(), abs=1e-12) and part_c.brier() == pytest.approx(whole_c.brier())
+    assert part_a.auroc() == whole_a.auroc()
+    with pytest.raises(ValueError, match="n_bins=4096"):
+        part_a.merge(ErrorAUROCAccumulator(8))

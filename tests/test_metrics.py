@@ -102,3 +102,20 @@ def test_protocol_ground_truth_threshold_on_gray_levels():
     np.testing.assert_array_equal(protocol_ground_truth(Image.fromarray(mask), image_size=2), [[False, False], [True, True]])
     rgb = Image.fromarray(np.stack([mask] * 3, axis=-1))  # RGB files are read as 8-bit gray
     np.testing.assert_array_equal(protocol_ground_truth(rgb, image_size=2), [[False, False], [True, True]])
+
+
+def test_per_class_dice_iou_hand_counts_and_absent_classes():
+    from gms_hub.metrics import per_class_dice_iou
+
+    pred = np.array([[[1, 1, 0], [2, 2, 0]], [[0, 0, 0], [0, 0, 3]]])  # (2, 2, 3)
+    gt = np.array([[[1, 0, 0], [2, 2, 2]], [[0, 0, 0], [0, 0, 0]]])
+    dsc, iou = per_class_dice_iou(pred, gt, num_classes=3)
+    # image 0: class 1 TP 1 FP 1 -> 2/3, 1/2; class 2 TP 2 FN 1 -> 4/5, 2/3; class 3 nowhere -> NaN
+    # image 1: classes 1 and 2 nowhere -> NaN; class 3 predicted only -> 0, 0
+    np.testing.assert_allclose(dsc, [[2 / 3, 4 / 5, np.nan], [np.nan, np.nan, 0.0]])
+    np.testing.assert_allclose(iou, [[1 / 2, 2 / 3, np.nan], [np.nan, np.nan, 0.0]])
+    t_dsc, _ = per_class_dice_iou(torch.from_numpy(pred), torch.from_numpy(gt), 3)
+    assert isinstance(t_dsc, torch.Tensor) and t_dsc.dtype == torch.float64
+    np.testing.assert_allclose(t_dsc.numpy(), dsc)
+    with pytest.raises(TypeError, match="integer class indices"):
+        per_class_dice_iou(pred.astype(np.float32), gt, 3)

@@ -10,8 +10,22 @@ prediction is the mask probability > 0.5, the ground truth is resized with PIL N
 The same metrics at each image's original size (probabilities resized bilinearly to (H, W), then > 0.5,
 against the original mask) are reported separately, labelled `original_resolution`.
 
-Writes to --output_dir: `metrics.json`, `per_image.csv` (name,dsc,iou,dsc_original,iou_original) and
-`masks/<name>.png` (the protocol masks, image_size x image_size, 0/255). Cross-domain evaluation (BUSI -> BUS)
+Every run also measures calibration and uncertainty at the model's resolution: `ece` (15 equal-width bins),
+`brier`, `error_auroc` (the uncertainty map ranking wrong pixels above right ones, over all pixels of the split)
+and `uncertainty_dsc_spearman` (each image's mean uncertainty against its DSC); the protocol is written into
+`metrics.json`. `--num_samples N` (posterior samples of the image latent) and `--tta` (the 8 flips and quarter
+turns) evaluate the mean probability over `max(N, 1) * (8 if --tta else 1)` passes per image instead of the
+paper's single pass; `--seed` makes the samples reproducible:
+
+    python train/evaluate.py --model demo --dataset outputs/synthetic --output_dir eval-n8-tta --num_samples 8 --tta --seed 0
+
+A multi-class model (num_classes > 1) on a dataset of class-index masks is scored per class: `per_class` in
+`metrics.json` keyed by label, `dsc_mean` / `iou_mean` = the mean over foreground classes, and `dsc_<label>`,
+`iou_<label>` columns in `per_image.csv` (`absent` where a class is in neither the ground truth nor the prediction).
+
+Writes to --output_dir: `metrics.json`, `per_image.csv` (name,dsc,iou,dsc_original,iou_original,mean_uncertainty),
+`reliability.png` (the reliability diagram) and `masks/<name>.png` (the protocol masks, image_size x image_size,
+0/255, or class indices for multi-class). Cross-domain evaluation (BUSI -> BUS)
 is the same command with a model from one benchmark and a dataset from another. `--model` also takes the
 reference checkpoints' names (bus, busi, glas, ham10000, kvasir-instrument), a `.pth` path or a URL.
 """
@@ -56,7 +70,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="Apply gms_hub.fast.optimize (exact rewrites: probabilities equal to float rounding).")
     parser.add_argument("--no_masks", action="store_true", help="Do not write the predicted masks.")
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument("--num_samples", type=int, default=0,
+                        help="Posterior samples of the image latent per image, averaged (default 0: the posterior "
+                             "mean, the paper's inference).")
+    parser.add_argument("--tta", action="store_true",
+                        help="Also average over the 8 flips and quarter turns (test-time augmentation).")
+    parser.add_argument("--seed", type=int, default=None, help="Seed of the posterior samples (process i: seed + i).")
     args = parser.parse_args(argv)
+    if args.num_samples < 0:
+        parser.error(f"--num_samples must be >= 0, got {args.num_samples}.")
     if str(args.vae_subfolder).lower() in ("none", "null", ""):
         args.vae_subfolder = None
     if args.batch_size < 1:
@@ -80,6 +102,25 @@ def load_model(args: argparse.Namespace):
     return load_gms(args.model, **vae_kwargs, **overrides)
 
 
+def _percent(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def check_classes(model, id2label: Optional[Dict[int, str]], dataset: str) -> None:
+    """Fail early when the dataset's classes (`id2label`, `None` for binary data) do not fit the model's."""
+    num_classes = int(getattr(model, "num_classes", 1) or 1)
+    dataset_classes = 1 if id2label is None else len(id2label) - 1
+    if dataset_classes != num_classes:
+        raise ValueError(
+            f"{dataset} has {dataset_classes} foreground class(es) ({id2label or 'binary masks'}), the model "
+            f"{num_classes}. Evaluate a model trained on this dataset's classes."
+        )
+    model_labels = getattr(model, "id2label", None)
+    if id2label is not None and model_labels and {int(k): str(v) for k, v in model_labels.items()} != id2label:
+        logger.warning(f"The model's class names {model_labels} differ from the dataset's {id2label}; "
+                       "metrics.json uses the model's.")
+
+
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     from gms_hub.data import load_gms_dataset
     from gms_hub.evaluation import evaluate_to_folder
@@ -93,7 +134,8 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
 
         optimize(model)
     dataset_kwargs = {"revision": args.dataset_revision} if args.dataset_revision else {}
-    dataset = load_gms_dataset(args.dataset, split=args.split, **dataset_kwargs)
+    dataset, id2label = load_gms_dataset(args.dataset, split=args.split, return_id2label=True, **dataset_kwargs)
+    check_classes(model, id2label, args.dataset)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     if len(dataset) == 0:
@@ -108,13 +150,16 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     metrics = evaluate_to_folder(
         model, dataset, args.output_dir, batch_size=args.batch_size, accelerator=accelerator,
         write_masks=not args.no_masks, num_workers=args.dataloader_num_workers, info=info,
+        num_samples=args.num_samples, tta=args.tta, seed=args.seed,
     )
     if accelerator.is_main_process:
         logger.info(
-            f"{args.split}: DSC {100 * metrics['dsc_mean']:.2f} ± {100 * metrics['dsc_std']:.2f}, IoU "
-            f"{100 * metrics['iou_mean']:.2f} ± {100 * metrics['iou_std']:.2f} (%, n = {metrics['n']}); original "
-            f"resolution: DSC {100 * metrics['original_resolution']['dsc_mean']:.2f}, IoU "
-            f"{100 * metrics['original_resolution']['iou_mean']:.2f}. Wrote {args.output_dir}"
+            f"{args.split}: DSC {_percent(metrics['dsc_mean'])} ± {_percent(metrics['dsc_std'])}, IoU "
+            f"{_percent(metrics['iou_mean'])} ± {_percent(metrics['iou_std'])} (%, n = {metrics['n']}); original "
+            f"resolution: DSC {_percent(metrics['original_resolution']['dsc_mean'])}, IoU "
+            f"{_percent(metrics['original_resolution']['iou_mean'])}; ECE {metrics['ece']}, Brier {metrics['brier']}, "
+            f"error AUROC {metrics['error_auroc']}, {metrics['passes_per_image']} pass(es) per image, "
+            f"{metrics['seconds_per_image']:.3f} s per image. Wrote {args.output_dir}"
         )
     accelerator.wait_for_everyone()
     return metrics

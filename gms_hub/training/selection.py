@@ -8,13 +8,11 @@ the best Dice is kept (ties keep the earlier model). Its weights travel in every
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-import numpy as np
 import torch
 
 from .. import checkpoints
@@ -30,7 +28,8 @@ RESULTS_FILE = "training_results.json"
 def evaluate_split(model, dataset, *, accelerator=None, batch_size: int = 8, threshold: Optional[float] = None,
                    num_workers: int = 0) -> Dict[str, Any]:
     """Protocol metrics (`dsc_mean`, `dsc_std`, `iou_mean`, `iou_std`, `n`) of `model` on one split, sharded over
-    the processes of `accelerator`. Multi-class models: [`evaluate_split_multiclass`] (mean foreground-class Dice).
+    the processes of `accelerator`. Multi-class models score per class; `dsc_mean` is then the mean foreground-class
+    Dice (see [`~gms_hub.evaluation.summarize_records`]).
 
     Args:
         model ([`GMS`]): the model, on its device.
@@ -46,9 +45,6 @@ def evaluate_split(model, dataset, *, accelerator=None, batch_size: int = 8, thr
     Example:
         >>> evaluate_split(model, eval_splits["validation"])["dsc_mean"]
     """
-    if getattr(model, "num_classes", 1) > 1:
-        return evaluate_split_multiclass(model, dataset, accelerator=accelerator, batch_size=batch_size,
-                                         num_workers=num_workers)
     from ..evaluation import evaluate_dataset, summarize_records
 
     records = evaluate_dataset(
@@ -56,86 +52,6 @@ def evaluate_split(model, dataset, *, accelerator=None, batch_size: int = 8, thr
         original_resolution=False, num_workers=num_workers,
     )
     return summarize_records(records)
-
-
-def _class_summary(values: np.ndarray) -> Dict[str, float]:
-    """Mean and sample std of the finite entries of `values` (NaN: class absent from both maps of an image)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": float(finite.mean()), "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0, "n": int(finite.size)}
-
-
-def evaluate_split_multiclass(model, dataset, *, accelerator=None, batch_size: int = 8, num_workers: int = 0) -> Dict[str, Any]:
-    """Per-class DSC and IoU of a multi-class `model` on one split at the model's resolution, sharded over processes.
-
-    The prediction is the arg-max of the class probabilities; the ground truth the class-index mask resized with
-    PIL's NEAREST rule ([`~gms_hub.data.EvalTransform`] with `num_classes`). Per image and class the scores come from
-    [`~gms_hub.metrics.per_class_dice_iou`]; a class absent from both maps of an image is left out of that class's
-    mean. `dsc_mean` / `iou_mean` are the means over the foreground classes of the per-class means (the selection
-    metric); `dsc_std` / `iou_std` the sample std over images of each image's mean over its scored classes.
-
-    Args:
-        model ([`GMS`]): a model with `num_classes > 1`, on its device.
-        dataset (`datasets.Dataset`): the split (class-index masks).
-        accelerator (`accelerate.Accelerator`, *optional*): shards the split and gathers the scores.
-        batch_size (`int`, defaults to 8): images per forward pass on each process.
-        num_workers (`int`, defaults to 0): DataLoader workers.
-
-    Returns:
-        `dict`: `dsc_mean`, `dsc_std`, `iou_mean`, `iou_std`, `n` and `per_class` (`{label: {dsc_mean, dsc_std,
-        iou_mean, iou_std, n}}`, `n` = images where the class was scored).
-
-    Example:
-        >>> evaluate_split_multiclass(model, eval_splits["validation"])["per_class"]["benign"]["dsc_mean"]
-    """
-    from ..data import EvalTransform, collate_batch
-    from ..metrics import per_class_dice_iou
-
-    num_processes = accelerator.num_processes if accelerator is not None else 1
-    process_index = accelerator.process_index if accelerator is not None else 0
-    device = accelerator.device if accelerator is not None else model.device
-    indices = list(range(process_index, len(dataset), num_processes))
-    shard = dataset.select(indices).with_transform(EvalTransform(model.image_size, num_classes=model.num_classes))
-    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_batch,
-                                         num_workers=num_workers)
-    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
-    was_training = model.training
-    model.eval()
-    rows = []
-    for batch in loader:
-        with torch.no_grad(), autocast():
-            probs = model(batch["pixel_values"].to(device, dtype=model.dtype)).mask_probs.float()  # (B, K+1, S, S)
-        pred = probs.argmax(dim=1)  # (B, S, S)
-        gt = batch["masks"][:, 0].to(device).long()  # (B, S, S)
-        dsc, iou = per_class_dice_iou(pred, gt, model.num_classes)  # (B, K) each
-        rows.extend(zip(dsc.cpu().numpy(), iou.cpu().numpy()))
-    model.train(was_training)
-    ordered = list(zip(indices, rows))
-    if num_processes > 1:
-        from accelerate.utils import gather_object
-
-        ordered = gather_object(ordered)
-    ordered.sort(key=lambda item: item[0])
-    dsc = np.stack([row[0] for _, row in ordered])  # (N, K)
-    iou = np.stack([row[1] for _, row in ordered])  # (N, K)
-    per_class = {}
-    for k in range(model.num_classes):
-        d, i = _class_summary(dsc[:, k]), _class_summary(iou[:, k])
-        per_class[model.id2label[k + 1]] = {"dsc_mean": d["mean"], "dsc_std": d["std"], "iou_mean": i["mean"],
-                                             "iou_std": i["std"], "n": d["n"]}
-    with np.errstate(all="ignore"):  # an image without any class in either map has no mean
-        image_dsc, image_iou = np.nanmean(dsc, axis=1), np.nanmean(iou, axis=1)  # (N,)
-    class_dsc = [m["dsc_mean"] for m in per_class.values() if np.isfinite(m["dsc_mean"])]
-    class_iou = [m["iou_mean"] for m in per_class.values() if np.isfinite(m["iou_mean"])]
-    return {
-        "dsc_mean": float(np.mean(class_dsc)) if class_dsc else 0.0,
-        "dsc_std": _class_summary(image_dsc)["std"],
-        "iou_mean": float(np.mean(class_iou)) if class_iou else 0.0,
-        "iou_std": _class_summary(image_iou)["std"],
-        "n": int(dsc.shape[0]),
-        "per_class": per_class,
-    }
 
 
 def new_training_state(num_processes: int, select_on: str) -> Dict[str, Any]:
