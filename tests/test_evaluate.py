@@ -121,7 +121,7 @@ def test_original_resolution_scores_resize_probabilities_not_masks():
 def test_evaluate_to_folder_writes_metrics_csv_and_masks(tmp_path):
     """What train/evaluate.py writes (the script itself runs on a trained model in tests/test_train.py)."""
     from gms_hub.data import load_gms_dataset, write_dataset_folder
-    from gms_hub.evaluation import evaluate_to_folder
+    from gms_hub.evaluation_report import evaluate_to_folder
 
     dataset_dir = tmp_path / "crafted"
     write_dataset_folder({"test": _crafted_dataset()}, dataset_dir, card={"pretty_name": "crafted", "license": "apache-2.0"})

@@ -123,7 +123,7 @@ def check_classes(model, id2label: Optional[Dict[int, str]], dataset: str) -> No
 
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     from gms_hub.data import load_gms_dataset
-    from gms_hub.evaluation import evaluate_to_folder
+    from gms_hub.evaluation_report import evaluate_to_folder
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
