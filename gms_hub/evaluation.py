@@ -64,6 +64,32 @@ def class_labels(model, num_classes: int) -> List[str]:
     return [id2label.get(k, f"class_{k}") for k in range(1, num_classes + 1)]
 
 
+def check_dataset_classes(model, id2label: Optional[Dict[int, str]], dataset: str) -> None:
+    """Fail early when a dataset's classes do not fit the model's; warn when only their names differ.
+
+    Args:
+        model ([`GMS`]): the model (`num_classes`, `id2label`).
+        id2label (`dict[int, str]`, *optional*): the dataset's class names (`None` for binary masks), as
+            `load_gms_dataset(..., return_id2label=True)` returns them.
+        dataset (`str`): the dataset's name, for the message.
+
+    Example:
+        >>> split, id2label = load_gms_dataset("outputs/synthetic-mc", split="test", return_id2label=True)
+        >>> check_dataset_classes(model, id2label, "outputs/synthetic-mc")
+    """
+    num_classes = model_num_classes(model)
+    dataset_classes = 1 if id2label is None else len(id2label) - 1
+    if dataset_classes != num_classes:
+        raise ValueError(
+            f"{dataset} has {dataset_classes} foreground class(es) ({id2label or 'binary masks'}), the model "
+            f"{num_classes}. Evaluate a model trained on this dataset's classes."
+        )
+    model_labels = getattr(model, "id2label", None)
+    if id2label is not None and model_labels and {int(k): str(v) for k, v in model_labels.items()} != id2label:
+        logger.warning("The model's class names %s differ from the dataset's %s; metrics.json uses the model's.",
+                       model_labels, id2label)
+
+
 @dataclass
 class EvaluationStats:
     """Pixel-level statistics of an evaluation, summed over every process (see [`evaluate_dataset`]).
