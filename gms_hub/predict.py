@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .image_io import IMAGE_EXTENSIONS, InputFile, list_input_files, read_input, write_mask_png
-from .medical import pixel_area_mm2, strip_suffix
+from .medical import frame_stem, pixel_area_mm2, strip_suffix
 from .resolver import ACCEPTED_FORMS, load_model
 
 logger = logging.getLogger(__name__)
@@ -128,10 +128,7 @@ class _Job:
         return index + 1 if self.opened.kind == "dicom" else index
 
     def frame_stem(self, index: int) -> str:
-        number = self.frame_number(index)
-        if number is None or self.opened.num_frames == 1:
-            return self.stem
-        return f"{self.stem}_{'frame' if self.opened.kind == 'dicom' else 'slice'}{number}"
+        return frame_stem(self.stem, self.opened.kind, index, self.opened.num_frames)
 
 
 def choose_output(requested: str, kind: str, name: str) -> str:
