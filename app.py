@@ -222,7 +222,7 @@ def build_demo() -> gr.Blocks:
                             "volume, DICOM SEG per DICOM file) and a CSV with one row per frame or slice.")
                 with gr.Row(equal_height=False):
                     with gr.Column(min_width=320):
-                        batch_files = gr.File(label=f"Files ({MEDICAL_HINT})", file_count="multiple",
+                        batch_files = gr.File(label="Files: images, DICOM, NIfTI (several at once)", file_count="multiple",
                                               elem_id="batch-files")
                         batch_model = gr.Dropdown(choices=model_choices, value="busi", label="Model",
                                                   allow_custom_value=True, elem_id="batch-model")

@@ -264,6 +264,51 @@ def test_phone_upload_segment_and_table(server, browser, images):
 
 
 @pytest.mark.browser
+def test_phone_batch_with_a_volume_fits_the_screen(server, browser, images, medical):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-files input[type=file]").set_input_files([str(images["gray8"]), str(medical["nifti"])])
+    page.locator("#batch-button").click()
+    expect_text(page.locator("#batch-zip"), "masks")
+    table = page.locator("#batch-table")
+    expect(table.locator("[aria-rowindex][aria-colindex='1']").filter(has_text="volume.nii.gz")).to_have_count(5)
+    assert _no_horizontal_overflow(page)  # the six columns scroll inside the table, not the page
+    box = table.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    page.screenshot(path=str(ARTIFACTS / "page_phone_batch.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.browser
+def test_dark_mode_multiclass_legend_is_readable(server, browser, images, multiclass_model_dir):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url + "?__theme=dark", wait_until="domcontentloaded")
+    page.locator("#model input").click()
+    page.get_by_role("option", name="my-multiclass").click()
+    expect_text(page.locator("#model-source"), "local model folder")
+    _upload_and_segment(page, images["gray8"], (90, 70))
+    legend = page.locator("#legend .gms-legend")
+    expect(legend).to_contain_text("malignant")
+    text, background = legend.evaluate(
+        "e => { let b = e; while (b && getComputedStyle(b).backgroundColor.endsWith(', 0)')) b = b.parentElement;"
+        " return [getComputedStyle(e).color, b ? getComputedStyle(b).backgroundColor : 'rgb(0, 0, 0)']; }"
+    )
+    assert _luminance(text) > 0.6 and _luminance(background) < 0.4, (text, background)
+    page.screenshot(path=str(ARTIFACTS / "page_dark_multiclass.png"), full_page=True)
+    page.close()
+
+
+def _luminance(css_color):
+    r, g, b = [float(v) for v in css_color[css_color.index("(") + 1:css_color.index(")")].split(",")[:3]]
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+@pytest.mark.browser
 def test_dark_mode_table_is_readable(server, browser, images):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server.url + "?__theme=dark", wait_until="domcontentloaded")
