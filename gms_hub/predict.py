@@ -27,13 +27,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .image_io import IMAGE_EXTENSIONS, InputFile, list_input_files, read_input, write_mask_png
-from .medical import frame_stem, pixel_area_mm2, strip_suffix
+from .image_io import IMAGE_EXTENSIONS, InputFile, list_input_files, read_input
+from .mask_files import OUTPUT_FORMATS, MaskWriter, class_names
+from .medical import strip_suffix
 from .resolver import ACCEPTED_FORMS, load_model
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = ("auto", "png", "nifti", "dicom-seg")
 CSV_COLUMNS = ["input", "frame", "mask_file", "area_px", "area_mm2", "status"]
 
 
@@ -116,38 +116,14 @@ class _Job:
     path: Path
     stem: str
     opened: Optional[InputFile] = None
-    output: str = "png"
-    volume: Optional[np.ndarray] = None  # (F, H, W) uint8 labels, for NIfTI / DICOM SEG outputs
+    writer: Optional[MaskWriter] = None  # PNGs per frame, or the NIfTI / DICOM SEG written when the file ends
     rows: List[Dict[str, Any]] = field(default_factory=list)
     error: Optional[str] = None
-
-    def frame_number(self, index: int) -> Optional[int]:
-        """The frame as users count it: DICOM frames from 1, NIfTI slices by their index; None for one frame."""
-        if self.opened.num_frames == 1 and self.opened.kind != "dicom":
-            return None
-        return index + 1 if self.opened.kind == "dicom" else index
-
-    def frame_stem(self, index: int) -> str:
-        return frame_stem(self.stem, self.opened.kind, index, self.opened.num_frames)
-
-
-def choose_output(requested: str, kind: str, name: str) -> str:
-    """The format a file of `kind` is written in, or a ValueError saying why `requested` does not fit it."""
-    if requested == "auto":
-        return "nifti" if kind == "nifti" else "png"
-    if requested == "nifti" and kind != "nifti":
-        raise ValueError(f"--output_format nifti needs a NIfTI input; '{name}' is {kind}. Use --output_format auto or png.")
-    if requested == "dicom-seg" and kind != "dicom":
-        raise ValueError(f"--output_format dicom-seg needs a DICOM input; '{name}' is {kind}. "
-                         "Use --output_format auto or png.")
-    return requested
 
 
 def foreground_labels(model) -> List[str]:
     """Names of the model's foreground classes, in label order (binary: id2label[1] or 'foreground')."""
-    num_classes = int(getattr(model, "num_classes", 1))
-    id2label = {int(k): str(v) for k, v in (getattr(model, "id2label", None) or {}).items()}
-    return [id2label.get(k, "foreground" if num_classes == 1 else f"class_{k}") for k in range(1, num_classes + 1)]
+    return class_names(int(getattr(model, "num_classes", 1)), getattr(model, "id2label", None))
 
 
 def _png16(values: np.ndarray, path: Path) -> None:
@@ -216,19 +192,9 @@ class Predictor:
     # ---------------------------------------------------------------- writing
     def write_frame(self, job: _Job, index: int, frame: Any, mask, prob, uncertainty) -> None:
         labels = np.asarray(mask).astype(np.uint8)  # (H, W): 0/1 binary, 0..K multi-class
-        stem = job.frame_stem(index)
+        stem = job.writer.frame_stem(index)
         out = self.output_dir
-        if job.output == "png":
-            mask_file = f"{stem}.png"
-            if self.num_classes == 1:
-                write_mask_png(labels.astype(bool), out / mask_file)
-            else:
-                Image.fromarray(labels, mode="L").save(out / mask_file)  # index PNG, values 0..K
-        else:
-            if job.volume is None:
-                job.volume = np.zeros((job.opened.num_frames, *labels.shape), dtype=np.uint8)  # (F, H, W)
-            job.volume[index] = labels
-            mask_file = f"{job.stem}_mask.nii.gz" if job.output == "nifti" else f"{job.stem}_seg.dcm"
+        row = job.writer.add(index, labels)  # writes the PNG now, or holds the frame for the file's NIfTI / SEG
         if prob is not None:
             foreground = prob if prob.ndim == 2 else 1.0 - prob[0]  # (H, W); multi-class: 1 - background
             _png16(foreground, out / f"{stem}_prob.png")
@@ -241,46 +207,24 @@ class Predictor:
             display = np.rint(to_float_rgb(frame, job.opened.value_range) * 255).astype(np.uint8)  # (H, W, 3)
             overlay = overlay_labels(display, labels, colors=label_colors(self.num_classes))
             Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
-        job.rows.append(self.row(job, index, mask_file, labels))
-
-    def row(self, job: _Job, index: int, mask_file: str, labels: np.ndarray) -> Dict[str, Any]:
-        number = job.frame_number(index)
-        pixel_mm2 = pixel_area_mm2(job.opened.spacing)
-        row = {"input": str(job.path), "frame": "" if number is None else number, "mask_file": mask_file,
-               "status": "ok"}
-        counts = np.bincount(labels.ravel(), minlength=self.num_classes + 1)
-        row["area_px"] = int(counts[1:].sum())
-        row["area_mm2"] = "" if pixel_mm2 is None else round(row["area_px"] * pixel_mm2, 4)
-        if self.num_classes > 1:
-            for k, label in enumerate(self.labels, start=1):
-                row[f"area_px_{label}"] = int(counts[k])
-                row[f"area_mm2_{label}"] = "" if pixel_mm2 is None else round(int(counts[k]) * pixel_mm2, 4)
-        return row
+        job.rows.append({"input": str(job.path), **row, "status": "ok"})
 
     def finish(self, job: _Job) -> None:
         """Write the file-level output (NIfTI mask or DICOM SEG) once every frame of the file is segmented."""
-        if job.error is not None or job.output == "png" or job.volume is None:
+        if job.error is not None or job.writer is None:
             return
         try:
-            if job.output == "nifti":
-                from .nifti import write_nifti_mask
-
-                write_nifti_mask(job.volume, job.opened.medical, self.output_dir / f"{job.stem}_mask.nii.gz")
-            else:
-                from .dicom import write_dicom_seg
-
-                write_dicom_seg(job.volume, job.opened.medical, self.output_dir / f"{job.stem}_seg.dcm",
-                                labels=self.labels, model_id=str(self.args.model))
+            job.writer.close()
         except (OSError, ValueError) as err:
             job.error = str(err)
-        job.volume = None
 
     # ---------------------------------------------------------------- one file
     def run(self, job: _Job) -> None:
         args = self.args
         try:
             job.opened = read_input(job.path, window=args.window, slice_axis=args.slice_axis)
-            job.output = choose_output(args.output_format, job.opened.kind, job.path.name)
+            job.writer = MaskWriter(job.opened, self.output_dir, job.stem, output_format=args.output_format,
+                                    num_classes=self.num_classes, names=self.labels, model_id=str(args.model))
             if job.opened.num_frames < 1:
                 raise ValueError(f"'{job.path.name}' holds no frame. Export a file with at least one image.")
             index = 0

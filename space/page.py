@@ -1,24 +1,21 @@
-"""What the Space's page shows, built without gradio: previews, overlays, the heat map, the stats table,
-the model card, and the batch zip + CSV.
+"""What the Space's page shows, built without gradio: previews, overlays, the heat map, the stats table and
+the model card.
 
-Every function here is pure (arrays or text in, arrays, text or files out), so app.py only wires components
-to them. Multi-class results use one colour per class (`gms_hub.visualize` colours and overlays, `legend_html` here);
-these have the signatures of `gms_hub.visualize.label_colors` / `overlay_labels`, so the page can switch to
-that module once it exists.
+Every function here is pure (arrays or text in, arrays, text or files out), so the handlers (`space.handlers`)
+only call them. Multi-class results use one colour per class (`gms_hub.visualize` colours and overlays,
+`legend_html` here).
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import logging
 import os
 import re
-import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -30,7 +27,6 @@ from gms_hub.processing import to_float_rgb
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BATCH_COLUMNS",
     "ClassRow",
     "DEFAULT_OPACITY",
     "colormap_lut",
@@ -39,20 +35,11 @@ __all__ = [
     "model_card_markdown",
     "preview_image",
     "stats_table_html",
-    "write_batch_outputs",
 ]
 
 DEFAULT_OPACITY = 0.45
 """Opacity of the mask fill over the image (the outline is always solid); the `/segment` overlay uses it."""
 
-
-"""Overlay colours of classes 1..7 (the multi-class coding's limit): class 1 keeps the binary red, the others are
-far apart in hue and bright enough to read over gray scans."""
-
-BATCH_COLUMNS = (
-    "file", "mask", "model", "source_kind", "threshold", "area_px", "area_percent", "height", "width", "seconds", "error",
-)
-"""Columns of the batch CSV, one row per uploaded file (`error` is empty when the file was segmented)."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -361,34 +348,3 @@ def model_card_markdown(kind: str, location: str, revision: Optional[str] = None
         # The demo model's plain statement must be on the page even if its card is edited.
         text = "**Demo model trained on synthetic data.** Not for clinical use.\n\n" + text
     return text
-
-
-# ---------------------------------------------------------------------------------------------- batches
-def write_batch_outputs(rows: Sequence[Dict], masks: Mapping[str, PathLike], folder: PathLike) -> Tuple[str, str]:
-    """Write the batch results: a zip of the mask PNGs and a CSV of one stats row per file.
-
-    Args:
-        rows (`Sequence[dict]`): one dict per uploaded file with the keys of `BATCH_COLUMNS` (missing = empty).
-        masks (`Mapping[str, PathLike]`): name inside the zip -> mask PNG written for it.
-        folder (`str` or `os.PathLike`): where `masks.zip` and `stats.csv` are written.
-
-    Returns:
-        `tuple(str, str)`: paths of the zip and the CSV.
-
-    Example:
-        >>> write_batch_outputs([{"file": "a.png", "area_px": 3}], {"a_mask.png": "/tmp/a_mask.png"}, "/tmp/out")
-        ('/tmp/out/masks.zip', '/tmp/out/stats.csv')
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    zip_path, csv_path = folder / "masks.zip", folder / "stats.csv"
-    # PNGs are already compressed; storing them keeps the zip fast to write.
-    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, mask_path in masks.items():
-            archive.write(mask_path, arcname=name)
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=BATCH_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in BATCH_COLUMNS})
-    return str(zip_path), str(csv_path)

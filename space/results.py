@@ -1,9 +1,9 @@
 """Image in and results out for the Space (app.py): upload reading, masks, overlays, statistics.
 
 Everything here is pure and model-free, so the Gradio layer only wires components to these functions and
-turns `InputError` into `gr.Error`. Reading files is the library's `gms_hub.image_io.read_image` (PNG, JPEG,
-BMP, TIFF) and `read_medical_image` (DICOM, NIfTI); this module only words their errors for someone uploading
-and picks the frame (or slice) to segment. Nothing here reads or returns patient attributes: an upload's
+turns `InputError` into `gr.Error`. Reading files is the library's `gms_hub.image_io.read_input` (PNG, JPEG,
+BMP, TIFF, DICOM, NIfTI); this module only words its errors for someone uploading and picks the frame (or
+slice) to segment. Nothing here reads or returns patient attributes: an upload's
 `MedicalImage.dataset` is only handed on to `write_dicom_seg`.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gms_hub.image_io import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageReadError, read_image, read_medical_image
-from gms_hub.medical import MedicalImageError, detect_medical_format, pixel_area_mm2
+from gms_hub.image_io import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageReadError, InputFile, read_image, read_input
+from gms_hub.medical import MedicalImageError, pixel_area_mm2
 from gms_hub.processing import resize_bilinear, resize_probabilities
 
 logger = logging.getLogger(__name__)
@@ -35,10 +35,14 @@ __all__ = [
     "mask_from_probabilities",
     "mask_stats",
     "mean_inside",
+    "open_upload",
     "probability_image",
     "read_upload",
     "read_upload_frame",
+    "result_labels",
+    "result_stats",
     "uncertainty_from_probabilities",
+    "upload_frame",
 ]
 
 
@@ -91,13 +95,79 @@ class UploadFrame:
         return pixel_area_mm2(self.spacing)
 
 
+def open_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_MAX_PIXELS) -> InputFile:
+    """Open an upload with `gms_hub.image_io.read_input` (frames of DICOM/NIfTI decoded later), errors worded for
+    the user, and check a DICOM/NIfTI file's frame size against the same limits as images.
+
+    Args:
+        path (`str` or `os.PathLike`): the uploaded file.
+        max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted rows x columns of a frame.
+
+    Returns:
+        `gms_hub.image_io.InputFile`.
+
+    Raises:
+        `InputError`: an unreadable file, or frames too large or too small (the message says what to do).
+
+    Example:
+        >>> open_upload("scan.nii.gz").num_frames
+        5
+    """
+    if path is None or str(path) == "":
+        read_upload(path)  # raises the page's "No image was uploaded" message
+    try:
+        opened = read_input(path, max_pixels=max_pixels)
+    except (ImageReadError, MedicalImageError, FileNotFoundError) as err:
+        raise InputError(str(err)) from None
+    if opened.kind == "image":
+        return opened
+    scan, name = opened.medical, opened.path.name
+    rows, cols = (scan.shape[1], scan.shape[2]) if scan.kind == "dicom" else _frame_shape(scan)
+    if rows * cols > max_pixels:
+        raise InputError(f"'{name}' has {cols}x{rows} = {rows * cols / 1e6:.1f} megapixel frames; the limit is "
+                         f"{max_pixels / 1e6:g} megapixels. Downscale it.")
+    if min(rows, cols) < MIN_SIDE:
+        raise InputError(f"'{name}' has {cols}x{rows} pixel frames; each side must be at least {MIN_SIDE} pixels.")
+    return opened
+
+
+def upload_frame(opened: InputFile, frame: int = 0) -> UploadFrame:
+    """Frame (or slice) `frame`, counted from 0, of an opened upload (`open_upload`); only that frame is decoded.
+
+    Raises:
+        `InputError`: a frame that the file does not have, or one that cannot be decoded.
+
+    Example:
+        >>> upload_frame(open_upload("scan.nii.gz"), 2).frame
+        2
+    """
+    try:
+        frame = int(frame)
+    except (TypeError, ValueError):
+        raise InputError(f"The frame must be a whole number, got {frame!r}.") from None
+    name = opened.path.name
+    if opened.kind == "image":
+        if frame != 0:
+            raise InputError(f"'{name}' has a single frame; ask for frame 1, not {frame + 1}.")
+        return UploadFrame(image=opened.frames[0], value_range=None, kind="image")
+    if not 0 <= frame < opened.num_frames:
+        raise InputError(f"'{name}' has {opened.num_frames} frame(s); frame {frame + 1} does not exist. "
+                         f"Choose 1 to {opened.num_frames}.")
+    try:
+        pixels = opened.frames[frame]  # (H, W) or (H, W, 3) float32 in [0, 1]
+    except MedicalImageError as err:
+        raise InputError(str(err)) from None
+    return UploadFrame(image=pixels, value_range=opened.value_range, kind=opened.kind, frame=frame,
+                       num_frames=opened.num_frames, spacing=opened.spacing, medical=opened.medical)
+
+
 def read_upload_frame(
     path: Optional["os.PathLike | str"], frame: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> UploadFrame:
     """Read one frame of an upload: an image file (frame 0), or a frame/slice of a DICOM or NIfTI file.
 
     DICOM is recognised by `.dcm`/`.dicom` or the `DICM` preamble (extensionless exports), NIfTI by `.nii` and
-    `.nii.gz`; only the requested frame is decoded.
+    `.nii.gz`; only the requested frame is decoded (`open_upload` then `upload_frame`).
 
     Args:
         path (`str` or `os.PathLike`): the uploaded file.
@@ -118,31 +188,7 @@ def read_upload_frame(
         frame = int(frame)
     except (TypeError, ValueError):
         raise InputError(f"The frame must be a whole number, got {frame!r}.") from None
-    if path is None or str(path) == "" or detect_medical_format(path) is None:
-        image = read_upload(path, max_pixels=max_pixels)
-        if frame != 0:
-            raise InputError(f"'{os.path.basename(str(path))}' has a single frame; ask for frame 1, not {frame + 1}.")
-        return UploadFrame(image=image, value_range=None, kind="image")
-    try:
-        scan = read_medical_image(path)
-    except (MedicalImageError, FileNotFoundError) as err:
-        raise InputError(str(err)) from None
-    name = os.path.basename(str(path))
-    rows, cols = (scan.shape[1], scan.shape[2]) if scan.kind == "dicom" else _frame_shape(scan)
-    if rows * cols > max_pixels:
-        raise InputError(f"'{name}' has {cols}x{rows} = {rows * cols / 1e6:.1f} megapixel frames; the limit is "
-                         f"{max_pixels / 1e6:g} megapixels. Downscale it.")
-    if min(rows, cols) < MIN_SIDE:
-        raise InputError(f"'{name}' has {cols}x{rows} pixel frames; each side must be at least {MIN_SIDE} pixels.")
-    if not 0 <= frame < scan.num_frames:
-        raise InputError(f"'{name}' has {scan.num_frames} frame(s); frame {frame + 1} does not exist. "
-                         f"Choose 1 to {scan.num_frames}.")
-    try:
-        pixels = scan.frames[frame]  # (H, W) or (H, W, 3) float32 in [0, 1]
-    except MedicalImageError as err:
-        raise InputError(str(err)) from None
-    return UploadFrame(image=pixels, value_range=scan.value_range, kind=scan.kind, frame=frame,
-                       num_frames=scan.num_frames, spacing=scan.spacing, medical=scan)
+    return upload_frame(open_upload(path, max_pixels=max_pixels), frame)
 
 
 def _frame_shape(scan) -> Tuple[int, int]:
@@ -324,3 +370,34 @@ def class_stats(labels: np.ndarray, id2label: Mapping[int, str], pixel_area: Opt
             row["area_mm2"] = round(area * pixel_area, 3)
         rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- cached results
+def result_labels(result: Mapping, threshold: float) -> np.ndarray:
+    """A cached result (the Space's dict: `probs` at the model's resolution, `size`) at the input's size: a bool
+    mask for a binary model (probability > threshold), a uint8 label map 0..K (arg-max) for a multi-class one."""
+    if result["probs"].ndim == 3:
+        return labels_from_probabilities(result["probs"], result["size"])  # (H, W) uint8 0..K
+    return mask_from_probabilities(result["probs"], result["size"], threshold)  # (H, W) bool
+
+
+def result_stats(result: Mapping, labels: np.ndarray, threshold: float) -> Dict[str, Any]:
+    """The stats dict of the API: the `/segment` keys, plus `area_mm2`, `frame`, `classes` and `mean_uncertainty`
+    only where they apply (spacing known, several frames, several classes, uncertainty computed)."""
+    multiclass = labels.dtype != bool
+    foreground = labels > 0 if multiclass else labels  # (H, W) bool
+    stats = {"model": result["model"], "source": result["source"], "source_kind": result["source_kind"]}
+    if not multiclass:
+        stats["threshold"] = threshold
+    stats.update(mask_stats(foreground))
+    if result.get("pixel_area") is not None:
+        stats["area_mm2"] = round(stats["area_px"] * result["pixel_area"], 3)
+    if result.get("num_frames", 1) > 1:
+        stats["frame"], stats["num_frames"] = result["frame"] + 1, result["num_frames"]
+    if multiclass:
+        stats["classes"] = class_stats(labels, result["id2label"], result.get("pixel_area"))
+    if result.get("uncertainty") is not None:
+        stats["num_samples"], stats["tta"] = result["num_samples"], result["tta"]
+        stats["mean_uncertainty"] = mean_inside(result["uncertainty"], foreground)
+    stats["device"], stats["precision"] = result["device"], result["precision"]
+    return stats

@@ -14,8 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_tiny_model(path: Path, seed: int = 0) -> Path:
-    """Save a tiny random GMS (VAE bundled, 64 px) with `save_pretrained(include_vae=True)`."""
+def make_tiny_model(path: Path, seed: int = 0, num_classes: int = 1, id2label: dict | None = None) -> Path:
+    """Save a tiny random GMS (VAE bundled, 64 px; binary, or `num_classes` classes named by `id2label`) with
+    `save_pretrained(include_vae=True)`."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -27,7 +28,8 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4, sample_size=64,
     )
-    model = GMS(vae=vae, image_size=64, base_channels=16, channel_mult=(1, 1, 1, 1))
+    model = GMS(vae=vae, num_classes=num_classes, id2label=id2label, image_size=64, base_channels=16,
+                channel_mult=(1, 1, 1, 1))
     model.save_pretrained(path, include_vae=True)
     return path
 

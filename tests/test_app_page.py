@@ -1,6 +1,7 @@
 """The Space's page as a visitor uses it (Playwright + Debian's Chromium), and the `/segment_batch` API.
 
-One app server per module (`python app.py`, offline, a tiny random GMS as the demo model) and one browser.
+One app server per module (`python app.py`, offline, a tiny random GMS as the demo model, and two configured
+models: `my-model`, binary, and `my-multiclass`, a tiny random 2-class GMS) and one browser.
 Screenshots of every step go to test-artifacts/page_*.png.
 """
 
@@ -27,11 +28,22 @@ def tiny_model_dir(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("page_model") / "tiny-gms")
 
 
+ID2LABEL = {0: "background", 1: "benign", 2: "malignant"}
+
+
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    # A model of its own name, beside the benchmarks: `GMS_MODELS="my-model=<folder>"`.
+def multiclass_model_dir(tmp_path_factory):
+    # Seed 0 gives a random 2-class model whose labels of the `images` fixture's gray8.png hold both classes
+    # (checked in the multi-class tests against the library, so the legend and the table are not vacuous).
+    return make_tiny_model(tmp_path_factory.mktemp("page_model") / "tiny-multiclass", seed=0, num_classes=2,
+                           id2label=ID2LABEL)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, multiclass_model_dir, tmp_path_factory):
+    # Models of their own names, beside the benchmarks: `GMS_MODELS="my-model=<folder>,my-multiclass=<folder>"`.
     app = AppServer(tiny_model_dir, tmp_path_factory.mktemp("page_server") / "app.log",
-                    extra_env={"GMS_MODELS": f"my-model={tiny_model_dir}"})
+                    extra_env={"GMS_MODELS": f"my-model={tiny_model_dir},my-multiclass={multiclass_model_dir}"})
     try:
         yield app.wait_ready(timeout_s=120)
     finally:
@@ -206,26 +218,30 @@ def test_desktop_visitor_flow(server, browser, images, tmp_path):
 
 
 @pytest.mark.browser
-def test_desktop_batch_of_three(server, browser, images, tmp_path):
+def test_desktop_batch_of_three(server, browser, images, medical, tmp_path):
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server.url, wait_until="domcontentloaded")
     page.get_by_role("tab", name="Batch").click()
-    page.locator("#batch-files input[type=file]").set_input_files([str(p) for p in images.values()])
+    files = [images["gray8"], images["gray16"], medical["nifti"]]  # two images and a 5-slice NIfTI volume
+    page.locator("#batch-files input[type=file]").set_input_files([str(p) for p in files])
     page.locator("#batch-button").click()
     expect_text(page.locator("#batch-zip"), "masks")  # the page shows "masks .zip"
     expect_text(page.locator("#batch-csv"), "stats")
     rows = page.locator("#batch-table")
-    for name in ("gray8.png", "gray16.png", "rgba.png"):
+    for name in ("gray8.png", "gray16.png", "volume.nii.gz"):
         expect(rows).to_contain_text(name)
     page.screenshot(path=str(ARTIFACTS / "page_desktop_batch.png"), full_page=True)
+    first_column = rows.locator("[aria-rowindex][aria-colindex='1']")  # the grid's cells (not its sizing row)
+    expect(first_column.filter(has_text="volume.nii.gz")).to_have_count(5)  # one row per slice
+    expect(first_column.filter(has_text="gray8.png")).to_have_count(1)
     with page.expect_download() as download:
         page.locator("#batch-zip a").first.click()
     zip_path = tmp_path / "masks.zip"
     download.value.save_as(zip_path)
     with zipfile.ZipFile(zip_path) as archive:
-        assert sorted(archive.namelist()) == ["gray16_mask.png", "gray8_mask.png", "rgba_mask.png"]
+        assert sorted(archive.namelist()) == ["gray16_mask.png", "gray8_mask.png", "volume_mask.nii.gz"]
     page.close()
 
 
@@ -245,6 +261,51 @@ def test_phone_upload_segment_and_table(server, browser, images):
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390
     page.screenshot(path=str(ARTIFACTS / "page_phone.png"), full_page=True)
     page.close()
+
+
+@pytest.mark.browser
+def test_phone_batch_with_a_volume_fits_the_screen(server, browser, images, medical):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-files input[type=file]").set_input_files([str(images["gray8"]), str(medical["nifti"])])
+    page.locator("#batch-button").click()
+    expect_text(page.locator("#batch-zip"), "masks")
+    table = page.locator("#batch-table")
+    expect(table.locator("[aria-rowindex][aria-colindex='1']").filter(has_text="volume.nii.gz")).to_have_count(5)
+    assert _no_horizontal_overflow(page)  # the six columns scroll inside the table, not the page
+    box = table.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    page.screenshot(path=str(ARTIFACTS / "page_phone_batch.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.browser
+def test_dark_mode_multiclass_legend_is_readable(server, browser, images, multiclass_model_dir):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url + "?__theme=dark", wait_until="domcontentloaded")
+    page.locator("#model input").click()
+    page.get_by_role("option", name="my-multiclass").click()
+    expect_text(page.locator("#model-source"), "local model folder")
+    _upload_and_segment(page, images["gray8"], (90, 70))
+    legend = page.locator("#legend .gms-legend")
+    expect(legend).to_contain_text("malignant")
+    text, background = legend.evaluate(
+        "e => { let b = e; while (b && getComputedStyle(b).backgroundColor.endsWith(', 0)')) b = b.parentElement;"
+        " return [getComputedStyle(e).color, b ? getComputedStyle(b).backgroundColor : 'rgb(0, 0, 0)']; }"
+    )
+    assert _luminance(text) > 0.6 and _luminance(background) < 0.4, (text, background)
+    page.screenshot(path=str(ARTIFACTS / "page_dark_multiclass.png"), full_page=True)
+    page.close()
+
+
+def _luminance(css_color):
+    r, g, b = [float(v) for v in css_color[css_color.index("(") + 1:css_color.index(")")].split(",")[:3]]
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
 
 
 @pytest.mark.browser
@@ -364,3 +425,111 @@ def test_segment_batch_api_rejects_empty_and_unknown_model(server, images):
         client.predict([], "busi", 0.5, api_name="/segment_batch")
     with pytest.raises(AppError, match="Unknown model 'unet'"):
         client.predict([handle_file(str(images["gray8"]))], "unet", 0.5, api_name="/segment_batch")
+
+
+def test_segment_batch_api_writes_nifti_and_dicom_seg_with_a_row_per_frame(server, tiny_model_dir, images, medical,
+                                                                             tmp_path):
+    import highdicom as hd
+    import nibabel as nib
+    from gradio_client import Client, handle_file
+
+    from _medical_utils import write_dicom
+    from gms_hub import GMS
+    from gms_hub.image_io import read_medical_image
+
+    rng = np.random.default_rng(3)  # a cine loop without a Frame of Reference: no SEG can reference its frames
+    cine = write_dicom(tmp_path / "cine.dcm", rng.integers(0, 256, (3, 32, 40)).astype(np.uint8), modality="US",
+                       frame_of_reference=False)
+    files = [images["gray8"], medical["dicom"], medical["nifti"], cine]
+    client = Client(server.url, verbose=False)
+    zip_path, csv_path, table = client.predict([handle_file(str(p)) for p in files], "busi", 0.5,
+                                               api_name="/segment_batch")
+    model = GMS.from_pretrained(tiny_model_dir)
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["file"], r["frame"]) for r in rows] == [
+        ("gray8.png", ""), ("ct.dcm", "1"), *[("volume.nii.gz", str(k)) for k in range(5)],
+        *[("cine.dcm", str(k)) for k in (1, 2, 3)],
+    ]  # DICOM frames from 1, NIfTI slices by voxel index, as the predict CLI counts them
+    assert all(r["error"] == "" for r in rows)
+    assert [row[:2] for row in table["data"]][:2] == [["gray8.png", ""], ["ct.dcm", 1]]
+
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(zip_path) as archive:
+        assert sorted(archive.namelist()) == ["cine_frame1_mask.png", "cine_frame2_mask.png", "cine_frame3_mask.png",
+                                              "ct_seg.dcm", "gray8_mask.png", "volume_mask.nii.gz"]
+        archive.extractall(folder)
+
+    # The DICOM SEG references its source and holds the library's mask; the row gives mm² from the 0.6 mm pixels.
+    ct = read_medical_image(medical["dicom"])
+    expected = model.segment(ct.frames[0], value_range=ct.value_range)
+    seg = hd.seg.segread(folder / "ct_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == ct.dataset.SOPInstanceUID
+    np.testing.assert_array_equal(np.asarray(seg.pixel_array).reshape(expected.shape) > 0, expected)
+    assert rows[1]["mask"] == "ct_seg.dcm" and int(rows[1]["area_px"]) == int(expected.sum())
+    assert float(rows[1]["area_mm2"]) == pytest.approx(int(expected.sum()) * 0.36, abs=1e-3)
+
+    # The NIfTI mask has the volume's shape and affine, and each slice is the library's mask of that slice.
+    volume = read_medical_image(medical["nifti"])
+    written = nib.load(folder / "volume_mask.nii.gz")
+    np.testing.assert_allclose(written.affine, nib.load(medical["nifti"]).affine)
+    data = np.asarray(written.dataobj)
+    assert data.shape == (96, 128, 5) and data.dtype == np.uint8
+    for k in range(5):
+        expected = model.segment(volume.frames[k], value_range=volume.value_range)
+        np.testing.assert_array_equal(data[..., k] == 1, expected)
+        row = rows[2 + k]
+        assert row["mask"] == "volume_mask.nii.gz" and int(row["area_px"]) == int(expected.sum())
+        assert float(row["area_mm2"]) == pytest.approx(int(expected.sum()) * 0.7 * 0.9, abs=1e-3)
+
+    # The cine loop's masks come as PNGs per frame, and the rows say why there is no SEG.
+    for k, row in enumerate(rows[7:], start=1):
+        assert row["mask"] == f"cine_frame{k}_mask.png" and "Frame of Reference" in row["note"]
+        assert row["area_mm2"] == ""  # no Pixel Spacing in the file: no mm²
+
+
+def _library_labels(model_dir, path):
+    from gms_hub import GMS
+
+    labels = GMS.from_pretrained(model_dir).segment(Image.open(path))  # (H, W) uint8 0..2
+    counts = np.bincount(labels.ravel(), minlength=3)
+    assert counts[1] > 0 and counts[2] > 0, f"the random model must give both classes on this image: {counts}"
+    return labels, counts
+
+
+@pytest.mark.browser
+def test_desktop_multiclass_overlay_with_legend(server, browser, images, multiclass_model_dir):
+    from playwright.sync_api import expect
+
+    _, counts = _library_labels(multiclass_model_dir, images["gray8"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.locator("#model input").click()
+    page.get_by_role("option", name="my-multiclass").click()
+    expect_text(page.locator("#model-source"), "local model folder")
+    table = _upload_and_segment(page, images["gray8"], (90, 70))
+    legend = page.locator("#legend")
+    expect(legend).to_be_visible()
+    expect(legend).to_contain_text("benign")
+    expect(legend).to_contain_text("malignant")
+    for name, count in (("benign", counts[1]), ("malignant", counts[2])):
+        expect(table.locator("tr", has_text=name)).to_contain_text(f"{count:,} px ({100 * count / (90 * 70):.2f} %)")
+    expect(table).not_to_contain_text("Threshold")  # the arg-max decides, not the threshold
+    _image_ready(page, "#overlay img")
+    page.screenshot(path=str(ARTIFACTS / "page_multiclass.png"), full_page=True)
+    page.close()
+
+
+def test_segment_batch_api_gives_per_class_areas(server, images, multiclass_model_dir):
+    from gradio_client import Client, handle_file
+
+    labels, counts = _library_labels(multiclass_model_dir, images["gray8"])
+    client = Client(server.url, verbose=False)
+    zip_path, csv_path, _ = client.predict([handle_file(str(images["gray8"]))], "my-multiclass", 0.5,
+                                           api_name="/segment_batch")
+    with zipfile.ZipFile(zip_path) as archive:
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(archive.read("gray8_mask.png")))), labels)
+    with open(csv_path, newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert int(row["area_px_benign"]) == counts[1] and int(row["area_px_malignant"]) == counts[2]
+    assert int(row["area_px"]) == counts[1] + counts[2]
