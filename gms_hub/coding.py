@@ -34,12 +34,16 @@ VAE decodes saturated colours as near-white): measure with ``benchmarks/coded_ma
 
 from __future__ import annotations
 
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
 import torch
 
 __all__ = [
     "CLASS_CODES",
     "MAX_CODED_CLASSES",
     "check_num_classes",
+    "resolve_classes",
     "class_codes",
     "decode_class_probabilities",
     "encode_class_mask",
@@ -96,6 +100,40 @@ def check_num_classes(num_classes: int) -> int:
             "or train one model per group of at most 7 classes."
         )
     return num_classes
+
+
+def resolve_classes(num_classes: int, id2label: Optional[Dict[Any, str]] = None) -> Tuple[int, Dict[int, str]]:
+    """Validate a model's `num_classes` and `id2label`, filling in the default names.
+
+    Args:
+        num_classes (`int`): foreground classes K (1 for the paper's binary model, up to `MAX_CODED_CLASSES`).
+        id2label (`dict`, *optional*): `{0: "background", 1: ..., K: ...}` with int or string keys; defaults to
+            `{0: "background", 1: "foreground"}` for K = 1 and `class_1..class_K` otherwise.
+
+    Returns:
+        `tuple(int, dict[int, str])`: `num_classes` and the class names by index.
+
+    Example:
+        >>> resolve_classes(2)
+        (2, {0: 'background', 1: 'class_1', 2: 'class_2'})
+    """
+    from .data.loading import parse_id2label  # the id2label rules shared with datasets
+
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes counts foreground classes and must be an integer >= 1, got {num_classes!r}.")
+    num_classes = int(num_classes)
+    if num_classes > 1:
+        check_num_classes(num_classes)  # at most MAX_CODED_CLASSES, with the message that says why
+    if id2label is None:
+        names = ["foreground"] if num_classes == 1 else [f"class_{k}" for k in range(1, num_classes + 1)]
+        return num_classes, {0: "background", **{k: name for k, name in enumerate(names, start=1)}}
+    parsed = parse_id2label(id2label)
+    if len(parsed) != num_classes + 1:
+        raise ValueError(
+            f"id2label names {len(parsed)} classes ({parsed}) but num_classes={num_classes} needs {num_classes + 1} "
+            "entries (background and each foreground class); pass num_classes=len(id2label) - 1."
+        )
+    return num_classes, parsed
 
 
 def class_codes(num_classes: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -226,6 +226,32 @@ def read_dicom(path: PathLike, *, window: Optional[Tuple[float, float]] = None) 
     )
 
 
+def read_dicom_labels(path: PathLike) -> np.ndarray:
+    """The stored pixel values of a grayscale DICOM label image (a mask), one (H, W) array per frame.
+
+    No intensity rule applies (no rescale, window or MONOCHROME1 inversion: labels are labels).
+
+    Args:
+        path (`str` or `os.PathLike`): the DICOM mask, single- or multi-frame.
+
+    Returns:
+        `np.ndarray` (num_frames, H, W) of the stored integer dtype.
+
+    Example:
+        >>> read_dicom_labels("cine_mask.dcm").shape  # frame k lies on frame k of read_dicom("cine.dcm")
+        (40, 480, 640)
+    """
+    image = read_dicom(path)  # the header, pixel data and decoder checks of the image reader
+    if len(image.shape) != 3:
+        raise _error(image.path, f"the mask is {image.dataset.PhotometricInterpretation} colour; a DICOM mask holds "
+                     "one class value per pixel (grayscale). Save it as grayscale class values.")
+    try:
+        frames = [np.asarray(arr) for arr in iter_pixels(image.path)]
+    except Exception as err:  # decoders raise many types
+        raise _error(image.path, f"the mask's frames cannot be decoded ({type(err).__name__}); export it again.") from err
+    return np.stack(frames)  # (F, H, W)
+
+
 def write_dicom_seg(
     masks: Union[np.ndarray, Sequence[np.ndarray]],
     reference: MedicalImage,

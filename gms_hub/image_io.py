@@ -32,6 +32,7 @@ __all__ = [
     "list_input_files",
     "read_image",
     "read_input",
+    "read_label_frames",
     "read_medical_image",
     "resolve_segment_inputs",
     "write_mask_png",
@@ -203,6 +204,39 @@ def read_medical_image(
         f"'{path.name}' is neither NIfTI (.nii, .nii.gz) nor DICOM (.dcm or the 'DICM' preamble). "
         "Open ordinary images (PNG, JPEG, TIFF) with the image reader instead."
     )
+
+
+def read_label_frames(path: PathLike, *, slice_axis: int = -1) -> np.ndarray:
+    """The class values of a DICOM or NIfTI mask, frame by frame as `read_medical_image` gives its image's frames.
+
+    A mask's stored values are its labels: no rescale, window or inversion applies.
+
+    Args:
+        path (`str` or `os.PathLike`): a DICOM or NIfTI mask.
+        slice_axis (`int`, defaults to -1): axis a 3D NIfTI mask is sliced along (that of its image).
+
+    Returns:
+        `np.ndarray` (num_frames, H, W) of integers.
+
+    Raises:
+        `gms_hub.medical.MedicalImageError`: not a readable grayscale DICOM or NIfTI mask.
+
+    Example:
+        >>> read_label_frames("ct_mask.nii.gz").shape
+        (300, 512, 512)
+    """
+    from .medical import MedicalImageError, detect_medical_format
+
+    kind = detect_medical_format(path)
+    if kind == "nifti":
+        from .nifti import read_nifti_labels
+
+        return read_nifti_labels(path, slice_axis=slice_axis)
+    if kind == "dicom":
+        from .dicom import read_dicom_labels
+
+        return read_dicom_labels(path)
+    raise MedicalImageError(f"'{Path(path).name}' is neither a DICOM nor a NIfTI mask; read image masks with PIL.")
 
 
 # ------------------------------------------------------------------------------ one reader for every input

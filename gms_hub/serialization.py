@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 from dataclasses import asdict, is_dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from huggingface_hub import hf_hub_download
@@ -31,6 +31,34 @@ MODEL_TYPE = "gms"
 INFORMATIONAL_KEYS = ("model_type", "gms_hub_version", "scaling_factor", "vae_bundled")
 # The constructor arguments that name the VAE; they are resolved together.
 VAE_ARGUMENTS = ("vae", "vae_subfolder", "vae_revision")
+
+
+def constructor_config(
+    recorded: Optional[Dict[str, Any]],
+    *,
+    vae_source: Optional[str],
+    vae_subfolder: Optional[str],
+    channel_mult: Sequence[int],
+    vae_class: str,
+    num_classes: int,
+    id2label: Dict[int, str],
+) -> Dict[str, Any]:
+    """The constructor arguments that define a GMS, as `config.json` records them.
+
+    `recorded` is what the Hub mixin recorded before `__init__` ran (the JSON-able arguments and the defaults of the
+    others). One spelling each: a VAE object has no reference (`None`), a path is a string, a single-file VAE has no
+    subfolder; `vae_kwargs` is a loading option, not configuration.
+    """
+    config = {key: value for key, value in (recorded or {}).items() if key != "vae_kwargs"}
+    config.update(
+        vae=vae_source,
+        vae_subfolder=None if vae_source is not None and is_single_file(vae_source) else vae_subfolder,
+        channel_mult=[int(m) for m in channel_mult],
+        vae_class=vae_class,
+        num_classes=num_classes,
+        id2label={str(index): name for index, name in id2label.items()},  # JSON keys are strings
+    )
+    return config
 
 
 def is_local_reference(source: Optional[str]) -> bool:

@@ -5,8 +5,9 @@ image *is* the predicted mask and every score can be counted by hand.
 """
 
 import csv
-import importlib.util
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,9 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from gms_hub.evaluation import evaluate_dataset, summarize_records
+from gms_hub.evaluation import check_dataset_classes, evaluate_dataset, summarize_records
 from gms_hub.metrics import dice_iou
-from tests._training_utils import EVALUATE_SCRIPT
+from tests._training_utils import EVALUATE_SCRIPT, subprocess_env
 
 SIZE = 32
 
@@ -121,7 +122,7 @@ def test_original_resolution_scores_resize_probabilities_not_masks():
 def test_evaluate_to_folder_writes_metrics_csv_and_masks(tmp_path):
     """What train/evaluate.py writes (the script itself runs on a trained model in tests/test_train.py)."""
     from gms_hub.data import load_gms_dataset, write_dataset_folder
-    from gms_hub.evaluation import evaluate_to_folder
+    from gms_hub.evaluation_report import evaluate_to_folder
 
     dataset_dir = tmp_path / "crafted"
     write_dataset_folder({"test": _crafted_dataset()}, dataset_dir, card={"pretty_name": "crafted", "license": "apache-2.0"})
@@ -149,23 +150,49 @@ def test_evaluate_to_folder_writes_metrics_csv_and_masks(tmp_path):
         np.testing.assert_array_equal(written, expected.astype(np.uint8) * 255)
 
 
-def test_evaluate_loads_any_model_spec_through_the_resolver(tmp_path, tiny_vae_dir):
-    """--model goes through gms_hub.load_model: here a reference-layout .pth, with the --vae/--image_size overrides."""
+def test_evaluate_script_loads_a_pth_with_the_vae_size_and_threshold_flags(tmp_path, tiny_vae_dir):
+    """train/evaluate.py --model <.pth> --vae ... --image_size ... --threshold ...: the model gms_hub.load_model builds
+    from the same arguments, run as a user runs the script."""
     from _reference_lmm import random_reference_state_dict, reference_key_shapes
-    from gms_hub.reference import convert_reference_state_dict
+    from gms_hub import load_model
+    from gms_hub.data import load_gms_dataset, write_dataset_folder
 
-    spec = importlib.util.spec_from_file_location("gms_evaluate_script", EVALUATE_SCRIPT)
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
-    state = random_reference_state_dict(reference_key_shapes())
-    torch.save({"model": state}, str(tmp_path / "best_model.pth"))
-    args = evaluate.parse_args(["--model", str(tmp_path / "best_model.pth"), "--dataset", "unused", "--output_dir",
-                                str(tmp_path / "eval"), "--vae", str(tiny_vae_dir), "--vae_subfolder", "none",
-                                "--image_size", "64", "--threshold", "0.4"])
-    model = evaluate.load_model(args)
-    assert model.image_size == 64 and model.threshold == 0.4
-    expected = convert_reference_state_dict(state)
-    assert all(torch.equal(model.lmm.state_dict()[key], value) for key, value in expected.items())
-    args.model_revision = "v1"  # a revision only makes sense for a Hub id
-    with pytest.raises(ValueError, match="applies to Hub repo ids only"):
-        evaluate.load_model(args)
+    checkpoint = tmp_path / "best_model.pth"
+    torch.save({"model": random_reference_state_dict(reference_key_shapes())}, str(checkpoint))
+    dataset_dir = tmp_path / "crafted"
+    write_dataset_folder({"test": _crafted_dataset()}, dataset_dir, card={"pretty_name": "crafted", "license": "apache-2.0"})
+    command = [sys.executable, str(EVALUATE_SCRIPT), "--model", str(checkpoint), "--dataset", str(dataset_dir),
+               "--output_dir", str(tmp_path / "eval"), "--vae", str(tiny_vae_dir), "--vae_subfolder", "none",
+               "--image_size", "64", "--threshold", "0.4", "--no_masks"]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["image_size"] == 64 and metrics["threshold"] == 0.4 and metrics["n"] == len(CASES)
+    model = load_model(str(checkpoint), vae=str(tiny_vae_dir), vae_subfolder=None, image_size=64, threshold=0.4)
+    expected = evaluate_dataset(model, load_gms_dataset(str(dataset_dir), split="test"), batch_size=8)
+    with open(tmp_path / "eval" / "per_image.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(row["mean_uncertainty"]) for row in rows] == pytest.approx(
+        [record["mean_uncertainty"] for record in expected], abs=2e-6
+    )  # same weights, VAE and input size
+    assert [float(row["dsc"]) for row in rows] == pytest.approx([record["dsc"] for record in expected], abs=2e-6)
+
+    result = subprocess.run(command + ["--model_revision", "v1"], env=subprocess_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode != 0 and "applies to Hub repo ids only" in result.stderr
+
+
+def test_check_dataset_classes_rejects_a_class_count_mismatch_and_warns_on_names(caplog):
+    binary = SimpleNamespace(num_classes=1, id2label={0: "background", 1: "foreground"})
+    three = SimpleNamespace(num_classes=3, id2label={0: "background", 1: "a", 2: "b", 3: "c"})
+    check_dataset_classes(binary, None, "binary-data")  # binary model, binary masks
+    with pytest.raises(ValueError, match=r"two-class has 2 foreground class\(es\).*the model 1"):
+        check_dataset_classes(binary, {0: "background", 1: "x", 2: "y"}, "two-class")
+    with pytest.raises(ValueError, match=r"binary-data has 1 foreground class\(es\) \(binary masks\), the model 3"):
+        check_dataset_classes(three, None, "binary-data")
+    with caplog.at_level("WARNING", logger="gms_hub.evaluation"):
+        check_dataset_classes(three, {0: "background", 1: "a", 2: "b", 3: "c"}, "same")
+        assert not caplog.records
+        check_dataset_classes(three, {0: "background", 1: "a", 2: "b", 3: "d"}, "renamed")
+    assert "differ from the dataset's" in caplog.text

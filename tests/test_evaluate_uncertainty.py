@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gms_hub.evaluation import EvaluationStats, evaluate_dataset, evaluate_to_folder
+from gms_hub.evaluation import EvaluationStats, evaluate_dataset
+from gms_hub.evaluation_report import evaluate_to_folder
 from tests._training_utils import EVALUATE_SCRIPT, make_tiny_gms, subprocess_env
 
 SIZE = 32

@@ -79,9 +79,11 @@ def test_demo_loads_the_bundled_model():
 
 def test_pth_path_loads_the_reference_weights_on_the_asked_dtype(reference_state, tiny_vae_kwargs):
     path, state = reference_state
-    model = load_model(str(path), torch_dtype=torch.bfloat16, **tiny_vae_kwargs)
-    assert model.lmm.conv_in.weight.dtype == torch.bfloat16 and model.image_size == 64
+    model = load_model(str(path), torch_dtype=torch.bfloat16, threshold=0.4, **tiny_vae_kwargs)
+    assert model.lmm.conv_in.weight.dtype == torch.bfloat16 and model.image_size == 64 and model.threshold == 0.4
     assert _has_weights(model, state)
+    with pytest.raises(ValueError, match="applies to Hub repo ids only"):
+        load_model(str(path), revision="v1", **tiny_vae_kwargs)
 
 
 def test_reference_name_any_case_loads_the_cached_checkpoint(reference_state, tiny_vae_kwargs, tmp_path, monkeypatch):

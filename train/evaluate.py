@@ -86,56 +86,33 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def load_model(args: argparse.Namespace):
-    """The GMS named by --model (any form `gms_hub.load_model` accepts), with the --vae / --image_size /
-    --threshold overrides applied."""
-    from gms_hub import load_model as load_gms
-
-    overrides: Dict[str, Any] = {}
-    if args.image_size is not None:
-        overrides["image_size"] = args.image_size
-    if args.threshold is not None:
-        overrides["threshold"] = args.threshold
-    if args.model_revision is not None:
-        overrides["revision"] = args.model_revision
-    vae_kwargs = {} if args.vae is None else {"vae": args.vae, "vae_subfolder": args.vae_subfolder, "vae_revision": args.vae_revision}
-    return load_gms(args.model, **vae_kwargs, **overrides)
-
-
 def _percent(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def check_classes(model, id2label: Optional[Dict[int, str]], dataset: str) -> None:
-    """Fail early when the dataset's classes (`id2label`, `None` for binary data) do not fit the model's."""
-    num_classes = int(getattr(model, "num_classes", 1) or 1)
-    dataset_classes = 1 if id2label is None else len(id2label) - 1
-    if dataset_classes != num_classes:
-        raise ValueError(
-            f"{dataset} has {dataset_classes} foreground class(es) ({id2label or 'binary masks'}), the model "
-            f"{num_classes}. Evaluate a model trained on this dataset's classes."
-        )
-    model_labels = getattr(model, "id2label", None)
-    if id2label is not None and model_labels and {int(k): str(v) for k, v in model_labels.items()} != id2label:
-        logger.warning(f"The model's class names {model_labels} differ from the dataset's {id2label}; "
-                       "metrics.json uses the model's.")
-
-
 def main(args: argparse.Namespace) -> Dict[str, Any]:
+    from gms_hub import load_model
     from gms_hub.data import load_gms_dataset
-    from gms_hub.evaluation import evaluate_to_folder
+    from gms_hub.evaluation import check_dataset_classes
+    from gms_hub.evaluation_report import evaluate_to_folder
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
 
-    model = load_model(args).to(accelerator.device).eval()
+    # --model in any form gms_hub.load_model accepts, with the flags that override its configuration
+    overrides = {key: getattr(args, key) for key in ("image_size", "threshold") if getattr(args, key) is not None}
+    if args.model_revision is not None:
+        overrides["revision"] = args.model_revision
+    if args.vae is not None:
+        overrides.update(vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision)
+    model = load_model(args.model, **overrides).to(accelerator.device).eval()
     if args.fast:
         from gms_hub.fast import optimize
 
         optimize(model)
     dataset_kwargs = {"revision": args.dataset_revision} if args.dataset_revision else {}
     dataset, id2label = load_gms_dataset(args.dataset, split=args.split, return_id2label=True, **dataset_kwargs)
-    check_classes(model, id2label, args.dataset)
+    check_dataset_classes(model, id2label, args.dataset)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     if len(dataset) == 0:

@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -170,11 +170,14 @@ class BenchmarkConverter:
         return gray >= 128, False
 
 
-def _iter_raw_files(raw_dir: Path) -> Iterator[Path]:
+def _iter_raw_files(raw_dir: Path, accept: Optional[Callable[[Path], bool]] = None) -> Iterator[Path]:
+    """Image files under `raw_dir` (by extension), or the files `accept` takes, skipping hidden ones."""
     for root, dirs, files in os.walk(raw_dir, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() not in SKIPPED_DIR_NAMES)
         for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if name.startswith("."):
+                continue
+            if (accept(Path(root, name)) if accept is not None else Path(name).suffix.lower() in IMAGE_EXTENSIONS):
                 yield Path(root, name)
 
 

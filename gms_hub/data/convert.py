@@ -74,6 +74,43 @@ def _read_image(path: Path) -> tuple[bytes, str, tuple[int, int]]:
         return _encode_png(converted), ".png", image.size
 
 
+FRAME_BATCH = 8  # DICOM frames / NIfTI slices decoded per read while converting a scan
+
+
+def _read_scan_frames(path: Path, slice_axis: int = -1) -> tuple[str, int, Iterator[tuple[bytes, tuple[int, int]]]]:
+    """A DICOM or NIfTI image's kind (`"dicom"`/`"nifti"`), its number of frames, and its frames as 8-bit PNGs.
+
+    The frames are read by `gms_hub.image_io.read_input`, so the library's intensity rules apply (rescale,
+    VOI LUT or window, else min..max; MONOCHROME1 inverted; colour to RGB; one range per NIfTI volume); the
+    [0, 1] values are stored rounded to 0..255, grayscale (`L`) or RGB, as the benchmarks' images are. The
+    iterator yields `(png bytes, (width, height))` per frame, decoding `FRAME_BATCH` frames at a time.
+    """
+    from ..image_io import read_input
+
+    scan = read_input(path, slice_axis=slice_axis)
+
+    def frames() -> Iterator[tuple[bytes, tuple[int, int]]]:
+        for batch in scan.batches(FRAME_BATCH):
+            for frame in batch:  # float32 (H, W) or (H, W, 3) in [0, 1]
+                pixels = np.rint(np.clip(frame, 0.0, 1.0) * 255).astype(np.uint8)
+                yield _encode_png(Image.fromarray(pixels)), (pixels.shape[1], pixels.shape[0])
+
+    return scan.kind, scan.num_frames, frames()
+
+
+def _image_frame_sizes(path: Path, slice_axis: int = -1) -> tuple[Optional[str], list[tuple[int, int]]]:
+    """The kind (`"dicom"`, `"nifti"`, `None` for an image file) and each frame's (width, height), decoding every
+    frame: a truncated file fails here, before anything is written."""
+    from ..medical import detect_medical_format
+
+    if detect_medical_format(path) is None:
+        with Image.open(path) as image:
+            image.load()
+            return None, [image.size]
+    kind, _, frames = _read_scan_frames(path, slice_axis)
+    return kind, [size for _, size in frames]
+
+
 def _load_example(converter: BenchmarkConverter, raw_dir: Path, example: RawExample) -> tuple[Optional[dict], list, dict]:
     """Decode one example into a row; returns ``(row or None, problems, notes)`` and never raises for bad files."""
     problems: list[tuple[str, str]] = []

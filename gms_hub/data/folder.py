@@ -38,6 +38,8 @@ from typing import Mapping, Optional, Sequence
 
 from PIL import Image
 
+from ..image_io import is_input_file
+from ..medical import detect_medical_format, frame_stem, strip_suffix
 from .common import (
     DUPLICATE_NAME,
     SIZE_MISMATCH,
@@ -46,13 +48,13 @@ from .common import (
     _iter_raw_files,
     format_problems,
 )
-from .convert import _encode_png, _read_image, features_for
+from .convert import _encode_png, _image_frame_sizes, _read_image, _read_scan_frames, features_for
 from .hub import DEFAULT_MAX_SHARD_SIZE, DatasetCardInfo, ParquetShardWriter, staged_output_dir, write_folder_metadata
 from .mask_encoding import (
     MAX_INFERRED_CLASSES,
     MaskEncoding,
     detect_mask_encoding,
-    mask_pixels,
+    mask_frames,
     parse_labels,
     read_palette,
     stored_mask,
@@ -94,12 +96,15 @@ def _is_under(path: Path, folder: Path) -> bool:
 
 
 def _index(folder: Path, skip: Optional[Path]) -> dict[str, list[Path]]:
-    """Files by relative path without extension (posix), skipping the `skip` subtree."""
+    """Image, DICOM and NIfTI files by relative path without extension (posix; `a.nii.gz` -> `a`), skipping the
+    `skip` subtree."""
     found: dict[str, list[Path]] = {}
-    for path in _iter_raw_files(folder):
+    for path in _iter_raw_files(folder, accept=is_input_file):
         if skip is not None and _is_under(path.resolve(), skip):
             continue
-        found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
+        relative = path.relative_to(folder)
+        key = relative.with_name(strip_suffix(relative.name)) if detect_medical_format(path) else relative.with_suffix("")
+        found.setdefault(key.as_posix(), []).append(path)
     return found
 
 
@@ -109,7 +114,7 @@ def pair_folder(
     """Pair every image under `images` with its mask under `masks`.
 
     Args:
-        images (`str` or `os.PathLike`): folder of images (any nesting, png/jpg/bmp/tif).
+        images (`str` or `os.PathLike`): folder of images (any nesting; png/jpg/bmp/tif, DICOM, NIfTI).
         masks (`str` or `os.PathLike`): folder of masks, mirroring the image sub-folders. May be the images
             folder itself when `mask_suffix` tells the masks apart.
         mask_suffix (`str`, *optional*): suffix of mask stems, e.g. ``"_mask"``; the plain stem pairs too.
@@ -248,11 +253,18 @@ def convert_folder(
     progress: bool = True,
     command: Optional[str] = None,
     card: Optional[DatasetCardInfo] = None,
+    slice_axis: int = -1,
 ) -> Path:
     """Convert a folder of images and a folder of masks into a Hub-style dataset folder.
 
+    DICOM and NIfTI images are read by `gms_hub.image_io.read_input` (the library's intensity rules) and stored as
+    8-bit PNGs. A multi-frame DICOM or a 3D NIfTI volume gives one example per frame or slice, named as the predict
+    CLI names its outputs (`gms_hub.medical.frame_stem`: `<name>_frame<k>` from 1, `<name>_slice<k>` from 0), its
+    mask read frame by frame from a mask file of the same format and frame count (stored values as labels); all
+    frames of a file go to the same split, since splits are drawn by file.
+
     Args:
-        images (`str` or `os.PathLike`): the images (any nesting; png, jpg, bmp, tif).
+        images (`str` or `os.PathLike`): the images (any nesting; png, jpg, bmp, tif, DICOM, NIfTI).
         masks (`str` or `os.PathLike`): the masks, sub-folders mirroring `images`.
         output_dir (`str` or `os.PathLike`): the dataset folder to create.
         mask_suffix (`str`, *optional*): suffix of mask stems (``"_mask"``: ``a.png`` pairs with ``a_mask.png``).
@@ -272,6 +284,7 @@ def convert_folder(
         progress (`bool`, defaults to `True`): show a progress bar.
         command (`str`, *optional*): the command recorded in the card.
         card (`DatasetCardInfo`, *optional*): name, licence and description for the card.
+        slice_axis (`int`, defaults to -1): axis 3D NIfTI images and masks are sliced along.
 
     Returns:
         `Path`: `output_dir`.
@@ -296,35 +309,42 @@ def convert_folder(
 
     # Sizes and mask values, every file checked before one report.
     problems.update({UNREADABLE_FILE: [], SIZE_MISMATCH: []})
-    values_by_name: dict[str, tuple] = {}
+    values_by_name: dict[str, tuple] = {}  # per example (a frame of a multi-frame file is an example)
+    examples: dict[str, list[str]] = {}  # pair name -> its examples' names
     for name, (image_path, mask_path) in found.pairs.items():
         try:
-            with Image.open(image_path) as image:
-                image.load()  # decode everything: a truncated file fails here, before anything is written
-                image_size = image.size
-        except Exception as err:  # PIL raises several types for a bad file
+            kind, sizes = _image_frame_sizes(image_path, slice_axis)
+        except Exception as err:  # PIL and the DICOM/NIfTI readers raise several types for a bad file
             problems[UNREADABLE_FILE].append(f"{image_path.relative_to(images_dir).as_posix()} ({err})")
             continue
         try:
-            pixels = mask_pixels(mask_path, colour=colours is not None)
+            masks = mask_frames(mask_path, colour=colours is not None, slice_axis=slice_axis)
         except Exception as err:
             problems[UNREADABLE_FILE].append(f"{mask_path.relative_to(masks_dir).as_posix()} ({err})")
             continue
-        mask_size = (pixels.shape[1], pixels.shape[0])
-        if mask_size != image_size:
-            problems[SIZE_MISMATCH].append(
-                f"{name} (image {image_size[0]}x{image_size[1]}, mask {mask_size[0]}x{mask_size[1]})"
-            )
+        if len(masks) != len(sizes):
+            problems[SIZE_MISMATCH].append(f"{name} (image {len(sizes)} frames, mask {len(masks)} frames)")
             continue
-        values_by_name[name] = unique_values(pixels)
+        names = [frame_stem(name, kind, index, len(sizes)) for index in range(len(sizes))]
+        for example, size, pixels in zip(names, sizes, masks):
+            mask_size = (pixels.shape[1], pixels.shape[0])
+            if mask_size != size:
+                problems[SIZE_MISMATCH].append(f"{example} (image {size[0]}x{size[1]}, mask {mask_size[0]}x{mask_size[1]})")
+                break
+            values_by_name[example] = unique_values(pixels)
+        else:
+            examples[name] = names
+    counts = Counter(example for names in examples.values() for example in names)
+    problems[DUPLICATE_NAME] += [f"{example} (a frame name and a file name)" for example, n in counts.items() if n > 1]
     _raise(
         f"Folders {images_dir} (images) and {masks_dir} (masks) do not pair up:",
         problems,
         "Every image needs exactly one mask of its size, with the same relative path and stem (or the stem plus "
-        "--mask_suffix), and every mask an image.",
+        "--mask_suffix), and every mask an image; a multi-frame DICOM or 3D NIfTI image needs a mask file of the "
+        "same format with as many frames.",
     )
     if not values_by_name:
-        raise ValueError(f"No image files (png, jpg, bmp, tif) under {images_dir}.")
+        raise ValueError(f"No image files (png, jpg, bmp, tif, DICOM, NIfTI) under {images_dir}.")
     encoding, value_problems = detect_mask_encoding(values_by_name, label_names, colours)
     _raise(
         f"Masks under {masks_dir} hold values outside the declared encoding:",
@@ -339,7 +359,11 @@ def convert_folder(
         if absent:
             logger.warning("Classes never present in any mask: %s", absent)
 
-    split_names, provenance = _folder_splits(list(found.pairs), splits, test_fraction, validation_fraction, seed)
+    split_files, provenance = _folder_splits(list(found.pairs), splits, test_fraction, validation_fraction, seed)
+    split_names = {split: [example for name in names for example in examples[name]] for split, names in split_files.items()}
+    if any(len(names) > 1 for names in examples.values()):
+        provenance["scan_frames"] = ("DICOM frames (<file>_frame<k>, k from 1) and NIfTI slices (<file>_slice<k>, k "
+                                     "from 0) are examples of their own; the split is drawn by file.")
     provenance["mask_encoding"] = encoding.describe()
     provenance["command"] = command or "python -m gms_hub.data.prepare folder --images IMAGES --masks MASKS --output_dir OUTPUT_DIR"
     info = card or DatasetCardInfo(
@@ -354,17 +378,23 @@ def convert_folder(
                    for split in split_names}
         total = sum(len(names) for names in split_names.values())
         with tqdm(total=total, desc="folder", unit="img", disable=not progress) as bar:
-            for split, names in split_names.items():
+            for split, names in split_files.items():
                 for name in names:
                     image_path, mask_path = found.pairs[name]
-                    image_bytes, suffix, _ = _read_image(image_path)
-                    stored = stored_mask(mask_pixels(mask_path, colour=colours is not None), encoding)
-                    writers[split].write_row({
-                        "image": {"bytes": image_bytes, "path": f"{name}{suffix}"},
-                        "mask": {"bytes": _encode_png(Image.fromarray(stored)), "path": f"{name}.png"},
-                        "name": name,
-                    })
-                    bar.update(1)
+                    if detect_medical_format(image_path) is None:
+                        image_bytes, suffix, _ = _read_image(image_path)
+                        images = [(image_bytes, suffix)]
+                    else:  # frame by frame, as 8-bit PNGs
+                        images = ((frame, ".png") for frame, _ in _read_scan_frames(image_path, slice_axis)[2])
+                    masks = mask_frames(mask_path, colour=colours is not None, slice_axis=slice_axis)
+                    for example, (image_bytes, suffix), pixels in zip(examples[name], images, masks):
+                        writers[split].write_row({
+                            "image": {"bytes": image_bytes, "path": f"{example}{suffix}"},
+                            "mask": {"bytes": _encode_png(Image.fromarray(stored_mask(pixels, encoding))),
+                                     "path": f"{example}.png"},
+                            "name": example,
+                        })
+                        bar.update(1)
         stats = [writer.close() for writer in writers.values()]
         write_folder_metadata(staging, info, features, stats, split_names, provenance, encoding.id2label)
     logger.info("Converted %s into %s: %s", images_dir, output_dir,

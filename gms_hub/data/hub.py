@@ -388,6 +388,8 @@ def render_dataset_card(
     if provenance:
         lines += ["## Provenance", ""]
         lines += _split_provenance_lines(provenance)
+        if provenance.get("scan_frames"):
+            lines.append(str(provenance["scan_frames"]))
         if provenance.get("mask_encoding"):
             lines.append(f"Masks were read as: {provenance['mask_encoding']}.")
         if provenance.get("command"):

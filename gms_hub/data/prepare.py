@@ -9,6 +9,7 @@ Usage:
     python -m gms_hub.data.prepare busi --multiclass --raw_dir Dataset_BUSI_with_GT --output_dir outputs/gms-busi-mc
     python -m gms_hub.data.prepare folder --images scans/images --masks scans/masks --mask_suffix _mask \
         --labels benign,malignant --output_dir outputs/my-dataset
+    python -m gms_hub.data.prepare folder --images ct/images --masks ct/masks --output_dir outputs/my-ct  # .dcm, .nii.gz
 """
 
 from __future__ import annotations
@@ -87,8 +88,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                      help="Kinds of non-overlapping structure per image (1 to 3); masks hold class indices when > 1.")
     _add_common(sub)
     sub = subparsers.add_parser("folder", help="Your own folder of images and masks (binary or multi-class).")
-    sub.add_argument("--images", required=True, help="Folder of images (any nesting; png, jpg, bmp, tif).")
-    sub.add_argument("--masks", required=True, help="Folder of masks mirroring --images' sub-folders.")
+    sub.add_argument("--images", required=True,
+                     help="Folder of images (any nesting; png, jpg, bmp, tif, DICOM, NIfTI: a multi-frame DICOM or a "
+                          "3D NIfTI gives one example per frame/slice, stored as 8-bit PNG).")
+    sub.add_argument("--masks", required=True,
+                     help="Folder of masks mirroring --images' sub-folders (image files, or DICOM/NIfTI holding class "
+                          "values, frame for frame).")
     sub.add_argument("--mask_suffix", default=None, help="Suffix of mask stems, e.g. _mask or _seg.")
     sub.add_argument("--labels", default=None,
                      help="Foreground class names in index order, e.g. benign,malignant (default class_1..class_K).")
@@ -101,6 +106,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     sub.add_argument("--validation_fraction", type=float, default=0.1,
                      help="Share of all pairs (of the train list with --splits) for validation.")
     sub.add_argument("--seed", type=int, default=2333, help="Seed of the split.")
+    sub.add_argument("--slice_axis", type=int, default=-1, help="Axis 3D NIfTI images and masks are sliced along.")
     _add_common(sub)
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_dataset_id:
@@ -127,6 +133,8 @@ def _recorded_command(args: argparse.Namespace) -> str:
         else:
             parts += ["--test_fraction", str(args.test_fraction)]
         parts += ["--validation_fraction", str(args.validation_fraction), "--seed", str(args.seed)]
+        if args.slice_axis != -1:
+            parts += ["--slice_axis", str(args.slice_axis)]
         return " ".join(parts)
     if args.dataset == "synthetic":
         for key in ("num_train", "num_validation", "num_test", "seed", "image_size", "num_classes"):
@@ -184,6 +192,7 @@ def main(args: argparse.Namespace) -> Path:
             overwrite=args.overwrite,
             progress=True,
             command=_recorded_command(args),
+            slice_axis=args.slice_axis,
         )
     else:
         converter = BUSIConverter(multiclass=True) if getattr(args, "multiclass", False) else CONVERTERS[args.dataset]()
