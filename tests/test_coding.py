@@ -58,13 +58,16 @@ def test_ambiguous_colour_splits_between_nearest_classes():
     assert probs[0] < 1e-5 and abs(probs[1] - probs[2]) < 1e-6
 
 
-def test_gradient_reaches_out_of_range_channels():
-    # A background pixel decoded as red beyond the range (1.3) must still get a gradient towards black.
-    decoded = torch.tensor([1.3, -1.0, -1.0]).view(1, 3, 1, 1).requires_grad_(True)
-    soft = foreground_probabilities(decoded, 2)  # (1, 2, 1, 1)
-    target = one_hot_foreground(torch.zeros(1, 1, 1, dtype=torch.long), 2)
+def test_gradient_stops_outside_the_range_and_flows_inside():
+    # As the paper's binary decoding: no gradient from a channel decoded beyond [-1, 1] (a straight-through clamp
+    # pushed saturated pixels outwards without bound and wrecked training), a gradient towards the target inside.
+    # Pixel 0 is (R, G, B) = (1.3, -1.0, -1.0), pixel 1 is (-1.2, 0.0, -1.0); both should be background.
+    decoded = torch.tensor([[1.3, -1.2], [-1.0, 0.0], [-1.0, -1.0]]).view(1, 3, 1, 2).requires_grad_(True)
+    soft = foreground_probabilities(decoded, 2)  # (1, 2, 1, 2)
+    target = one_hot_foreground(torch.zeros(1, 1, 2, dtype=torch.long), 2)  # background at both pixels
     ((soft - target) ** 2).sum().backward()
-    assert decoded.grad[0, 0, 0, 0] > 0  # lowering the red channel lowers the loss
+    assert decoded.grad[0, 0, 0, 0] == 0 and decoded.grad[0, 0, 0, 1] == 0  # red channel at 1.3 and -1.2
+    assert decoded.grad[0, 1, 0, 1] > 0  # green at 0.0, inside: lowering it lowers the loss
 
 
 def test_foreground_outputs_match_one_hot_targets():

@@ -11,10 +11,18 @@ the decoded masks mapped to [0, 1] (the exact quantity `GMS.decode_mask` thresho
 `scaling_factor` is set to 1 / std of the posterior means (images and masks), as SD did for its VAE, and the
 model is saved with `save_pretrained`. The pieces (data, sampler, loss, scores) live in `gms_hub.training.vae`.
 
+With `--num_classes K` (2 to 7) the masks are class-index masks, fed as colour codes (`gms_hub.coding`) the
+way a multi-class GMS encodes them, and the mask terms are cross-entropy + per-class soft Dice on the class
+probabilities of the decoded colours: a VAE for a K-class GMS. Synthetic data then has K kinds of structure.
+
     accelerate launch train/train_vae.py --output_dir outputs/vae --resolution 64 \
         --synthetic_num_train 1200 --synthetic_image_size 128 --random_crop --max_train_steps 2000
 
     accelerate launch train/train_vae.py --output_dir outputs/vae --dataset data/gms-synthetic --resolution 128
+
+    accelerate launch train/train_vae.py --output_dir outputs/vae2 --num_classes 2 --resolution 64 \
+        --synthetic_num_train 128 --block_out_channels 16 32 32 32 --norm_num_groups 4 --no_mid_block_attention \
+        --train_batch_size 4 --learning_rate 3e-3 --image_weight 4 --mask_weight 2 --max_train_steps 200
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ logger = get_logger(__name__)
 
 
 def parse_args(input_args=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a small SD-layout AutoencoderKL on images and binary masks.")
+    parser = argparse.ArgumentParser(description="Train a small SD-layout AutoencoderKL on images and masks (binary, or colour-coded classes).")
     data = parser.add_argument_group("data (a dataset folder / Hub id, or synthetic generation)")
     data.add_argument("--dataset", type=str, default=None, help="GMS dataset folder or Hub id; default: synthetic data.")
     data.add_argument("--train_split", type=str, default="train")
@@ -57,6 +65,10 @@ def parse_args(input_args=None) -> argparse.Namespace:
     data.add_argument("--synthetic_image_size", type=int, default=None, help="Default: --resolution.")
     data.add_argument("--synthetic_kinds", type=str, nargs="+", default=None, help="Default: all kinds.")
     data.add_argument("--resolution", type=int, default=64, help="Training crop/resize size, a multiple of 8.")
+    data.add_argument(
+        "--num_classes", type=int, default=1,
+        help="Foreground classes: 1 for binary masks (0/255); 2 to 7 for class-index masks, trained as colour codes.",
+    )
     data.add_argument(
         "--random_crop", action="store_true",
         help="Train on random --resolution crops of larger images instead of resizing them (cheaper per step; "
@@ -96,6 +108,11 @@ def parse_args(input_args=None) -> argparse.Namespace:
         parser.error(f"--resolution must be a multiple of 8 (the VAE downsamples 8x), got {args.resolution}.")
     if args.synthetic_image_size is None:
         args.synthetic_image_size = args.resolution
+    if args.num_classes != 1:
+        from gms_hub.coding import MAX_CODED_CLASSES
+
+        if not 2 <= args.num_classes <= MAX_CODED_CLASSES:
+            parser.error(f"--num_classes must be 1 (binary) or 2 to {MAX_CODED_CLASSES} (colour code), got {args.num_classes}.")
     return args
 
 
@@ -116,7 +133,7 @@ def main(args: argparse.Namespace) -> None:
 
     train_count, val_count = args.synthetic_num_train, args.synthetic_num_validation
     data_kwargs = dict(image_size=args.synthetic_image_size, synthetic_seed=args.synthetic_seed,
-                       synthetic_kinds=args.synthetic_kinds)  # datasets too are resized to one size (>= resolution)
+                       synthetic_kinds=args.synthetic_kinds, num_classes=args.num_classes)  # datasets too are resized to one size (>= resolution)
     train_images, train_masks = load_image_mask_arrays(args.dataset, args.train_split, count=train_count, **data_kwargs)
     val_images, val_masks = load_image_mask_arrays(args.dataset, args.validation_split, count=val_count, **data_kwargs)
     if args.random_crop and train_images.shape[-1] < args.resolution:
@@ -137,10 +154,11 @@ def main(args: argparse.Namespace) -> None:
     )
     sampler = SeededBatchSampler(
         train_images, train_masks, args.train_batch_size, args.resolution, args.random_crop,
-        seed=args.seed, rank=accelerator.process_index,
+        seed=args.seed, rank=accelerator.process_index, num_classes=args.num_classes,
     )
     model, optimizer, lr_scheduler = accelerator.prepare(
-        VAELossModule(vae, image_weight=args.image_weight, kl_weight=args.kl_weight, mask_weight=args.mask_weight),
+        VAELossModule(vae, image_weight=args.image_weight, kl_weight=args.kl_weight, mask_weight=args.mask_weight,
+                      num_classes=args.num_classes),
         optimizer, lr_scheduler,
     )
     accelerator.register_for_checkpointing(sampler)
@@ -182,15 +200,19 @@ def main(args: argparse.Namespace) -> None:
             )
         if accelerator.is_main_process and args.validation_steps and global_step % args.validation_steps == 0:
             model.eval()
-            metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device))
+            metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device),
+                                   num_classes=args.num_classes)
             model.train()
             logger.info(f"step {global_step}: validation {metrics}")
-            accelerator.log({f"val_{k}": v for k, v in metrics.items()}, step=global_step)
+            scalars = {f"val_{k}": v for k, v in metrics.items() if not isinstance(v, list)}
+            scalars.update({f"val_mask_dsc_class_{i + 1}": v for i, v in enumerate(metrics.get("mask_dsc_per_class", []))})
+            accelerator.log(scalars, step=global_step)
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         vae = accelerator.unwrap_model(model).vae.eval()
-        metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device))
+        metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device),
+                               num_classes=args.num_classes)
         metrics["scaling_factor"] = calibrate_scaling_factor(vae, metrics["latent_std"])  # SD's unit-variance latents
         vae.save_pretrained(args.output_dir, safe_serialization=True)
         metrics["steps"] = global_step
