@@ -124,7 +124,14 @@ def _upload_and_segment(page, path, size):
     if page.locator("#image-file input[type=file]").count() == 0:  # a file is shown: clear it first, as a visitor would
         page.locator("#image-file").get_by_label("Clear").click()
     page.locator("#image-file input[type=file]").set_input_files(str(path))
-    assert _image_ready(page, "#preview img") == size  # the preview shows before anything is segmented
+    # The preview shows this file before anything is segmented. The previous upload's preview stays on the page
+    # until the new one arrives, so wait for an image of this file's size (and fail if it never comes).
+    page.wait_for_function(
+        "([s, w, h]) => { const i = document.querySelector(s); "
+        "return i && i.complete && i.naturalWidth === w && i.naturalHeight === h; }",
+        arg=["#preview img", size[0], size[1]], timeout=60_000,
+    )
+    assert _image_ready(page, "#preview img") == size
     page.locator("#segment-button").click()
     table = page.locator("#result-table")
     expect_text(table, f"{size[0]} × {size[1]} px")
