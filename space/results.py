@@ -20,7 +20,7 @@ from PIL import Image
 
 from gms_hub.image_io import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageReadError, InputFile, read_image, read_input
 from gms_hub.medical import MedicalImageError, pixel_area_mm2
-from gms_hub.processing import resize_bilinear, resize_probabilities
+from gms_hub.processing import postprocess_probabilities, resize_bilinear, resize_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ __all__ = [
     "check_threshold",
     "class_stats",
     "display_image",
-    "labels_from_probabilities",
     "mask_from_probabilities",
     "mask_stats",
     "mean_inside",
@@ -247,9 +246,7 @@ def mask_from_probabilities(probs: np.ndarray, size: Tuple[int, int], threshold:
         >>> mask_from_probabilities(np.full((8, 8), 0.7, np.float32), (20, 30), 0.5).shape
         (20, 30)
     """
-    check_threshold(threshold)
-    full = resize_probabilities(torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)), tuple(size))  # (H, W)
-    return (full > float(threshold)).numpy()
+    return result_labels({"probs": probs, "size": size}, threshold)
 
 
 def check_threshold(threshold) -> float:
@@ -290,25 +287,6 @@ def mask_stats(mask: np.ndarray) -> Dict[str, float]:
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),
     }
-
-
-def labels_from_probabilities(probs: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Label map of a multi-class result: the arg-max of the class probabilities resized bilinearly to `size`.
-
-    Args:
-        probs (`np.ndarray`): (K+1, S, S) class probabilities (background first) at the model's resolution.
-        size (`tuple(int, int)`): the input's (H, W).
-
-    Returns:
-        `np.ndarray`: (H, W) uint8 with values 0..K (the library's rule for multi-class `segment`).
-
-    Example:
-        >>> labels_from_probabilities(np.stack([np.full((8, 8), 0.2), np.full((8, 8), 0.8)]), (4, 6)).max()
-        1
-    """
-    tensor = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))[None]  # (1, K+1, S, S)
-    full = resize_bilinear(tensor, tuple(size))[0]  # (K+1, H, W)
-    return full.argmax(dim=0).to(torch.uint8).numpy()
 
 
 def uncertainty_from_probabilities(probs: np.ndarray) -> np.ndarray:
@@ -376,9 +354,9 @@ def class_stats(labels: np.ndarray, id2label: Mapping[int, str], pixel_area: Opt
 def result_labels(result: Mapping, threshold: float) -> np.ndarray:
     """A cached result (the Space's dict: `probs` at the model's resolution, `size`) at the input's size: a bool
     mask for a binary model (probability > threshold), a uint8 label map 0..K (arg-max) for a multi-class one."""
-    if result["probs"].ndim == 3:
-        return labels_from_probabilities(result["probs"], result["size"])  # (H, W) uint8 0..K
-    return mask_from_probabilities(result["probs"], result["size"], threshold)  # (H, W) bool
+    threshold = check_threshold(threshold)
+    probs = torch.from_numpy(np.ascontiguousarray(result["probs"], dtype=np.float32))  # (S, S) or (K+1, S, S)
+    return postprocess_probabilities(probs, tuple(result["size"]), threshold)[0]  # the library's rule, as segment
 
 
 def result_stats(result: Mapping, labels: np.ndarray, threshold: float) -> Dict[str, Any]:
