@@ -309,6 +309,22 @@ class InputFile:
         return self.frames.batches(batch_size)
 
 
+def _check_frame_size(image: "MedicalImage", max_pixels: int) -> None:
+    """The size limits of `read_image`, applied to one frame of a DICOM/NIfTI file (read from its header)."""
+    from .medical import MedicalImageError
+
+    rows, cols = image.frame_size
+    if rows * cols > max_pixels:
+        raise MedicalImageError(
+            f"'{image.path.name}' has {cols}x{rows} = {rows * cols / 1e6:.1f} megapixel frames; the limit is "
+            f"{max_pixels / 1e6:g} megapixels. Downscale it."
+        )
+    if min(rows, cols) < MIN_SIDE:
+        raise MedicalImageError(
+            f"'{image.path.name}' has {cols}x{rows} pixel frames; each side must be at least {MIN_SIDE} pixels."
+        )
+
+
 def read_input(
     path: PathLike,
     *,
@@ -326,7 +342,8 @@ def read_input(
         window (`tuple(float, float)`, *optional*): (center, width) overriding a DICOM/NIfTI file's own window;
             ignored (with a log line) for ordinary images.
         slice_axis (`int`, defaults to -1): axis a 3D NIfTI volume is sliced along.
-        max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted image (width x height).
+        max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted image or DICOM/NIfTI frame
+            (width x height); sides below `MIN_SIDE` are refused for both too.
 
     Returns:
         `InputFile`.
@@ -349,6 +366,7 @@ def read_input(
         raise FileNotFoundError(f"'{path}' is not a file. Pass an image (PNG, JPEG, BMP, TIFF), DICOM or NIfTI file.")
     if detect_medical_format(path) is not None:
         image = read_medical_image(path, window=window, slice_axis=slice_axis)
+        _check_frame_size(image, max_pixels)
         return InputFile(path=path, kind=image.kind, frames=image.frames, value_range=image.value_range,
                          spacing=image.spacing, medical=image)
     if window is not None:

@@ -111,6 +111,19 @@ class MedicalImage:
         return len(self.frames)
 
     @property
+    def frame_size(self) -> Tuple[int, int]:
+        """(rows, columns) of one frame: DICOM's stored (frames, rows, columns), or the NIfTI data shape without
+        its slice axis (and trailing singletons)."""
+        if self.kind == "dicom":
+            return int(self.shape[1]), int(self.shape[2])
+        shape = [int(n) for n in self.shape]
+        while len(shape) > 2 and shape[-1] == 1:
+            shape.pop()
+        if self.slice_axis is not None and len(shape) == 3:
+            shape.pop(self.slice_axis)
+        return shape[0], shape[1]
+
+    @property
     def name(self) -> str:
         """The file name without its format suffix (`scan.nii.gz` -> `scan`), used to name outputs."""
         return strip_suffix(self.path.name)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gms_hub.image_io import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageReadError, InputFile, read_image, read_input
+from gms_hub.image_io import DEFAULT_MAX_PIXELS, ImageReadError, InputFile, read_image, read_input
 from gms_hub.medical import MedicalImageError, pixel_area_mm2
 from gms_hub.processing import postprocess_probabilities, resize_bilinear, resize_probabilities
 
@@ -96,7 +96,7 @@ class UploadFrame:
 
 def open_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_MAX_PIXELS) -> InputFile:
     """Open an upload with `gms_hub.image_io.read_input` (frames of DICOM/NIfTI decoded later), errors worded for
-    the user, and check a DICOM/NIfTI file's frame size against the same limits as images.
+    the user (the reader applies the image size limits to DICOM/NIfTI frames too).
 
     Args:
         path (`str` or `os.PathLike`): the uploaded file.
@@ -118,15 +118,6 @@ def open_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_M
         opened = read_input(path, max_pixels=max_pixels)
     except (ImageReadError, MedicalImageError, FileNotFoundError) as err:
         raise InputError(str(err)) from None
-    if opened.kind == "image":
-        return opened
-    scan, name = opened.medical, opened.path.name
-    rows, cols = (scan.shape[1], scan.shape[2]) if scan.kind == "dicom" else _frame_shape(scan)
-    if rows * cols > max_pixels:
-        raise InputError(f"'{name}' has {cols}x{rows} = {rows * cols / 1e6:.1f} megapixel frames; the limit is "
-                         f"{max_pixels / 1e6:g} megapixels. Downscale it.")
-    if min(rows, cols) < MIN_SIDE:
-        raise InputError(f"'{name}' has {cols}x{rows} pixel frames; each side must be at least {MIN_SIDE} pixels.")
     return opened
 
 
@@ -188,16 +179,6 @@ def read_upload_frame(
     except (TypeError, ValueError):
         raise InputError(f"The frame must be a whole number, got {frame!r}.") from None
     return upload_frame(open_upload(path, max_pixels=max_pixels), frame)
-
-
-def _frame_shape(scan) -> Tuple[int, int]:
-    """(rows, columns) of a NIfTI frame: the data shape without the slice axis (and trailing singletons)."""
-    shape = [int(n) for n in scan.shape]
-    while len(shape) > 2 and shape[-1] == 1:
-        shape.pop()
-    if scan.slice_axis is not None and len(shape) == 3:
-        shape.pop(scan.slice_axis)
-    return shape[0], shape[1]
 
 
 DISPLAY_MAX_SIDE = 1024

@@ -57,6 +57,22 @@ def test_reader_opens_every_format_and_lists_extensionless_dicom(tmp_path):
     assert opened["us.png"].spacing is None and opened["us.png"].frames[0].size == (16, 16)
 
 
+def test_reader_applies_the_image_size_limits_to_scan_frames(tmp_path):
+    from gms_hub.medical import MedicalImageError
+
+    volume = np.arange(16 * 12 * 3, dtype=np.int16).reshape(16, 12, 3)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "ok.nii.gz"))
+    assert read_input(tmp_path / "ok.nii.gz").num_frames == 3  # 16 x 12 frames: accepted
+    with pytest.raises(MedicalImageError, match=r"'ok.nii.gz' has 12x16 = 0.0 megapixel frames; the limit is 0.0001"):
+        read_input(tmp_path / "ok.nii.gz", max_pixels=100)
+    nib.save(nib.Nifti1Image(volume[:, :4], np.eye(4)), str(tmp_path / "thin.nii.gz"))
+    with pytest.raises(MedicalImageError, match=r"'thin.nii.gz' has 4x16 pixel frames; each side must be at least 8"):
+        read_input(tmp_path / "thin.nii.gz")
+    write_dicom(tmp_path / "small.dcm", np.zeros((3, 6, 20), np.uint16))  # 3 frames of 6 x 20
+    with pytest.raises(MedicalImageError, match=r"'small.dcm' has 20x6 pixel frames"):
+        read_input(tmp_path / "small.dcm")
+
+
 def test_dicom_gives_a_png_and_areas_in_mm2(binary, tmp_path):
     source = get_testdata_file("CT_small.dcm")
     out = tmp_path / "out"
