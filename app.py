@@ -32,7 +32,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from gms_hub.image_io import DEFAULT_MAX_PIXELS
+from gms_hub.io.reading import DEFAULT_MAX_PIXELS
 from space.batch import TABLE_COLUMNS, BatchHandler
 from space.handlers import SpaceHandlers
 from space.page import DEFAULT_OPACITY

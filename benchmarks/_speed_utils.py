@@ -49,7 +49,7 @@ def build_model(args):
     from diffusers import AutoencoderKL
 
     from gms_hub import GMS
-    from gms_hub.vae import sd2_vae_config
+    from gms_hub.models.vae import sd2_vae_config
 
     torch.manual_seed(args.seed)
     if args.vae is None:

@@ -1,6 +1,6 @@
 """How well does a frozen VAE reproduce colour-coded class masks? Per-class DSC of encode -> decode.
 
-A multi-class GMS maps image latents to the latent of the colour-coded mask (gms_hub.coding), and the
+A multi-class GMS maps image latents to the latent of the colour-coded mask (gms_hub.models.coding), and the
 frozen VAE decodes that latent. If the VAE cannot reproduce a coded mask from its own latent, no latent
 mapping model can learn it. For each number of classes K this script:
 
@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from gms_hub.coding import CLASS_CODES, MAX_CODED_CLASSES, decode_class_probabilities, encode_class_mask  # noqa: E402
+from gms_hub.models.coding import CLASS_CODES, MAX_CODED_CLASSES, decode_class_probabilities, encode_class_mask  # noqa: E402
 from gms_hub.data.synthetic import KINDS, generate_example  # noqa: E402
-from gms_hub.vae import load_vae  # noqa: E402
+from gms_hub.models.vae import load_vae  # noqa: E402
 
 DEMO_VAE = Path(__file__).resolve().parents[1] / "gms_hub" / "demo_model" / "vae"
 COLOUR_NAMES = ("black", "red", "green", "blue", "yellow", "magenta", "cyan", "white")

@@ -28,7 +28,7 @@ from _speed_utils import (
     print_table, resolve_paths, start_run, timed,
 )
 
-# name -> (gms_hub.fast.optimize kwargs or None for no rewrite, model.compile() kwargs or None for no compile).
+# name -> (gms_hub.inference.fast.optimize kwargs or None for no rewrite, model.compile() kwargs or None for no compile).
 # GMS.compile() applies the exact rewrites first: "compile" is what a user gets from the standard call, and
 # "plain_compile" is nn.Module.compile of the eager modules.
 PATHS = {
@@ -36,14 +36,14 @@ PATHS = {
     "subpixel": (dict(fold_mask_mean=False, channels_last=False), None),
     "fold": (dict(fast_upsample=False, channels_last=False), None),
     "channels_last": (dict(fold_mask_mean=False, fast_upsample=False, channels_last=True), None),
-    "exact": (dict(), None),  # all exact rewrites: the default of gms_hub.fast.optimize
+    "exact": (dict(), None),  # all exact rewrites: the default of gms_hub.inference.fast.optimize
     "compile": (None, {}),  # model.compile(): exact rewrites, then nn.Module.compile
     "plain_compile": (None, dict(exact_rewrites=False)),
     "exact+compile": (dict(), {}),
     "exact+bf16": (dict(autocast_dtype=torch.bfloat16), None),
     "exact+bf16+compile": (dict(autocast_dtype=torch.bfloat16), {}),
     "exact+fp16+compile": (dict(autocast_dtype=torch.float16), {}),
-    "onnxruntime": (None, None),  # gms_hub.export of the eager model, run by gms_hub.onnx_runtime.ONNXGMS
+    "onnxruntime": (None, None),  # gms_hub.inference.export of the eager model, run by gms_hub.inference.onnx_runtime.ONNXGMS
     "taesd": (None, None),  # the same LMM on the TAESD architecture (AutoencoderTiny, random weights), eager fp32
 }
 
@@ -68,8 +68,8 @@ class _OnnxPath:
 
         import onnxruntime as ort
 
-        from gms_hub.export import export_onnx
-        from gms_hub.onnx_runtime import ONNXGMS
+        from gms_hub.inference.export import export_onnx
+        from gms_hub.inference.onnx_runtime import ONNXGMS
 
         self._folder = tempfile.TemporaryDirectory(prefix="gms_onnx_")
         export_onnx(copy.deepcopy(model), self._folder.name)
@@ -83,7 +83,7 @@ class _OnnxPath:
 
 
 def make_path(model, name, compile_backend="inductor"):
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     if name == "taesd":
         return with_taesd_backbone(model)

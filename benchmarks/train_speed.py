@@ -27,10 +27,10 @@ from _speed_utils import (
     print_table, resolve_paths, start_run,
 )
 
-# name -> (gms_hub.fast.optimize kwargs or None, loss: "three_pass" | "batched", autocast dtype, torch.compile)
+# name -> (gms_hub.inference.fast.optimize kwargs or None, loss: "three_pass" | "batched", autocast dtype, torch.compile)
 PATHS = {
     "eager": (None, "three_pass", None, False),  # the paper-faithful step
-    "batched": (None, "batched", None, False),  # gms_hub.losses.gms_loss: one decoder pass over the 3 heads
+    "batched": (None, "batched", None, False),  # gms_hub.training.losses.gms_loss: one decoder pass over the 3 heads
     "exact": (dict(), "batched", None, False),
     "exact+ckpt": (dict(gradient_checkpointing=True), "batched", None, False),
     "exact+bf16": (dict(), "batched", torch.bfloat16, False),
@@ -55,7 +55,7 @@ def parse_args(argv=None):
 
 def three_pass_loss(model, pixel_values, masks):
     """The reference training loss: one decoder pass per loss head (the paper-faithful, slow formulation)."""
-    from gms_hub.losses import LOSS_HEADS, mask_latents, soft_dice_loss
+    from gms_hub.training.losses import LOSS_HEADS, mask_latents, soft_dice_loss
 
     with torch.no_grad():
         z_image = model.encode(pixel_values)  # (B, 4, h, w)
@@ -69,8 +69,8 @@ def three_pass_loss(model, pixel_values, masks):
 
 def make_step(model, name, pixel_values, masks, learning_rate, compile_backend="inductor"):
     """Returns (loss_fn, step_fn) for one path; the model is changed in place."""
-    from gms_hub.fast import optimize
-    from gms_hub.losses import gms_loss
+    from gms_hub.inference.fast import optimize
+    from gms_hub.training.losses import gms_loss
 
     options, loss_kind, autocast_dtype, compile_loss = PATHS[name]
     if options is not None:

@@ -1,4 +1,4 @@
-"""Cost of posterior sampling and test-time augmentation (`gms_hub.uncertainty`), against the paper's single pass.
+"""Cost of posterior sampling and test-time augmentation (`gms_hub.inference.uncertainty`), against the paper's single pass.
 
 Times `predict_probabilities` on the same images for N = 0, 4, 8, 16 posterior samples, without and with TTA
 (the 8 flips and quarter turns), in alternating rounds, and prints the time per image and its ratio to N = 0
@@ -34,7 +34,7 @@ def parse_args(argv=None):
 
 def main(args) -> None:
     from gms_hub import DEMO_MODEL_PATH, GMS
-    from gms_hub.uncertainty import num_passes, predict_probabilities
+    from gms_hub.inference.uncertainty import num_passes, predict_probabilities
 
     if args.threads:
         torch.set_num_threads(args.threads)

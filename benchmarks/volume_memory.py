@@ -2,7 +2,7 @@
 
 Writes a synthetic int16 CT-like volume (`.nii.gz`) to a temporary folder, then in the same process:
 
-1. streaming: `read_medical_image` + `frames.batches(--batch_size)` + `gms_hub.processing.preprocess` of each
+1. streaming: `read_medical_image` + `frames.batches(--batch_size)` + `gms_hub.models.processing.preprocess` of each
    batch to (B, 3, S, S), as the predict path will run it (the model itself adds the same per-batch cost to
    both paths and is left out);
 2. predict: the whole CLI path, `python -m gms_hub.predict --input volume.nii.gz` (in process) with a tiny random
@@ -70,8 +70,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from gms_hub.image_io import read_medical_image
-    from gms_hub.processing import preprocess
+    from gms_hub.io.reading import read_medical_image
+    from gms_hub.models.processing import preprocess
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "volume.nii.gz"

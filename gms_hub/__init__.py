@@ -9,7 +9,12 @@ __version__ = "0.1.0"
 DEMO_MODEL_PATH = Path(__file__).parent / "demo_model"
 
 # Imported on first use, so `gms_hub.data` and the CLIs don't pay for torch/diffusers until they need them.
-_LAZY = {"GMS": ".modeling", "GMSOutput": ".modeling", "LatentMappingModel": ".lmm", "load_model": ".resolver"}
+_LAZY = {
+    "GMS": ".models.gms",
+    "GMSOutput": ".models.gms",
+    "LatentMappingModel": ".models.lmm",
+    "load_model": ".models.resolver",
+}
 
 __all__ = ["GMS", "GMSOutput", "LatentMappingModel", "load_model", "DEMO_MODEL_PATH", "__version__"]
 

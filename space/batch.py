@@ -2,7 +2,7 @@
 
 Images give a PNG mask each; a NIfTI file gives one NIfTI mask with its geometry and a DICOM file one DICOM SEG
 that references it (PNGs per frame, with a note, where a SEG cannot reference the source), all written by the
-library's `gms_hub.mask_files.MaskWriter`, as `python -m gms_hub.predict` writes them. The CSV has one row per
+library's `gms_hub.io.mask_files.MaskWriter`, as `python -m gms_hub.predict` writes them. The CSV has one row per
 frame (DICOM frames from 1, NIfTI slices by their voxel index, as the predict CLI counts them) and one row for a
 file that could not be segmented, with the reason.
 """
@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import gradio as gr
 
-from gms_hub.mask_files import MaskWriter, class_names
+from gms_hub.io.mask_files import MaskWriter, class_names
 
 from .config import UnknownModelError
 from .handlers import SpaceHandlers, upload_stem, user_error

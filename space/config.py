@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from huggingface_hub import constants as hf_constants
 
-from gms_hub.benchmarks import BENCHMARKS, normalize_benchmark_name
+from gms_hub.data.benchmarks import BENCHMARKS, normalize_benchmark_name
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gms_hub.dicom import write_dicom_seg
-from gms_hub.mask_files import write_label_png
-from gms_hub.medical import MedicalImageError, detect_medical_format, strip_suffix
-from gms_hub.processing import resize_probabilities
-from gms_hub.visualize import label_colors, overlay_labels
+from gms_hub.io.dicom import write_dicom_seg
+from gms_hub.io.mask_files import write_label_png
+from gms_hub.io.medical import MedicalImageError, detect_medical_format, strip_suffix
+from gms_hub.models.processing import resize_probabilities
+from gms_hub.io.visualize import label_colors, overlay_labels
 
 from .config import UnknownModelError
 from .page import DEFAULT_OPACITY, ClassRow, heatmap_with_colorbar, legend_html, model_card_markdown, preview_image, stats_table_html
@@ -326,7 +326,7 @@ class SpaceHandlers:
                 f"No DICOM SEG for one frame of a {result['num_frames']}-frame file: a SEG must cover every frame. "
                 "Segment every frame in the Batch tab (a SEG where the file allows one) or with "
                 "`python -m gms_hub.predict FILE --output_format dicom-seg`."))
-        from gms_hub.image_io import read_medical_image
+        from gms_hub.io.reading import read_medical_image
 
         names = [result["id2label"][k] for k in sorted(result["id2label"]) if k > 0]
         try:

@@ -2,7 +2,7 @@
 the model card.
 
 Every function here is pure (arrays or text in, arrays, text or files out), so the handlers (`space.handlers`)
-only call them. Multi-class results use one colour per class (`gms_hub.visualize` colours and overlays,
+only call them. Multi-class results use one colour per class (`gms_hub.io.visualize` colours and overlays,
 `legend_html` here).
 """
 
@@ -20,9 +20,9 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gms_hub.image_io import DEFAULT_MAX_PIXELS
+from gms_hub.io.reading import DEFAULT_MAX_PIXELS
 from space.results import display_image, probability_image, read_upload_frame
-from gms_hub.processing import to_float_rgb
+from gms_hub.models.processing import to_float_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ PathLike = Union[str, os.PathLike]
 def preview_image(path: PathLike, frame: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Render an upload as the model will see it: the library's intensity rule, at most 1024 px a side.
 
-    16-bit images are stretched per image by `gms_hub.processing.to_float_rgb` (as `registry.prepare` does), so
+    16-bit images are stretched per image by `gms_hub.models.processing.to_float_rgb` (as `registry.prepare` does), so
     a 16-bit PNG or TIFF whose values use a small part of the range is visible, not black.
 
     Args:
@@ -76,7 +76,7 @@ def legend_html(names: Sequence[str], colors: Sequence[Tuple[int, int, int]]) ->
 
     Args:
         names (`Sequence[str]`): names of classes 1..K.
-        colors (`Sequence`): their RGB colours, as `gms_hub.visualize.label_colors(K)[1:]`.
+        colors (`Sequence`): their RGB colours, as `gms_hub.io.visualize.label_colors(K)[1:]`.
 
     Example:
         >>> "benign" in legend_html(["benign"], [(255, 48, 48)])

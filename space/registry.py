@@ -11,7 +11,7 @@ an error). Resolution order for every benchmark (first that loads wins):
 3. the offline demo model (`GMS_DEMO_MODEL` or `gms_hub.DEMO_MODEL_PATH`), labelled
    "demo model trained on synthetic data".
 
-What a configured value names is decided by `gms_hub.resolver.classify_spec` and loaded by
+What a configured value names is decided by `gms_hub.models.resolver.classify_spec` and loaded by
 `gms_hub.load_model`, as everywhere else. Network availability is decided once (`space.config.network_available`),
 so an offline app never waits on retries.
 """
@@ -29,9 +29,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from gms_hub.benchmarks import BENCHMARKS
-from gms_hub.reference import reference_checkpoint_path
-from gms_hub.resolver import ModelSpec, classify_spec
+from gms_hub.data.benchmarks import BENCHMARKS
+from gms_hub.models.reference import reference_checkpoint_path
+from gms_hub.models.resolver import ModelSpec, classify_spec
 
 from .config import DEMO_LABEL, load_model_config, model_key, network_available, normalize_name
 
@@ -56,7 +56,7 @@ class ModelSource:
     """One place a benchmark's model can come from.
 
     Args:
-        kind (`str`): one of `gms_hub.resolver.KINDS`: `"hub"` (Hub repo id), `"local"` (folder), `"reference"`
+        kind (`str`): one of `gms_hub.models.resolver.KINDS`: `"hub"` (Hub repo id), `"local"` (folder), `"reference"`
             (the paper's checkpoint), `"pth"` / `"url"` (another released-format checkpoint) or `"demo"`.
         location (`str`): repo id, folder, reference checkpoint name, path or URL.
         revision (`str`, *optional*): Hub revision for `"hub"`.
@@ -326,14 +326,14 @@ class ModelRegistry:
         Args:
             name (`str`): benchmark key or label.
             image (`PIL.Image.Image` or `np.ndarray`): any mode the library reads (8/16-bit, gray, RGB, RGBA), or a
-                DICOM/NIfTI frame from `gms_hub.medical.MedicalImage.frames`.
+                DICOM/NIfTI frame from `gms_hub.io.medical.MedicalImage.frames`.
             value_range (`tuple(float, float)`, *optional*): the intensities mapped to 0 and 1 (a medical frame's
                 `MedicalImage.value_range`); by default the library's rule for the image's dtype.
 
         Returns:
             `PreparedInput`.
         """
-        from gms_hub.processing import preprocess, to_float_rgb
+        from gms_hub.models.processing import preprocess, to_float_rgb
 
         from .results import display_image
 
@@ -364,7 +364,7 @@ class ModelRegistry:
         Args:
             name (`str`): model name.
             pixel_values (`torch.Tensor`): (1, 3, S, S) in [-1, 1], from `prepare`.
-            num_samples (`int`, defaults to 0): posterior samples (`gms_hub.uncertainty.predict_probabilities`);
+            num_samples (`int`, defaults to 0): posterior samples (`gms_hub.inference.uncertainty.predict_probabilities`);
                 0 with `tta=False` is the paper's single pass, bit for bit.
             tta (`bool`, defaults to `False`): also average over the flips and quarter turns.
             seed (`int`, *optional*): seed of the posterior noise (the same seed gives the same maps).
@@ -373,7 +373,7 @@ class ModelRegistry:
             `np.ndarray`: float32 (S, S) foreground probabilities for a binary model, (K+1, S, S) class
             probabilities (background first) for a model with K > 1 classes.
         """
-        from gms_hub.uncertainty import predict_probabilities
+        from gms_hub.inference.uncertainty import predict_probabilities
 
         loaded = self.get(name)
         generator = None if seed is None else torch.Generator().manual_seed(int(seed))
@@ -396,7 +396,7 @@ def count_half_precision_changes(model: torch.nn.Module, half_model: torch.nn.Mo
         >>> count_half_precision_changes(model, copy.deepcopy(model).half(), [Image.open("examples/ultrasound.png")])
         0
     """
-    from gms_hub.processing import preprocess, resize_probabilities
+    from gms_hub.models.processing import preprocess, resize_probabilities
 
     pixel_values, sizes = preprocess(list(images), model.image_size)  # (N, 3, S, S)
     pixel_values = pixel_values.to(model.device)

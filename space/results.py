@@ -1,7 +1,7 @@
 """Image in and results out for the Space (app.py): upload reading, masks, overlays, statistics.
 
 Everything here is pure and model-free, so the Gradio layer only wires components to these functions and
-turns `InputError` into `gr.Error`. Reading files is the library's `gms_hub.image_io.read_input` (PNG, JPEG,
+turns `InputError` into `gr.Error`. Reading files is the library's `gms_hub.io.reading.read_input` (PNG, JPEG,
 BMP, TIFF, DICOM, NIfTI); this module only words its errors for someone uploading and picks the frame (or
 slice) to segment. Nothing here reads or returns patient attributes: an upload's
 `MedicalImage.dataset` is only handed on to `write_dicom_seg`.
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gms_hub.image_io import DEFAULT_MAX_PIXELS, ImageReadError, InputFile, read_image, read_input
-from gms_hub.medical import MedicalImageError, pixel_area_mm2
-from gms_hub.processing import postprocess_probabilities, resize_bilinear, resize_probabilities
+from gms_hub.io.reading import DEFAULT_MAX_PIXELS, ImageReadError, InputFile, read_image, read_input
+from gms_hub.io.medical import MedicalImageError, pixel_area_mm2
+from gms_hub.models.processing import postprocess_probabilities, resize_bilinear, resize_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class InputError(ValueError):
 
 
 def read_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read an uploaded image with `gms_hub.image_io.read_image`, as an `InputError` for the user if it fails.
+    """Read an uploaded image with `gms_hub.io.reading.read_image`, as an `InputError` for the user if it fails.
 
     Example:
         >>> read_upload("examples/ultrasound.png").size
@@ -95,7 +95,7 @@ class UploadFrame:
 
 
 def open_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_MAX_PIXELS) -> InputFile:
-    """Open an upload with `gms_hub.image_io.read_input` (frames of DICOM/NIfTI decoded later), errors worded for
+    """Open an upload with `gms_hub.io.reading.read_input` (frames of DICOM/NIfTI decoded later), errors worded for
     the user (the reader applies the image size limits to DICOM/NIfTI frames too).
 
     Args:
@@ -103,7 +103,7 @@ def open_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_M
         max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted rows x columns of a frame.
 
     Returns:
-        `gms_hub.image_io.InputFile`.
+        `gms_hub.io.reading.InputFile`.
 
     Raises:
         `InputError`: an unreadable file, or frames too large or too small (the message says what to do).
@@ -271,7 +271,7 @@ def mask_stats(mask: np.ndarray) -> Dict[str, float]:
 
 
 def uncertainty_from_probabilities(probs: np.ndarray) -> np.ndarray:
-    """Normalised predictive entropy in [0, 1] at the model's resolution (`gms_hub.uncertainty.predictive_entropy`).
+    """Normalised predictive entropy in [0, 1] at the model's resolution (`gms_hub.inference.uncertainty.predictive_entropy`).
 
     Args:
         probs (`np.ndarray`): (S, S) foreground probability, or (K+1, S, S) class probabilities.
@@ -279,7 +279,7 @@ def uncertainty_from_probabilities(probs: np.ndarray) -> np.ndarray:
     Returns:
         `np.ndarray`: (S, S) float32.
     """
-    from gms_hub.uncertainty import predictive_entropy
+    from gms_hub.inference.uncertainty import predictive_entropy
 
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim == 3:

@@ -8,7 +8,7 @@ from typing import List
 import numpy as np
 import torch
 
-from gms_hub.processing import to_float_rgb
+from gms_hub.models.processing import to_float_rgb
 
 
 def brightness_labels(frame, value_range, num_classes: int) -> np.ndarray:

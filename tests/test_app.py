@@ -416,7 +416,7 @@ def test_cuda_precision_keeps_float32_masks(tiny_model_dir):
 
 # ---------------------------------------------------------------------------------------------- reading and rendering
 def test_read_image_keeps_16_bit_and_rejects_before_decoding(tmp_path):
-    from gms_hub.image_io import ImageReadError, read_image
+    from gms_hub.io.reading import ImageReadError, read_image
 
     image = read_image(_write(tmp_path / "a.png", _noise(10, 12, 1, np.uint16), "PNG"))
     assert image.mode.startswith("I") and np.asarray(image).max() > 255
@@ -442,7 +442,7 @@ def test_upload_errors_are_worded_for_the_user(tmp_path):
 
 
 def test_previews_are_bounded_and_overlay_follows_the_mask():
-    from gms_hub.visualize import overlay_labels
+    from gms_hub.io.visualize import overlay_labels
     from space.results import display_image, probability_image
 
     preview = display_image(np.ones((2048, 1000, 3), np.float32))
@@ -536,7 +536,7 @@ def medical_files(tmp_path_factory):
 
 
 def _library_mask(model, path, frame):
-    from gms_hub.image_io import read_medical_image
+    from gms_hub.io.reading import read_medical_image
 
     scan = read_medical_image(path)
     return model.segment(scan.frames[frame], value_range=scan.value_range), scan
@@ -599,7 +599,7 @@ def test_bad_medical_files_give_clear_errors_and_keep_no_patient_data(client, se
 # ---------------------------------------------------------------------------------------------- multi-class, SEG
 def test_multiclass_result_renders_one_colour_per_class_with_legend_and_areas(app_module):
     # No multi-class GMS exists on this branch yet: a hand-made (K+1, S, S) result stands in for its probabilities.
-    from gms_hub.visualize import label_colors
+    from gms_hub.io.visualize import label_colors
 
     size = 16
     probs = np.zeros((3, size, size), np.float32)

@@ -442,7 +442,7 @@ def test_segment_batch_api_writes_nifti_and_dicom_seg_with_a_row_per_frame(serve
 
     from _medical_utils import write_dicom
     from gms_hub import GMS
-    from gms_hub.image_io import read_medical_image
+    from gms_hub.io.reading import read_medical_image
 
     rng = np.random.default_rng(3)  # a cine loop without a Frame of Reference: no SEG can reference its frames
     cine = write_dicom(tmp_path / "cine.dcm", rng.integers(0, 256, (3, 32, 40)).astype(np.uint8), modality="US",

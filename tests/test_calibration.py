@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gms_hub.calibration import (
+from gms_hub.evaluation.calibration import (
     CalibrationAccumulator, ErrorAUROCAccumulator, average_ranks, brier_score, calibration_bins, error_auroc,
     expected_calibration_error, reliability_diagram, spearman,
 )
@@ -152,7 +152,7 @@ def test_reliability_diagram_writes_a_png(tmp_path):
 
 
 def test_importing_the_package_does_not_import_matplotlib():
-    code = ("import sys, gms_hub, gms_hub.calibration, gms_hub.uncertainty; "
+    code = ("import sys, gms_hub, gms_hub.evaluation.calibration, gms_hub.inference.uncertainty; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,9 +1,9 @@
-"""Colour coding of class masks for multi-class GMS (gms_hub/coding.py)."""
+"""Colour coding of class masks for multi-class GMS (gms_hub/models/coding.py)."""
 
 import pytest
 import torch
 
-from gms_hub.coding import (
+from gms_hub.models.coding import (
     CLASS_CODES,
     MAX_CODED_CLASSES,
     class_codes,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gms_hub import GMS, LatentMappingModel
-from gms_hub.reference import convert_reference_state_dict, load_reference_state_dict
+from gms_hub.models.reference import convert_reference_state_dict, load_reference_state_dict
 from _reference_lmm import ReferenceLMM, random_reference_state_dict, reference_key_shapes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""`prepare folder` on DICOM and NIfTI files (gms_hub/data/folder.py): read by gms_hub.image_io.read_input, stored as
+"""`prepare folder` on DICOM and NIfTI files (gms_hub/data/folder.py): read by gms_hub.io.reading.read_input, stored as
 8-bit PNG, multi-frame files and volumes one example per frame/slice, paired with their masks by stem."""
 
 import json
@@ -13,7 +13,7 @@ from gms_hub.data import load_gms_dataset, load_id2label
 from gms_hub.data.common import RawDatasetError
 from gms_hub.data.folder import convert_folder
 from gms_hub.data.prepare import cli
-from gms_hub.image_io import read_input
+from gms_hub.io.reading import read_input
 
 ROWS, COLS = 16, 12
 AFFINE = np.array([[0.0, -0.8, 0.0, 30.0], [0.7, 0.0, 0.0, -12.0], [0.0, 0.0, 2.5, 5.0], [0.0, 0.0, 0.0, 1.0]])
@@ -158,7 +158,7 @@ def test_frame_count_mismatch_4d_volume_and_colour_palette_are_reported_before_w
 
 def test_a_converted_dicom_folder_feeds_training_and_evaluation(tmp_path, tiny_gms):
     from gms_hub.data import TrainTransform, collate_batch
-    from gms_hub.evaluation import evaluate_dataset
+    from gms_hub.evaluation.protocol import evaluate_dataset
 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir(), masks.mkdir()

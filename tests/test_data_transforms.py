@@ -162,7 +162,7 @@ def test_train_transform_output_per_example_and_batched_columns():
 def test_train_transform_without_augmentation_is_the_paper_resize():
     image, mask = _pil_pair()
     out = TrainTransform(image_size=16, augment=False)({"image": image, "mask": mask, "name": "x"})
-    from gms_hub.processing import preprocess
+    from gms_hub.models.processing import preprocess
 
     torch.testing.assert_close(out["pixel_values"], preprocess([image], 16)[0][0])
     expected = F.interpolate(torch.from_numpy(np.asarray(mask) / 255.0).float()[None, None], size=(16, 16), mode="nearest")
@@ -176,7 +176,7 @@ def test_eval_transform_uses_pil_nearest_for_the_ground_truth():
     np.testing.assert_array_equal(out["masks"][0].numpy().astype(bool), pil)
     opencv_rule = F.interpolate(torch.from_numpy(np.asarray(mask) / 255.0)[None, None], size=(24, 24), mode="nearest")
     assert not np.array_equal(opencv_rule[0, 0].numpy() >= 0.5, pil), "sizes chosen so that the two rules differ"
-    from gms_hub.processing import preprocess
+    from gms_hub.models.processing import preprocess
 
     torch.testing.assert_close(out["pixel_values"], preprocess([image], 24)[0][0])
     assert out["orig_size"] == (37, 53) and out["orig_mask"].dtype == np.uint8

@@ -36,7 +36,7 @@ def fresh_set(demo_model):
 
 
 def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    from gms_hub.metrics import dice_iou
+    from gms_hub.evaluation.metrics import dice_iou
 
     return dice_iou(pred, gt)[0]
 
@@ -63,7 +63,7 @@ def test_demo_model_loads_offline_in_float32(demo_model):
 
 
 def test_demo_model_segments_fresh_synthetic_images(demo_model, fresh_set):
-    from gms_hub.metrics import protocol_ground_truth
+    from gms_hub.evaluation.metrics import protocol_ground_truth
 
     masks = demo_model.segment(fresh_set["image"], batch_size=16)
     scores = [_dice(pred, np.asarray(gt) > 0) for pred, gt in zip(masks, fresh_set["mask"])]

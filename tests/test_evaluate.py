@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from gms_hub.evaluation import check_dataset_classes, evaluate_dataset, summarize_records
-from gms_hub.metrics import dice_iou
+from gms_hub.evaluation.protocol import check_dataset_classes, evaluate_dataset, summarize_records
+from gms_hub.evaluation.metrics import dice_iou
 from tests._training_utils import EVALUATE_SCRIPT, subprocess_env
 
 SIZE = 32
@@ -122,7 +122,7 @@ def test_original_resolution_scores_resize_probabilities_not_masks():
 def test_evaluate_to_folder_writes_metrics_csv_and_masks(tmp_path):
     """What train/evaluate.py writes (the script itself runs on a trained model in tests/test_train.py)."""
     from gms_hub.data import load_gms_dataset, write_dataset_folder
-    from gms_hub.evaluation_report import evaluate_to_folder
+    from gms_hub.evaluation.report import evaluate_to_folder
 
     dataset_dir = tmp_path / "crafted"
     write_dataset_folder({"test": _crafted_dataset()}, dataset_dir, card={"pretty_name": "crafted", "license": "apache-2.0"})
@@ -191,7 +191,7 @@ def test_check_dataset_classes_rejects_a_class_count_mismatch_and_warns_on_names
         check_dataset_classes(binary, {0: "background", 1: "x", 2: "y"}, "two-class")
     with pytest.raises(ValueError, match=r"binary-data has 1 foreground class\(es\) \(binary masks\), the model 3"):
         check_dataset_classes(three, None, "binary-data")
-    with caplog.at_level("WARNING", logger="gms_hub.evaluation"):
+    with caplog.at_level("WARNING", logger="gms_hub.evaluation.protocol"):
         check_dataset_classes(three, {0: "background", 1: "a", 2: "b", 3: "c"}, "same")
         assert not caplog.records
         check_dataset_classes(three, {0: "background", 1: "a", 2: "b", 3: "d"}, "renamed")

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gms_hub.evaluation import EvaluationStats, evaluate_dataset
-from gms_hub.evaluation_report import evaluate_to_folder
+from gms_hub.evaluation.protocol import EvaluationStats, evaluate_dataset
+from gms_hub.evaluation.report import evaluate_to_folder
 from tests._training_utils import EVALUATE_SCRIPT, make_tiny_gms, subprocess_env
 
 SIZE = 32
@@ -131,9 +131,9 @@ def test_script_evaluates_samples_and_tta(tmp_path, tiny_model, synthetic_test_s
     """`--num_samples 2 --tta --seed 0` through train/evaluate.py equals predict_probabilities with that seed."""
     import subprocess
 
-    from gms_hub.calibration import expected_calibration_error
+    from gms_hub.evaluation.calibration import expected_calibration_error
     from gms_hub.data import EvalTransform, write_dataset_folder
-    from gms_hub.uncertainty import predict_probabilities
+    from gms_hub.inference.uncertainty import predict_probabilities
 
     split = synthetic_test_split.select(range(3))
     write_dataset_folder({"test": split}, tmp_path / "data", card={"pretty_name": "tiny", "license": "apache-2.0"})

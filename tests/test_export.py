@@ -1,4 +1,4 @@
-"""ONNX export (gms_hub.export) and the onnxruntime wrapper (gms_hub.onnx_runtime) against the torch model."""
+"""ONNX export (gms_hub.inference.export) and the onnxruntime wrapper (gms_hub.inference.onnx_runtime) against the torch model."""
 
 import json
 import subprocess
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gms_hub import DEMO_MODEL_PATH, GMS
-from gms_hub.export import export_onnx, main as export_main
-from gms_hub.onnx_runtime import ONNXGMS
+from gms_hub.inference.export import export_onnx, main as export_main
+from gms_hub.inference.onnx_runtime import ONNXGMS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_DP = 1e-4  # the issue's bar for probabilities
@@ -112,7 +112,7 @@ def test_unexportable_backbone_gives_clear_error(tiny_gms, tmp_path):
 
 
 def test_importing_the_runtime_does_not_import_diffusers():
-    code = "import sys, gms_hub.onnx_runtime; print(sorted(m for m in sys.modules if m.split('.')[0] == 'diffusers'))"
+    code = "import sys, gms_hub.inference.onnx_runtime; print(sorted(m for m in sys.modules if m.split('.')[0] == 'diffusers'))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -122,7 +122,7 @@ def test_importing_the_runtime_does_not_import_diffusers():
 def test_full_sd2_architecture_random_weights_parity(tmp_path):
     from diffusers import AutoencoderKL
 
-    from gms_hub.vae import sd2_vae_config
+    from gms_hub.models.vae import sd2_vae_config
 
     torch.manual_seed(0)
     vae = AutoencoderKL(**{k: v for k, v in sd2_vae_config().items() if not k.startswith("_")}).eval()

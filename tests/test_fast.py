@@ -1,4 +1,4 @@
-"""gms_hub.fast: every fast path equals the paper-faithful fp32 eager path to float rounding, on tiny VAEs."""
+"""gms_hub.inference.fast: every fast path equals the paper-faithful fp32 eager path to float rounding, on tiny VAEs."""
 
 import copy
 
@@ -60,7 +60,7 @@ def paper_probs(vae, latents):
 
 
 def test_subpixel_weights_rejects_non_3x3_kernels():
-    from gms_hub.fast import subpixel_weights
+    from gms_hub.inference.fast import subpixel_weights
 
     with pytest.raises(ValueError, match="3x3"):
         subpixel_weights(torch.zeros(4, 4, 5, 5), None)
@@ -71,7 +71,7 @@ def test_subpixel_weights_rejects_non_3x3_kernels():
 def test_subpixel_upsample_equals_nearest_upsample_then_conv(size, channels_last):
     from diffusers.models.upsampling import Upsample2D
 
-    from gms_hub.fast import SubpixelUpsample2D
+    from gms_hub.inference.fast import SubpixelUpsample2D
 
     torch.manual_seed(0)
     reference = Upsample2D(6, use_conv=True, out_channels=5)
@@ -90,7 +90,7 @@ def test_subpixel_upsample_equals_nearest_upsample_then_conv(size, channels_last
 def test_subpixel_upsample_gradients_match():
     from diffusers.models.upsampling import Upsample2D
 
-    from gms_hub.fast import SubpixelUpsample2D
+    from gms_hub.inference.fast import SubpixelUpsample2D
 
     torch.manual_seed(0)
     reference = Upsample2D(4, use_conv=True)
@@ -108,7 +108,7 @@ def test_subpixel_upsample_gradients_match():
 def test_subpixel_upsample_refuses_other_upsamplers():
     from diffusers.models.upsampling import Upsample2D
 
-    from gms_hub.fast import SubpixelUpsample2D, apply_subpixel_upsampling, is_subpixel_compatible
+    from gms_hub.inference.fast import SubpixelUpsample2D, apply_subpixel_upsampling, is_subpixel_compatible
 
     transposed = Upsample2D(4, use_conv_transpose=True)
     assert not is_subpixel_compatible(transposed)
@@ -121,7 +121,7 @@ def test_subpixel_upsample_refuses_other_upsamplers():
 
 
 def test_subpixel_decoder_equals_original_on_odd_latents():
-    from gms_hub.fast import SubpixelUpsample2D, apply_subpixel_upsampling
+    from gms_hub.inference.fast import SubpixelUpsample2D, apply_subpixel_upsampling
 
     vae = make_vae()
     fast = copy.deepcopy(vae)
@@ -133,7 +133,7 @@ def test_subpixel_decoder_equals_original_on_odd_latents():
 
 
 def test_subpixel_keeps_state_dict():
-    from gms_hub.fast import apply_subpixel_upsampling
+    from gms_hub.inference.fast import apply_subpixel_upsampling
 
     vae = make_vae()
     fast = copy.deepcopy(vae)
@@ -146,7 +146,7 @@ def test_subpixel_keeps_state_dict():
 def test_subpixel_weight_cache_follows_weight_updates():
     from diffusers.models.upsampling import Upsample2D
 
-    from gms_hub.fast import SubpixelUpsample2D
+    from gms_hub.inference.fast import SubpixelUpsample2D
 
     torch.manual_seed(0)
     reference = Upsample2D(3, use_conv=True)
@@ -162,7 +162,7 @@ def test_subpixel_weight_cache_follows_weight_updates():
 
 @pytest.mark.parametrize("latent_size", [(4, 4), (5, 7)])
 def test_folded_mask_decode_equals_paper_decode(latent_size):
-    from gms_hub.fast import decode_mask_probabilities
+    from gms_hub.inference.fast import decode_mask_probabilities
 
     vae = make_vae()
     z = torch.randn(2, 4, *latent_size) * 3
@@ -177,7 +177,7 @@ def test_folded_mask_decode_equals_paper_decode(latent_size):
 def test_optimize_gives_the_same_masks_as_the_default_path():
     """The optimized path's error against exact (float64) math is of the order of the fp32 eager path's own, and
     it gives the same masks. (oneDNN's channels_last kernels round ~5x more than its NCHW ones: hence the 4x.)"""
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     model = make_gms()
     fast = optimize(copy.deepcopy(model))
@@ -198,7 +198,7 @@ def test_optimize_gives_the_same_masks_as_the_default_path():
 def test_optimize_changes_no_weights_and_segment_agrees():
     import numpy as np
 
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     model = make_gms()
     fast = optimize(copy.deepcopy(model))
@@ -214,7 +214,7 @@ def test_optimize_changes_no_weights_and_segment_agrees():
 
 def test_optimized_model_saves_and_loads_like_the_original(tmp_path):
     from gms_hub import GMS
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     model = make_gms()
     optimize(copy.deepcopy(model)).save_pretrained(tmp_path / "fast", include_vae=True)
@@ -227,7 +227,7 @@ def test_optimized_model_saves_and_loads_like_the_original(tmp_path):
 def test_optimized_model_pickles():
     import pickle
 
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     fast = optimize(make_gms(), autocast_dtype=torch.bfloat16)
     clone = pickle.loads(pickle.dumps(fast))
@@ -238,7 +238,7 @@ def test_optimized_model_pickles():
 
 
 def test_optimize_survives_deepcopy():
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     fast = optimize(make_gms())
     clone = copy.deepcopy(fast)
@@ -252,7 +252,7 @@ def test_optimize_survives_deepcopy():
 
 def test_fast_settings_are_data_the_model_reads():
     """optimize() replaces no method: forward and decode_mask are the class's, and they follow model.fast_settings."""
-    from gms_hub.fast import FastSettings, optimize
+    from gms_hub.inference.fast import FastSettings, optimize
 
     model = make_gms()
     fast = optimize(copy.deepcopy(model), fast_upsample=False, channels_last=False, autocast_dtype=torch.bfloat16)
@@ -273,7 +273,7 @@ def test_fast_settings_are_data_the_model_reads():
 
 
 def test_mask_probabilities_is_the_paper_formula():
-    from gms_hub.fast import mask_probabilities
+    from gms_hub.inference.fast import mask_probabilities
 
     decoded = torch.tensor([[[[-3.0, 0.2]], [[-1.0, 0.4]], [[1.0, 0.6]]]])  # (1, 3, 1, 2)
     expected = torch.tensor([[[[0.0, 0.7]]]])  # mean -1 -> 0 (clamped); mean 0.4 -> 0.7
@@ -281,7 +281,7 @@ def test_mask_probabilities_is_the_paper_formula():
 
 
 def test_optimize_rejects_bad_arguments():
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     with pytest.raises(ValueError, match="autocast_dtype"):
         optimize(make_gms(), autocast_dtype=torch.float32)
@@ -290,7 +290,7 @@ def test_optimize_rejects_bad_arguments():
 
 
 def test_optimize_bare_vae_keeps_decode_output():
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     vae = make_vae()
     fast = optimize(copy.deepcopy(vae))
@@ -301,7 +301,7 @@ def test_optimize_bare_vae_keeps_decode_output():
 
 def _three_pass_loss(model, pixel_values, masks):
     """The reference training loss: each loss head decoded by its own decoder pass."""
-    from gms_hub.losses import LOSS_HEADS, mask_latents, soft_dice_loss
+    from gms_hub.training.losses import LOSS_HEADS, mask_latents, soft_dice_loss
 
     with torch.no_grad():
         z_image = model.encode(pixel_values)
@@ -330,8 +330,8 @@ def test_training_loss_and_gradients_equal_three_decoder_passes(variant):
 
     Measured against the float64 three-pass loss, the fast path's errors are of the order of the fp32 eager path's.
     """
-    from gms_hub.fast import optimize
-    from gms_hub.losses import gms_loss
+    from gms_hub.inference.fast import optimize
+    from gms_hub.training.losses import gms_loss
 
     model = make_gms()
     model.train()
@@ -363,7 +363,7 @@ def test_training_loss_and_gradients_equal_three_decoder_passes(variant):
 
 
 def test_batched_decode_equals_separate_decodes():
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     model = optimize(make_gms())
     heads = [torch.randn(2, 4, 4, 4, requires_grad=True) for _ in range(3)]
@@ -379,7 +379,7 @@ def test_batched_decode_equals_separate_decodes():
 
 
 def test_autocast_forward_returns_float32_close_to_fp32():
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     model = make_gms()
     fast = optimize(copy.deepcopy(model), autocast_dtype=torch.bfloat16)
@@ -399,7 +399,7 @@ def test_model_compile_traces_gms_in_one_graph(optimized):
 
     The cheap "eager" backend checks the tracing only; the inductor test below is slow (minutes on 2 cores).
     """
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     torch._dynamo.reset()
     model = optimize(make_gms()) if optimized else make_gms()
@@ -413,7 +413,7 @@ def test_model_compile_traces_gms_in_one_graph(optimized):
 def test_standard_compile_applies_the_exact_rewrites_first():
     """`model.compile()` (the standard call) runs the fast path: same weights and keys, same probabilities to
     float rounding, and the decoder's upsamplers replaced; applying it twice changes nothing more."""
-    from gms_hub.fast import SubpixelUpsample2D
+    from gms_hub.inference.fast import SubpixelUpsample2D
 
     torch._dynamo.reset()
     model = make_gms()
@@ -447,7 +447,7 @@ def test_standard_compile_applies_the_exact_rewrites_first():
 
 @pytest.mark.slow  # inductor compiles C++ kernels: ~1-5 min on 2 shared cores even for a tiny model
 def test_model_compile_with_inductor_matches_eager():
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     torch._dynamo.reset()
     model = optimize(make_gms())
@@ -461,7 +461,7 @@ def test_model_compile_with_inductor_matches_eager():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_fast_paths_agree_with_fp32():
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     model = make_gms().cuda()
     exact = optimize(copy.deepcopy(model))

@@ -32,7 +32,7 @@ def test_importing_the_library_does_not_import_gradio():
         "import sys, json\n"
         "import gms_hub\n"
         "from gms_hub import GMS, load_model\n"
-        "import gms_hub.data, gms_hub.predict, gms_hub.image_io, gms_hub.resolver\n"
+        "import gms_hub.data, gms_hub.inference.predict, gms_hub.io.reading, gms_hub.models.resolver\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'gradio_client', 'space'))))\n"
     )
     assert json.loads(_run(code).stdout.strip().splitlines()[-1]) == []
@@ -118,12 +118,12 @@ def _cycles(graph: dict) -> list:
 def test_no_import_cycle_in_the_package_even_inside_functions():
     graph = _import_graph()
     # The graph is real: the edges this test exists for are seen (a parser that finds nothing would pass).
-    assert "gms_hub.reference" in graph["gms_hub.modeling"]
-    assert {"gms_hub.modeling", "gms_hub.reference"} <= set(graph["gms_hub.resolver"])
-    assert "gms_hub.resolver" in graph["gms_hub.convert"]
+    assert "gms_hub.models.reference" in graph["gms_hub.models.gms"]
+    assert {"gms_hub.models.gms", "gms_hub.models.reference"} <= set(graph["gms_hub.models.resolver"])
+    assert "gms_hub.models.resolver" in graph["gms_hub.models.convert"]
     assert _cycles(graph) == []
-    assert _cycles({**graph, "gms_hub.reference": graph["gms_hub.reference"] + ["gms_hub.modeling"]}) == [
-        ["gms_hub.modeling", "gms_hub.reference"]
+    assert _cycles({**graph, "gms_hub.models.reference": graph["gms_hub.models.reference"] + ["gms_hub.models.gms"]}) == [
+        ["gms_hub.models.gms", "gms_hub.models.reference"]
     ]
 
 

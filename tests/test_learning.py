@@ -32,14 +32,14 @@ def synthetic_benchmark(tmp_path_factory):
 
 
 def _dice(model, dataset):
-    from gms_hub.evaluation import evaluate_dataset, summarize_records
+    from gms_hub.evaluation.protocol import evaluate_dataset, summarize_records
 
     return summarize_records(evaluate_dataset(model, dataset, batch_size=8))["dsc_mean"]
 
 
 def test_validation_dice_rises_far_above_the_untrained_model(synthetic_benchmark):
     from gms_hub import DEMO_MODEL_PATH, GMS
-    from gms_hub.metrics import dice_iou
+    from gms_hub.evaluation.metrics import dice_iou
 
     root, dataset = synthetic_benchmark
     demo = GMS.from_pretrained(DEMO_MODEL_PATH)  # float32

@@ -57,7 +57,7 @@ def multiclass_benchmark(tmp_path_factory):
 
 
 def _per_class_dice(model, dataset):
-    from gms_hub.evaluation import evaluate_dataset, summarize_records
+    from gms_hub.evaluation.protocol import evaluate_dataset, summarize_records
 
     summary = summarize_records(evaluate_dataset(model, dataset, batch_size=8))
     return {label: scores["dsc_mean"] for label, scores in summary["per_class"].items()}

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gms_hub.losses import LOSS_HEADS, gms_loss, mask_latents, soft_dice_loss
+from gms_hub.training.losses import LOSS_HEADS, gms_loss, mask_latents, soft_dice_loss
 from tests._training_utils import make_tiny_gms
 
 

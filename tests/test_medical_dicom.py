@@ -15,9 +15,9 @@ from pydicom.uid import (DigitalXRayImageStorageForPresentation, MPEG4HP41, Segm
                          UltrasoundMultiFrameImageStorage)
 
 from _medical_utils import PATIENT, read_raw, write_dicom, write_enhanced_ct
-from gms_hub.dicom import write_dicom_seg
-from gms_hub.image_io import read_medical_image
-from gms_hub.medical import MedicalImageError, detect_medical_format, pixel_area_mm2
+from gms_hub.io.dicom import write_dicom_seg
+from gms_hub.io.reading import read_medical_image
+from gms_hub.io.medical import MedicalImageError, detect_medical_format, pixel_area_mm2
 
 
 def minmax(x):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from nibabel.testing import data_path
 
-from gms_hub.image_io import read_medical_image
-from gms_hub.medical import MedicalImageError, pixel_area_mm2
-from gms_hub.nifti import write_nifti_mask
+from gms_hub.io.reading import read_medical_image
+from gms_hub.io.medical import MedicalImageError, pixel_area_mm2
+from gms_hub.io.nifti import write_nifti_mask
 
 AFFINE = np.array([[0.0, -0.8, 0.0, 30.0], [1.2, 0.0, 0.0, -12.0], [0.0, 0.0, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]])
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gms_hub.metrics import dice_iou, dice_iou_batch, protocol_ground_truth, summarize, summarize_scores
+from gms_hub.evaluation.metrics import dice_iou, dice_iou_batch, protocol_ground_truth, summarize, summarize_scores
 
 
 def _mask(rows):
@@ -105,7 +105,7 @@ def test_protocol_ground_truth_threshold_on_gray_levels():
 
 
 def test_per_class_dice_iou_hand_counts_and_absent_classes():
-    from gms_hub.metrics import per_class_dice_iou
+    from gms_hub.evaluation.metrics import per_class_dice_iou
 
     pred = np.array([[[1, 1, 0], [2, 2, 0]], [[0, 0, 0], [0, 0, 3]]])  # (2, 2, 3)
     gt = np.array([[[1, 0, 0], [2, 2, 2]], [[0, 0, 0], [0, 0, 0]]])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gms_hub.metrics import dice_iou, per_class_dice_iou
+from gms_hub.evaluation.metrics import dice_iou, per_class_dice_iou
 
 
 def test_per_class_matches_binary_dice_of_each_class():

@@ -97,7 +97,7 @@ def test_fp16_storage_loads_as_fp32(tiny_gms, tmp_path):
 
 
 def test_local_vae_path_warns_on_save(tiny_gms, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="gms_hub.serialization"):
+    with caplog.at_level(logging.WARNING, logger="gms_hub.models.serialization"):
         tiny_gms.save_pretrained(tmp_path / "m")
     assert "include_vae=True" in caplog.text
 
@@ -182,7 +182,7 @@ def test_half_precision_model_runs(tiny_gms):
 def test_config_is_the_init_signature_and_rebuilds_the_model(tiny_gms, tmp_path):
     import inspect
 
-    from gms_hub.serialization import INFORMATIONAL_KEYS
+    from gms_hub.models.serialization import INFORMATIONAL_KEYS
 
     tiny_gms.save_pretrained(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -198,7 +198,7 @@ def test_config_is_the_init_signature_and_rebuilds_the_model(tiny_gms, tmp_path)
 def test_save_config_argument_overrides_entries(tiny_gms, tmp_path, caplog):
     from dataclasses import dataclass
 
-    with caplog.at_level(logging.WARNING, logger="gms_hub.serialization"):
+    with caplog.at_level(logging.WARNING, logger="gms_hub.models.serialization"):
         tiny_gms.save_pretrained(tmp_path / "m", config={"vae": "org/tiny-sd", "model_type": "other", "note": "x"})
     assert "include_vae=True" not in caplog.text  # the reference is a Hub id now: portable
     saved = json.loads((tmp_path / "m" / "config.json").read_text())

@@ -1,4 +1,4 @@
-"""A real (tiny, random) 2-class GMS, saved with its VAE, through the command-line tools: `gms_hub.predict` writes
+"""A real (tiny, random) 2-class GMS, saved with its VAE, through the command-line tools: `gms_hub.inference.predict` writes
 index PNGs equal to `model.segment`, overlays and per-class areas; `train/evaluate.py` writes per-class scores equal
 to `per_class_dice_iou` on the model's arg-max over the dataset's protocol inputs."""
 
@@ -77,8 +77,8 @@ def test_predict_cli_writes_the_label_maps_of_segment_overlays_and_class_areas(t
 def test_evaluate_script_scores_each_class_as_per_class_dice_iou_on_the_argmax(tmp_path):
     from gms_hub import GMS
     from gms_hub.data import EvalTransform, collate_batch, load_gms_dataset
-    from gms_hub.evaluation import class_labels, evaluate_dataset, summarize_records
-    from gms_hub.metrics import per_class_dice_iou
+    from gms_hub.evaluation.protocol import class_labels, evaluate_dataset, summarize_records
+    from gms_hub.evaluation.metrics import per_class_dice_iou
 
     env = subprocess_env()
     subprocess.run(

@@ -88,7 +88,7 @@ def test_segment_label_maps_probabilities_and_uncertainty():
 
 
 def test_optimize_keeps_three_channels_for_multiclass():
-    from gms_hub.fast import optimize
+    from gms_hub.inference.fast import optimize
 
     model, x = _model(), _pixels()
     with torch.no_grad():
@@ -100,8 +100,8 @@ def test_optimize_keeps_three_channels_for_multiclass():
 
 
 def test_loss_reaches_zero_dice_only_for_the_right_classes():
-    from gms_hub.coding import encode_class_mask
-    from gms_hub.losses import gms_loss, mask_latents
+    from gms_hub.models.coding import encode_class_mask
+    from gms_hub.training.losses import gms_loss, mask_latents
 
     model = _model()
     masks = torch.zeros(2, 1, 64, 64)

@@ -52,7 +52,7 @@ def test_predict_cli_all_good_exits_zero(tiny_gms, tmp_path):
 
 
 def test_predict_cli_fast_gives_the_same_masks_with_the_demo_model(tmp_path):
-    from gms_hub.predict import main
+    from gms_hub.inference.predict import main
 
     examples = REPO / "examples"
     outputs = {}
@@ -141,7 +141,7 @@ def test_uncertainty_and_overlay_pngs_with_a_seed(tiny_gms, tmp_path, monkeypatc
 def test_multi_class_model_writes_index_pngs_overlays_and_areas_per_class(tmp_path, monkeypatch):
     from _predict_utils import StandInMultiClass, brightness_labels
 
-    from gms_hub.visualize import label_colors
+    from gms_hub.io.visualize import label_colors
 
     model = StandInMultiClass(num_classes=2, id2label={0: "background", 1: "benign", 2: "malignant"})
     monkeypatch.setattr(predict, "load_model", lambda spec, device: model)
@@ -169,7 +169,7 @@ def test_multi_class_model_writes_index_pngs_overlays_and_areas_per_class(tmp_pa
 
 
 def test_binary_overlay_blends_the_mask_and_colours_are_distinct():
-    from gms_hub.visualize import FOREGROUND_COLOR, label_colors, overlay_labels
+    from gms_hub.io.visualize import FOREGROUND_COLOR, label_colors, overlay_labels
 
     colors = label_colors(12)
     assert colors.shape == (13, 3) and colors.dtype == np.uint8

@@ -16,7 +16,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from gms_hub import predict
-from gms_hub.image_io import list_input_files, read_input, read_medical_image
+from gms_hub.io.reading import list_input_files, read_input, read_medical_image
 
 AFFINE = np.array([[0.0, -0.8, 0.0, 30.0], [1.2, 0.0, 0.0, -12.0], [0.0, 0.0, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]])
 
@@ -58,7 +58,7 @@ def test_reader_opens_every_format_and_lists_extensionless_dicom(tmp_path):
 
 
 def test_reader_applies_the_image_size_limits_to_scan_frames(tmp_path):
-    from gms_hub.medical import MedicalImageError
+    from gms_hub.io.medical import MedicalImageError
 
     volume = np.arange(16 * 12 * 3, dtype=np.int16).reshape(16, 12, 3)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "ok.nii.gz"))

@@ -72,7 +72,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from gms_hub import GMS, DEMO_MODEL_PATH
-from gms_hub.vae import load_vae
+from gms_hub.models.vae import load_vae
 
 api = HfApi()
 # The demo model's small VAE stands in for the Stable Diffusion 2 VAE (same diffusers layout, `vae/` subfolder) ...

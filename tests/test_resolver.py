@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from gms_hub import DEMO_MODEL_PATH, GMS, load_model
-from gms_hub.reference import convert_reference_state_dict, reference_checkpoint_path
-from gms_hub.resolver import ModelSpec, classify_spec
+from gms_hub.models.reference import convert_reference_state_dict, reference_checkpoint_path
+from gms_hub.models.resolver import ModelSpec, classify_spec
 from _reference_lmm import random_reference_state_dict, reference_key_shapes
 
 try:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gms_hub.processing import preprocess, to_float_rgb
+from gms_hub.models.processing import preprocess, to_float_rgb
 
 
 def _rng():

@@ -8,8 +8,8 @@ import torch
 from diffusers import AutoencoderTiny
 
 from gms_hub import GMS
-from gms_hub.losses import gms_loss
-from gms_hub.vae import autoencoder_class, load_vae
+from gms_hub.training.losses import gms_loss
+from gms_hub.models.vae import autoencoder_class, load_vae
 from conftest import TINY_GMS_KWARGS, make_tiny_taesd
 
 
@@ -68,7 +68,7 @@ def test_mask_probability_reads_the_decoder_in_minus_one_to_one(tiny_taesd_gms):
 
 def test_sample_posterior_uses_the_latents_and_warns_once(tiny_taesd_gms, caplog):
     x = pixel_values()
-    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="gms_hub.modeling"):
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="gms_hub.models.gms"):
         first = tiny_taesd_gms.encode(x, sample_posterior=True, generator=torch.Generator().manual_seed(0))
         tiny_taesd_gms.encode(x, sample_posterior=True)
         deterministic = tiny_taesd_gms.encode(x)
@@ -118,8 +118,8 @@ def test_config_class_mismatch_is_a_clear_error(tiny_taesd_gms, tmp_path):
 
 
 def test_onnx_export_parity(tiny_taesd_gms, tmp_path):
-    from gms_hub.export import export_onnx
-    from gms_hub.onnx_runtime import ONNXGMS
+    from gms_hub.inference.export import export_onnx
+    from gms_hub.inference.onnx_runtime import ONNXGMS
 
     export_onnx(tiny_taesd_gms, tmp_path / "onnx")
     x = pixel_values(3)

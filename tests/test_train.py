@@ -154,7 +154,7 @@ def test_two_processes_shard_the_training_data(workspace):
     """
     from gms_hub import GMS
     from gms_hub.data import load_gms_dataset
-    from gms_hub.evaluation import evaluate_dataset, summarize_records
+    from gms_hub.evaluation.protocol import evaluate_dataset, summarize_records
 
     output_dir = workspace / "ddp"
     extra = ("--report_to", "none", "--gradient_accumulation_steps", "2", "--gradient_checkpointing", "--augment_on_device")
@@ -225,7 +225,7 @@ def test_paper_configs_hold_the_paper_recipe():
 
 
 def test_fast_flag_trains_and_evaluates_like_the_paper_faithful_path(workspace, uninterrupted_run):
-    """`train.py --fast` / `evaluate.py --fast` (the exact rewrites of gms_hub.fast on the frozen VAE) give the
+    """`train.py --fast` / `evaluate.py --fast` (the exact rewrites of gms_hub.inference.fast on the frozen VAE) give the
     same run as the default path, to float rounding: same selection, validation scores and weights."""
     output_dir = workspace / "fast"
     _run(_train_command(workspace, output_dir, 1, "--report_to", "none", "--fast"), _env())

@@ -120,7 +120,7 @@ def test_missing_selection_split_is_an_error_that_says_what_to_do(tmp_path, data
 
 
 def test_resume_latest_ignores_incomplete_checkpoints(tmp_path):
-    from gms_hub.checkpoints import STATE_FILE, list_checkpoints, resolve_checkpoint
+    from gms_hub.training.checkpoints import STATE_FILE, list_checkpoints, resolve_checkpoint
 
     for step in (3, 10):
         (tmp_path / f"checkpoint-{step}").mkdir()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gms_hub.uncertainty import (
+from gms_hub.inference.uncertainty import (
     DIHEDRAL_TRANSFORMS, apply_transform, invert_transform, num_passes, predict_probabilities, predictive_entropy,
 )
 
@@ -199,7 +199,7 @@ def test_segment_defaults_are_unchanged(tiny_gms):
     assert all(np.array_equal(a, b) for a, b in zip(masks, explicit_masks))
     assert all(np.array_equal(a, b) for a, b in zip(probs, explicit_probs))
     # and equal to the forward pass they came from
-    from gms_hub.processing import preprocess, resize_probabilities
+    from gms_hub.models.processing import preprocess, resize_probabilities
 
     pixel_values, sizes = preprocess(images, tiny_gms.image_size, None)
     with torch.no_grad():
@@ -225,7 +225,7 @@ def test_segment_return_order_and_structure(tiny_gms):
 
 
 def test_segment_uncertainty_is_the_resized_entropy_of_the_model_resolution_probability(tiny_gms):
-    from gms_hub.processing import preprocess, resize_probabilities
+    from gms_hub.models.processing import preprocess, resize_probabilities
 
     image = _images()[0]
     mask, uncertainty = tiny_gms.segment(image, return_uncertainty=True)

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from gms_hub import GMS
-from gms_hub.vae import load_vae, sd2_vae_config
+from gms_hub.models.vae import load_vae, sd2_vae_config
 from conftest import TINY_GMS_KWARGS, make_tiny_vae
 
 

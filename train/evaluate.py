@@ -67,7 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
                         help="Autocast precision (default: the accelerate config, else fp32, the paper's).")
     parser.add_argument("--fast", action="store_true",
-                        help="Apply gms_hub.fast.optimize (exact rewrites: probabilities equal to float rounding).")
+                        help="Apply gms_hub.inference.fast.optimize (exact rewrites: probabilities equal to float rounding).")
     parser.add_argument("--no_masks", action="store_true", help="Do not write the predicted masks.")
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     parser.add_argument("--num_samples", type=int, default=0,
@@ -93,8 +93,8 @@ def _percent(value: Optional[float]) -> str:
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     from gms_hub import load_model
     from gms_hub.data import load_gms_dataset
-    from gms_hub.evaluation import check_dataset_classes
-    from gms_hub.evaluation_report import evaluate_to_folder
+    from gms_hub.evaluation.protocol import check_dataset_classes
+    from gms_hub.evaluation.report import evaluate_to_folder
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         overrides.update(vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision)
     model = load_model(args.model, **overrides).to(accelerator.device).eval()
     if args.fast:
-        from gms_hub.fast import optimize
+        from gms_hub.inference.fast import optimize
 
         optimize(model)
     dataset_kwargs = {"revision": args.dataset_revision} if args.dataset_revision else {}

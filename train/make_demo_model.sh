@@ -125,7 +125,7 @@ import torch
 
 from gms_hub import GMS
 from gms_hub.data import load_gms_dataset
-from gms_hub.metrics import dice_iou, protocol_ground_truth, summarize_scores
+from gms_hub.evaluation.metrics import dice_iou, protocol_ground_truth, summarize_scores
 
 work, demo_dir = Path(os.environ["WORK_DIR"]), Path(os.environ["DEMO_DIR"])
 model = GMS.from_pretrained(work / "demo_fp16").eval()  # fp16 weights, loaded as fp32: what users get

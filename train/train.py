@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
                         help="Overrides the accelerate config. The frozen VAE keeps fp32 weights and runs under autocast.")
     parser.add_argument("--fast", action="store_true",
-                        help="Run the frozen VAE through the exact rewrites of gms_hub.fast.optimize (sub-pixel "
+                        help="Run the frozen VAE through the exact rewrites of gms_hub.inference.fast.optimize (sub-pixel "
                              "upsampling, folded mask mean, channels_last): the same loss to float rounding, faster.")
     parser.add_argument("--seed", type=int, default=2333)
     # selection, checkpoints, logging, output

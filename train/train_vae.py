@@ -11,7 +11,7 @@ the decoded masks mapped to [0, 1] (the exact quantity `GMS.decode_mask` thresho
 `scaling_factor` is set to 1 / std of the posterior means (images and masks), as SD did for its VAE, and the
 model is saved with `save_pretrained`. The pieces (data, sampler, loss, scores) live in `gms_hub.training.vae`.
 
-With `--num_classes K` (2 to 7) the masks are class-index masks, fed as colour codes (`gms_hub.coding`) the
+With `--num_classes K` (2 to 7) the masks are class-index masks, fed as colour codes (`gms_hub.models.coding`) the
 way a multi-class GMS encodes them, and the mask terms are cross-entropy + per-class soft Dice on the class
 probabilities of the decoded colours: a VAE for a K-class GMS. Synthetic data then has K kinds of structure.
 
@@ -109,7 +109,7 @@ def parse_args(input_args=None) -> argparse.Namespace:
     if args.synthetic_image_size is None:
         args.synthetic_image_size = args.resolution
     if args.num_classes != 1:
-        from gms_hub.coding import MAX_CODED_CLASSES
+        from gms_hub.models.coding import MAX_CODED_CLASSES
 
         if not 2 <= args.num_classes <= MAX_CODED_CLASSES:
             parser.error(f"--num_classes must be 1 (binary) or 2 to {MAX_CODED_CLASSES} (colour code), got {args.num_classes}.")

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..image_io import IMAGE_EXTENSIONS
+from ..io.reading import IMAGE_EXTENSIONS
 from .hub import DatasetCardInfo
 from .splits import _preview
 

@@ -80,12 +80,12 @@ FRAME_BATCH = 8  # DICOM frames / NIfTI slices decoded per read while converting
 def _read_scan_frames(path: Path, slice_axis: int = -1) -> tuple[str, int, Iterator[tuple[bytes, tuple[int, int]]]]:
     """A DICOM or NIfTI image's kind (`"dicom"`/`"nifti"`), its number of frames, and its frames as 8-bit PNGs.
 
-    The frames are read by `gms_hub.image_io.read_input`, so the library's intensity rules apply (rescale,
+    The frames are read by `gms_hub.io.reading.read_input`, so the library's intensity rules apply (rescale,
     VOI LUT or window, else min..max; MONOCHROME1 inverted; colour to RGB; one range per NIfTI volume); the
     [0, 1] values are stored rounded to 0..255, grayscale (`L`) or RGB, as the benchmarks' images are. The
     iterator yields `(png bytes, (width, height))` per frame, decoding `FRAME_BATCH` frames at a time.
     """
-    from ..image_io import read_input
+    from ..io.reading import read_input
 
     scan = read_input(path, slice_axis=slice_axis)
 
@@ -101,7 +101,7 @@ def _read_scan_frames(path: Path, slice_axis: int = -1) -> tuple[str, int, Itera
 def _image_frame_sizes(path: Path, slice_axis: int = -1) -> tuple[Optional[str], list[tuple[int, int]]]:
     """The kind (`"dicom"`, `"nifti"`, `None` for an image file) and each frame's (width, height), decoding every
     frame: a truncated file fails here, before anything is written."""
-    from ..medical import detect_medical_format
+    from ..io.medical import detect_medical_format
 
     if detect_medical_format(path) is None:
         with Image.open(path) as image:

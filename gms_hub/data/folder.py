@@ -38,8 +38,8 @@ from typing import Mapping, Optional, Sequence
 
 from PIL import Image
 
-from ..image_io import is_input_file
-from ..medical import detect_medical_format, frame_stem, strip_suffix
+from ..io.reading import is_input_file
+from ..io.medical import detect_medical_format, frame_stem, strip_suffix
 from .common import (
     DUPLICATE_NAME,
     SIZE_MISMATCH,
@@ -257,9 +257,9 @@ def convert_folder(
 ) -> Path:
     """Convert a folder of images and a folder of masks into a Hub-style dataset folder.
 
-    DICOM and NIfTI images are read by `gms_hub.image_io.read_input` (the library's intensity rules) and stored as
+    DICOM and NIfTI images are read by `gms_hub.io.reading.read_input` (the library's intensity rules) and stored as
     8-bit PNGs. A multi-frame DICOM or a 3D NIfTI volume gives one example per frame or slice, named as the predict
-    CLI names its outputs (`gms_hub.medical.frame_stem`: `<name>_frame<k>` from 1, `<name>_slice<k>` from 0), its
+    CLI names its outputs (`gms_hub.io.medical.frame_stem`: `<name>_frame<k>` from 1, `<name>_slice<k>` from 0), its
     mask read frame by frame from a mask file of the same format and frame count (stored values as labels); all
     frames of a file go to the same split, since splits are drawn by file.
 

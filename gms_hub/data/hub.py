@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from ..modelcard import CITATION
+from ..models.modelcard import CITATION
 
 logger = logging.getLogger(__name__)
 

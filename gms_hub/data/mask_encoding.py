@@ -172,17 +172,17 @@ def mask_pixels(path: Path, colour: bool) -> np.ndarray:
 
 def mask_frames(path: Path, colour: bool, slice_axis: int = -1) -> list[np.ndarray]:
     """The masks a file holds, one per frame: one for an image file (`mask_pixels`), one per frame or slice of a
-    DICOM or NIfTI mask (`gms_hub.image_io.read_label_frames`: stored values, no intensity rule).
+    DICOM or NIfTI mask (`gms_hub.io.reading.read_label_frames`: stored values, no intensity rule).
 
     Raises `ValueError` for a DICOM/NIfTI mask with a palette (those hold class values, not colours).
     """
-    from ..medical import detect_medical_format
+    from ..io.medical import detect_medical_format
 
     if detect_medical_format(path) is None:
         return [mask_pixels(path, colour)]
     if colour:
         raise ValueError("a DICOM/NIfTI mask holds class values, not colours; drop --palette (pass --labels)")
-    from ..image_io import read_label_frames
+    from ..io.reading import read_label_frames
 
     return list(read_label_frames(path, slice_axis=slice_axis))
 

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..benchmarks import BENCHMARKS
+from .benchmarks import BENCHMARKS
 from .bus import BUSConverter
 from .busi import BUSIConverter
 from .common import BenchmarkConverter
@@ -40,7 +40,7 @@ _BY_DATASET = {
     converter.dataset: converter
     for converter in (BUSConverter, BUSIConverter, GlaSConverter, HAM10000Converter, KvasirInstrumentConverter)
 }
-# One converter per benchmark of `gms_hub.benchmarks.BENCHMARKS`, in its order (a missing one fails at import).
+# One converter per benchmark of `gms_hub.data.benchmarks.BENCHMARKS`, in its order (a missing one fails at import).
 CONVERTERS: dict[str, type[BenchmarkConverter]] = {key: _BY_DATASET[key] for key in BENCHMARKS}
 
 

@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Sequence
 
 from huggingface_hub import constants as hf_constants
 
-from ..benchmarks import BENCHMARKS
+from .benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def default_split_url(dataset: str) -> str:
     """URL of the paper's published split pickle for `dataset`.
 
     Args:
-        dataset (`str`): a key of `gms_hub.benchmarks.BENCHMARKS` (``busi``, ``kvasir-instrument``, ...).
+        dataset (`str`): a key of `gms_hub.data.benchmarks.BENCHMARKS` (``busi``, ``kvasir-instrument``, ...).
 
     Returns:
         `str`: the raw GitHub URL of ``Dataset/<dataset>/<file>_train_test_names.pkl``.

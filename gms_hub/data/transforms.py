@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..processing import preprocess, resize_bilinear, to_float_rgb
+from ..models.processing import preprocess, resize_bilinear, to_float_rgb
 
 __all__ = [
     "AugmentParams",
@@ -448,7 +448,7 @@ class TrainTransform:
 class EvalTransform:
     """Evaluation transform for `datasets.Dataset.with_transform`: the paper's test preprocessing.
 
-    The image is resized exactly as `gms_hub.processing.preprocess` does for inference. The ground truth is
+    The image is resized exactly as `gms_hub.models.processing.preprocess` does for inference. The ground truth is
     read as 8-bit gray, resized with PIL's NEAREST rule (torch ``"nearest-exact"``), divided by 255 and
     thresholded at >= 0.5.
 

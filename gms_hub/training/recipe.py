@@ -1,7 +1,7 @@
 """The paper's training recipe, piece by piece: per-epoch learning rate, seeded data and noise, the step's loss.
 
 The recipe is method.md's ("Training"): the learning rate is set once per epoch ([`get_lr`]: a linear warm-up from
-0, then a cosine to 0); loss = latent MSE + soft Dice through the frozen decoder ([`~gms_hub.losses.gms_loss`]),
+0, then a cosine to 0); loss = latent MSE + soft Dice through the frozen decoder ([`~gms_hub.training.losses.gms_loss`]),
 with latent-noise augmentation with probability 0.5 per batch.
 
 Randomness is a function of (seed, epoch, sample or batch index), never of the history of a global RNG: the data
@@ -183,7 +183,7 @@ def prepare_model_for_training(model, device: Union[str, torch.device], *, gradi
         gradient_checkpointing (`bool`, defaults to `False`): recompute LMM blocks and VAE decoder blocks in the
             backward pass (less memory).
         fast (`bool`, defaults to `False`): run the frozen VAE through the exact rewrites of
-            [`gms_hub.fast.optimize`] (same loss to float rounding, faster).
+            [`gms_hub.inference.fast.optimize`] (same loss to float rounding, faster).
 
     Returns:
         [`GMS`]: the same model.
@@ -199,7 +199,7 @@ def prepare_model_for_training(model, device: Union[str, torch.device], *, gradi
         model.lmm.gradient_checkpointing = True
         model.vae.enable_gradient_checkpointing()  # the decoder's activations dominate training memory
     if fast:
-        from ..fast import optimize
+        from ..inference.fast import optimize
 
         # The VAE only: the trainable LMM keeps its memory format (checkpoints, DDP buckets).
         optimize(model, channels_last=False)
@@ -241,14 +241,14 @@ def training_loss(
             e.g. `accelerator.autocast`.
 
     Returns:
-        [`~gms_hub.losses.GMSLossOutput`]: `loss`, `latent_mse`, `dice`.
+        [`~gms_hub.training.losses.GMSLossOutput`]: `loss`, `latent_mse`, `dice`.
 
     Example:
         >>> output = training_loss(model, batch, seed=2333, epoch=0, batch_index=0, autocast=accelerator.autocast)
         >>> accelerator.backward(output.loss)
     """
     from ..data import augment_batch
-    from ..losses import gms_loss
+    from .losses import gms_loss
 
     pixel_values, masks = batch["pixel_values"], batch["masks"]  # (B, 3, S, S), (B, 1, S, S)
     if augment_on_device:

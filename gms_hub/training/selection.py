@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from .. import checkpoints
+from . import checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def evaluate_split(model, dataset, *, accelerator=None, batch_size: int = 8, thr
                    num_workers: int = 0) -> Dict[str, Any]:
     """Protocol metrics (`dsc_mean`, `dsc_std`, `iou_mean`, `iou_std`, `n`) of `model` on one split, sharded over
     the processes of `accelerator`. Multi-class models score per class; `dsc_mean` is then the mean foreground-class
-    Dice (see [`~gms_hub.evaluation.summarize_records`]).
+    Dice (see [`~gms_hub.evaluation.protocol.summarize_records`]).
 
     Args:
         model ([`GMS`]): the model, on its device.
@@ -40,12 +40,12 @@ def evaluate_split(model, dataset, *, accelerator=None, batch_size: int = 8, thr
         num_workers (`int`, defaults to 0): DataLoader workers.
 
     Returns:
-        `dict`: the summary of [`~gms_hub.evaluation.summarize_records`].
+        `dict`: the summary of [`~gms_hub.evaluation.protocol.summarize_records`].
 
     Example:
         >>> evaluate_split(model, eval_splits["validation"])["dsc_mean"]
     """
-    from ..evaluation import evaluate_dataset, summarize_records
+    from ..evaluation.protocol import evaluate_dataset, summarize_records
 
     records = evaluate_dataset(
         model, dataset, batch_size=batch_size, threshold=threshold, accelerator=accelerator,
@@ -119,7 +119,7 @@ def save_training_checkpoint(
     best_weights: Optional[Dict[str, torch.Tensor]] = None,
     total_limit: Optional[int] = None,
 ) -> Path:
-    """Write `checkpoint-{step}` atomically ([`gms_hub.checkpoints`]), with the best LMM weights so far.
+    """Write `checkpoint-{step}` atomically ([`gms_hub.training.checkpoints`]), with the best LMM weights so far.
 
     Args:
         accelerator (`accelerate.Accelerator`): saves the LMM, optimizer and RNG states; call on every process.

@@ -7,9 +7,9 @@ pieces here: in-memory data ([`load_image_mask_arrays`]) drawn by a resumable [`
 ([`vae_loss`]), the validation scores ([`evaluate_vae`]) and SD's latent scaling ([`calibrate_scaling_factor`]).
 
 Masks are binary by default (`num_classes=1`: white on black, the paper's encoding). With `num_classes=K` (2 to 7)
-they are class-index masks, rendered as colour codes ([`gms_hub.coding.encode_class_mask`]) the way a multi-class
+they are class-index masks, rendered as colour codes ([`gms_hub.models.coding.encode_class_mask`]) the way a multi-class
 GMS encodes them, and the mask terms of the loss and the scores read class probabilities from the decoded colours
-([`gms_hub.coding.decode_class_probabilities`]): a VAE trained so reproduces the coded masks a multi-class GMS maps
+([`gms_hub.models.coding.decode_class_probabilities`]): a VAE trained so reproduces the coded masks a multi-class GMS maps
 to. The binary path does not change with this option.
 """
 
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from ..coding import decode_class_probabilities, encode_class_mask, one_hot_foreground
-from ..fast import mask_probabilities  # decoded RGB -> probabilities, exactly as GMS.decode_mask
-from ..losses import soft_dice_loss
-from ..metrics import dice_iou_batch
+from ..models.coding import decode_class_probabilities, encode_class_mask, one_hot_foreground
+from ..inference.fast import mask_probabilities  # decoded RGB -> probabilities, exactly as GMS.decode_mask
+from .losses import soft_dice_loss
+from ..evaluation.metrics import dice_iou_batch
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 def to_uint8_pair(image, mask, size: int, num_classes: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """PIL image and mask -> uint8 (3, size, size) image and bool (1, size, size) mask.
 
-    The image is resized bilinearly as GMS does ([`~gms_hub.processing.preprocess`]); the mask with PIL's
+    The image is resized bilinearly as GMS does ([`~gms_hub.models.processing.preprocess`]); the mask with PIL's
     NEAREST rule, then thresholded at 128 (binary) or kept as class indices (multi-class).
 
     Args:
@@ -51,7 +51,7 @@ def to_uint8_pair(image, mask, size: int, num_classes: int = 1) -> Tuple[torch.T
     Example:
         >>> image_u8, mask = to_uint8_pair(row["image"], row["mask"], 64)
     """
-    from ..processing import preprocess
+    from ..models.processing import preprocess
 
     pixel_values, _ = preprocess([image], size)  # (1, 3, S, S) in [-1, 1], bilinear as GMS does
     image_u8 = ((pixel_values[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
@@ -130,7 +130,7 @@ class SeededBatchSampler:
         seed (`int`): the run's seed.
         rank (`int`, defaults to 0): the process index.
         num_classes (`int`, defaults to 1): foreground classes; above 1 the masks come out colour-coded
-            ([`gms_hub.coding.encode_class_mask`]).
+            ([`gms_hub.models.coding.encode_class_mask`]).
 
     Example:
         >>> sampler = SeededBatchSampler(images, masks, 16, 64, random_crop=False, seed=2333)
@@ -245,7 +245,7 @@ def vae_loss(
         vae (`AutoencoderKL`): the VAE being trained.
         images (`torch.Tensor`): (B, 3, R, R) in [-1, 1].
         masks (`torch.Tensor`): (B, 3, R, R) in {-1, 1}: binary masks as 3-channel images, or colour-coded class
-            masks ([`gms_hub.coding.encode_class_mask`]) when `num_classes` > 1.
+            masks ([`gms_hub.models.coding.encode_class_mask`]) when `num_classes` > 1.
         image_weight (`float`, defaults to 1.0), kl_weight (`float`, defaults to 1e-6), mask_weight (`float`,
             defaults to 1.0): the weights of the terms.
         num_classes (`int`, defaults to 1): foreground classes.

@@ -1,7 +1,7 @@
 """The folder an evaluation writes: `metrics.json`, `per_image.csv`, `reliability.png` and the predicted masks.
 
-[`evaluate_to_folder`] is what `train/evaluate.py` calls: it runs the protocol ([`gms_hub.evaluation.evaluate_dataset`],
-summarised by [`gms_hub.evaluation.summarize_records`]), adds the calibration and uncertainty summary
+[`evaluate_to_folder`] is what `train/evaluate.py` calls: it runs the protocol ([`gms_hub.evaluation.protocol.evaluate_dataset`],
+summarised by [`gms_hub.evaluation.protocol.summarize_records`]), adds the calibration and uncertainty summary
 ([`uncertainty_summary`]) and writes the files once, on the main process.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .calibration import CALIBRATION_PROTOCOL, spearman
-from .evaluation import MULTICLASS_PROTOCOL, EvaluationStats, evaluate_dataset, model_num_classes, summarize_records
-from .uncertainty import num_passes
+from .protocol import MULTICLASS_PROTOCOL, EvaluationStats, evaluate_dataset, model_num_classes, summarize_records
+from ..inference.uncertainty import num_passes
 
 
 #: Columns of `per_image.csv` for a binary model, in order (a multi-class one adds `dsc_<label>`, `iou_<label>`
@@ -142,7 +142,7 @@ def evaluate_to_folder(
         >>> metrics = evaluate_to_folder(model, load_gms_dataset("org/gms-busi", split="test"), "eval-busi")
         >>> metrics["dsc_mean"], metrics["original_resolution"]["dsc_mean"], metrics["ece"]
     """
-    from . import __version__
+    from .. import __version__
     from .calibration import reliability_diagram
     from .metrics import PROTOCOL_DESCRIPTION
 
@@ -183,7 +183,7 @@ def evaluate_to_folder(
             size=model.image_size, n_bins=stats.calibration.n_bins, threshold=model.threshold,
             auroc_bins=stats.error_auroc.n_bins,
         ) + (" Multi-class: see `protocol` (one-vs-rest foreground probability, arg-max errors)." if num_classes > 1
-             else "") + " Predictions: the mean probability over `passes_per_image` passes (gms_hub.uncertainty).",
+             else "") + " Predictions: the mean probability over `passes_per_image` passes (gms_hub.inference.uncertainty).",
         "original_resolution": {
             **summarize_records(records, suffix="_original"),
             "protocol": "Probabilities resized bilinearly to each image's original (H, W), then > threshold (arg-max "

@@ -1,6 +1,6 @@
 """Tensors in and out: intensity scaling, the paper's resize rule, and probabilities at the original size.
 
-Reading image files (formats, size limits) is `gms_hub.image_io`.
+Reading image files (formats, size limits) is `gms_hub.io.reading`.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def segment_images(
     Example:
         >>> masks = segment_images(lambda x: model(x).mask_probs, images, 224, threshold=0.5)
     """
-    from .uncertainty import predictive_entropy
+    from ..inference.uncertainty import predictive_entropy
 
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)

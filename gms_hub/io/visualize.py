@@ -89,7 +89,7 @@ def overlay_labels(
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}; convert it with "
-                         "`gms_hub.processing.to_float_rgb` and scale to 0..255 first.")
+                         "`gms_hub.models.processing.to_float_rgb` and scale to 0..255 first.")
     labels = np.asarray(labels)
     if labels.ndim != 2 or not (labels.dtype == np.bool_ or np.issubdtype(labels.dtype, np.integer)):
         raise ValueError(f"labels must be an (H, W) bool or integer label map, got {labels.shape} {labels.dtype}.")

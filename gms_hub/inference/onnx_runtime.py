@@ -1,7 +1,7 @@
-"""Run an exported GMS (`gms_hub.export`) on onnxruntime, with the same `segment` behaviour as `GMS.segment`.
+"""Run an exported GMS (`gms_hub.inference.export`) on onnxruntime, with the same `segment` behaviour as `GMS.segment`.
 
 Importing this module does not import diffusers: a deployment needs onnxruntime, numpy, Pillow and the CPU
-build of torch (whose bilinear resize `gms_hub.processing` uses, so that masks match `GMS.segment`).
+build of torch (whose bilinear resize `gms_hub.models.processing` uses, so that masks match `GMS.segment`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .processing import ImageInput, ValueRange, segment_images
+from ..models.processing import ImageInput, ValueRange, segment_images
 
 logger = logging.getLogger(__name__)
 
-# The same names as gms_hub.export and gms_hub.serialization (not imported: they import diffusers).
+# The same names as gms_hub.inference.export and gms_hub.models.serialization (not imported: they import diffusers).
 CONFIG_NAME = "config.json"
 ONNX_NAME = "model.onnx"
 MODEL_TYPE = "gms"
@@ -29,7 +29,7 @@ def _fetch(source: str, filename: str, **hub_kwargs) -> str:
     if os.path.isdir(source):
         path = os.path.join(source, filename)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{source} has no {filename}; is it a folder written by gms_hub.export?")
+            raise FileNotFoundError(f"{source} has no {filename}; is it a folder written by gms_hub.inference.export?")
         return path
     from huggingface_hub import hf_hub_download
 
@@ -64,7 +64,7 @@ class ONNXGMS:
             raise ValueError(
                 f"The ONNX input {self.input_name!r} has shape {shape}, but config.json says image_size "
                 f"{self.image_size}, i.e. (batch, 3, {self.image_size}, {self.image_size}). The files come from "
-                "different exports: export again with gms_hub.export (--image_size S) to get a matching pair."
+                "different exports: export again with gms_hub.inference.export (--image_size S) to get a matching pair."
             )
 
     @classmethod
@@ -75,7 +75,7 @@ class ONNXGMS:
         session_options=None,
         **hub_kwargs,
     ) -> "ONNXGMS":
-        """Open a folder (or Hub repo) written by `gms_hub.export`.
+        """Open a folder (or Hub repo) written by `gms_hub.inference.export`.
 
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): local folder or Hub repo id.

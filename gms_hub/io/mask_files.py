@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .image_io import InputFile, write_mask_png
+from .reading import InputFile, write_mask_png
 from .medical import frame_stem, pixel_area_mm2
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def area_row(
         labels (`np.ndarray`): (H, W) labels, 0 = background.
         num_classes (`int`): foreground classes K.
         names (`Sequence[str]`): the K class names (`class_names`), for the `area_px_<name>` columns.
-        pixel_area (`float`, *optional*): mm² of one pixel (`gms_hub.medical.pixel_area_mm2`).
+        pixel_area (`float`, *optional*): mm² of one pixel (`gms_hub.io.medical.pixel_area_mm2`).
 
     Returns:
         `dict`: `area_px`, `area_mm2`, and for K > 1 `area_px_<name>`, `area_mm2_<name>` per class.
@@ -135,7 +135,7 @@ class MaskWriter:
     """The masks of one input file: PNGs as frames come back, or one NIfTI / DICOM SEG file at `close()`.
 
     Args:
-        opened (`InputFile`): the input, from `gms_hub.image_io.read_input`.
+        opened (`InputFile`): the input, from `gms_hub.io.reading.read_input`.
         output_dir (`str` or `os.PathLike`): where the masks go.
         stem (`str`): the file's output name (`ct` for `ct.nii.gz`); frames of a PNG output add `_frame<n>`
             (DICOM) or `_slice<n>` (NIfTI).

@@ -336,7 +336,7 @@ class ErrorAUROCAccumulator:
             raise ValueError(f"`uncertainty` and `errors` must have the same shape, got {u.shape} and {e.shape}.")
         u, e = u.ravel(), e.ravel().astype(bool)
         if u.size and not (np.all(u >= 0.0) and np.all(u <= 1.0)):
-            raise ValueError("`uncertainty` must lie in [0, 1] (e.g. gms_hub.uncertainty.predictive_entropy).")
+            raise ValueError("`uncertainty` must lie in [0, 1] (e.g. gms_hub.inference.uncertainty.predictive_entropy).")
         index = np.where(u <= 0.0, 0, np.where(u >= 1.0, self.n_bins + 1, _bin_index(u, self.n_bins) + 1))
         self.wrong += np.bincount(index[e], minlength=self.n_bins + 2)
         self.right += np.bincount(index[~e], minlength=self.n_bins + 2)

@@ -150,7 +150,7 @@ def pixel_spacing(ds: Dataset) -> Optional[Tuple[float, float]]:
 
 
 def read_dicom(path: PathLike, *, window: Optional[Tuple[float, float]] = None) -> MedicalImage:
-    """Open a DICOM file; its frames are decoded on demand. See `gms_hub.medical.read_medical_image`.
+    """Open a DICOM file; its frames are decoded on demand. See `gms_hub.io.medical.read_medical_image`.
 
     Args:
         path (`str` or `os.PathLike`): the DICOM file.

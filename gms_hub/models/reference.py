@@ -3,7 +3,7 @@
 The reference repository publishes one `.pth` per benchmark with the LMM state dict under `model`. This module
 downloads it once (atomically, into `reference_cache_dir()`), reads it with `torch.load(weights_only=True)` and
 renames its keys to `LatentMappingModel`'s. `GMS.from_reference_checkpoint` builds a model from it; the CLI that
-writes a GMS folder is `gms_hub.convert`.
+writes a GMS folder is `gms_hub.models.convert`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Dict, Tuple, Union
 import torch
 from huggingface_hub import constants as hf_constants
 
-from .benchmarks import BENCHMARKS
+from ..data.benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ __all__ = [
 
 REFERENCE_URL = "https://raw.githubusercontent.com/King-HAW/GMS/main/ckpt/valid_{name}/best_model.pth"
 REFERENCE_NAMES = tuple(BENCHMARKS)
-"""The benchmarks with a released checkpoint: all five of `gms_hub.benchmarks.BENCHMARKS`."""
+"""The benchmarks with a released checkpoint: all five of `gms_hub.data.benchmarks.BENCHMARKS`."""
 DOWNLOAD_TIMEOUT_S = 30
 
 # Reference module names -> this package's names.

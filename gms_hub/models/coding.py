@@ -23,7 +23,7 @@ The code: class ``k`` is a corner of the RGB cube, background is black::
   class probabilities sum to exactly 1 per pixel and a decoded colour near an unused corner is shared
   between the used corners it is closest to.
 
-Gradients: the clamp is a plain one, as in the paper's binary decoding (`gms_hub.fast.mask_probabilities`):
+Gradients: the clamp is a plain one, as in the paper's binary decoding (`gms_hub.inference.fast.mask_probabilities`):
 a channel decoded beyond ``[-1, 1]`` gets no gradient from a loss on the probabilities (the latent MSE
 still moves it). A straight-through clamp, which passes gradients outside the range, was measured to wreck
 training: a saturated pixel's corner probability is about linear in the clamped value, so its gradient
@@ -121,7 +121,7 @@ def resolve_classes(num_classes: int, id2label: Optional[Dict[Any, str]] = None)
         >>> resolve_classes(2)
         (2, {0: 'background', 1: 'class_1', 2: 'class_2'})
     """
-    from .data.loading import parse_id2label  # the id2label rules shared with datasets
+    from ..data.loading import parse_id2label  # the id2label rules shared with datasets
 
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes counts foreground classes and must be an integer >= 1, got {num_classes!r}.")

@@ -2,7 +2,7 @@
 
 Reading is defensive (empty files, unknown formats, decompression bombs, truncated files all become an
 `ImageReadError` that says what to do) and keeps the bit depth; turning pixels into model input is
-`gms_hub.processing`. Only PIL and numpy are needed here.
+`gms_hub.models.processing`. Only PIL and numpy are needed here.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def read_label_frames(path: PathLike, *, slice_axis: int = -1) -> np.ndarray:
         `np.ndarray` (num_frames, H, W) of integers.
 
     Raises:
-        `gms_hub.medical.MedicalImageError`: not a readable grayscale DICOM or NIfTI mask.
+        `gms_hub.io.medical.MedicalImageError`: not a readable grayscale DICOM or NIfTI mask.
 
     Example:
         >>> read_label_frames("ct_mask.nii.gz").shape
@@ -275,7 +275,7 @@ class InputFile:
     Attributes:
         path (`Path`): the source file.
         kind (`str`): `"image"`, `"dicom"` or `"nifti"`.
-        frames (`Sequence`): the frames, decoded on demand for DICOM/NIfTI (`gms_hub.medical.FrameSequence`,
+        frames (`Sequence`): the frames, decoded on demand for DICOM/NIfTI (`gms_hub.io.medical.FrameSequence`,
             float32 in [0, 1]); for an image, one `PIL.Image.Image` in its own mode. Has `batches(n)`.
         value_range (`tuple(float, float)` or `None`): pass it to `GMS.segment` / `to_float_rgb` with the frames
             (`None` for ordinary images: their own dtype rule applies).
@@ -349,7 +349,7 @@ def read_input(
         `InputFile`.
 
     Raises:
-        `ImageReadError` (an image) or `gms_hub.medical.MedicalImageError` (DICOM/NIfTI), both `ValueError`s
+        `ImageReadError` (an image) or `gms_hub.io.medical.MedicalImageError` (DICOM/NIfTI), both `ValueError`s
         naming the file and the fix; `FileNotFoundError` for a path that is not a file.
 
     Example:
@@ -390,7 +390,7 @@ def resolve_segment_inputs(items: Sequence[Any], value_range: Optional[Tuple[flo
     """
     if not any(isinstance(item, (str, os.PathLike)) for item in items):
         return items, value_range
-    from .processing import to_float_rgb
+    from ..models.processing import to_float_rgb
 
     resolved = []
     for item in items:
@@ -401,7 +401,7 @@ def resolve_segment_inputs(items: Sequence[Any], value_range: Optional[Tuple[flo
         if opened.num_frames != 1:
             raise ValueError(
                 f"'{opened.path.name}' holds {opened.num_frames} frames; segment() takes one image per path. Stream "
-                "it instead: `scan = gms_hub.image_io.read_input(path)`, then `for frames in scan.batches(16): "
+                "it instead: `scan = gms_hub.io.reading.read_input(path)`, then `for frames in scan.batches(16): "
                 "model.segment(frames, value_range=scan.value_range)` (or use `python -m gms_hub.predict`)."
             )
         own_range = opened.value_range if opened.kind != "image" else value_range

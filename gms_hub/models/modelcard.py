@@ -33,7 +33,7 @@ def _classes_section(config: Dict[str, Any], metrics: Optional[Dict[str, Dict[st
     id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
     lines = [
         "## Classes\nA label map holds, per pixel, one of these class indices (the mask is decoded from one colour-coded "
-        "image: `gms_hub.coding`):\n",
+        "image: `gms_hub.models.coding`):\n",
         "| index | label |", "|---|---|",
     ]
     lines += [f"| {index} | {label} |" for index, label in sorted(id2label.items())]

@@ -39,7 +39,7 @@ def _data_shape(path: Path, shape: Tuple[int, ...]) -> Tuple[int, ...]:
 def read_nifti(
     path: PathLike, *, window: Optional[Tuple[float, float]] = None, slice_axis: int = -1
 ) -> MedicalImage:
-    """Open a NIfTI image; slices are read on demand. See `gms_hub.medical.read_medical_image`.
+    """Open a NIfTI image; slices are read on demand. See `gms_hub.io.medical.read_medical_image`.
 
     A 3D volume gives one frame per index along `slice_axis`, frame `k` being `data[..., k]` for the default
     last axis (rows follow the first remaining axis, as stored; no reorientation). Intensities use one range

@@ -3,7 +3,7 @@
 method.md, "Training": loss = sum_h MSE(head_h, z_mask) + sum_h SoftDice(decode(head_h), mask) over the heads
 h in {level2, level1, out} (`level3` is computed by the network but is not in the loss), both weights 1.
 
-Multi-class models (`model.num_classes = K > 1`, `gms_hub.coding`): the mask latent is the latent of the colour-coded
+Multi-class models (`model.num_classes = K > 1`, `gms_hub.models.coding`): the mask latent is the latent of the colour-coded
 mask (`encode_class_mask`), and the Dice term of a head is the soft Dice of each foreground class
 (`foreground_probabilities` of the decoded colours against the one-hot mask) **averaged over the K classes**, so it
 stays in [0, 1] per head like the binary term; the heads are summed as in the binary loss. Binary models take the
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .coding import encode_class_mask, foreground_probabilities, one_hot_foreground
+from ..models.coding import encode_class_mask, foreground_probabilities, one_hot_foreground
 
 # The heads that enter the loss. The reference computes `level3` too but leaves it out of the loss.
 LOSS_HEADS: Tuple[str, ...] = ("level2", "level1", "out")
@@ -75,7 +75,7 @@ def mask_latents(model: nn.Module, masks: torch.Tensor) -> torch.Tensor:
     Args:
         model ([`GMS`]): supplies the frozen VAE.
         masks (`torch.Tensor`): (B, 1, S, S) in {0, 1} (binary), or class indices 0..K (multi-class, long or float),
-            rendered with `gms_hub.coding.encode_class_mask`.
+            rendered with `gms_hub.models.coding.encode_class_mask`.
 
     Returns:
         `torch.Tensor`: (B, 4, S/8, S/8), no gradient.

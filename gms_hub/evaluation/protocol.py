@@ -1,12 +1,12 @@
 """Running the paper's evaluation protocol over a dataset split, batched, sharded across processes, and its summary.
 
-Used by `gms_hub.evaluation_report` (the folder `train/evaluate.py` writes: [`evaluate_to_folder`]) and by
-`train/train.py` (model selection). The per-image scores come from [`gms_hub.metrics`]; this module only feeds it:
+Used by `gms_hub.evaluation.report` (the folder `train/evaluate.py` writes: [`evaluate_to_folder`]) and by
+`train/train.py` (model selection). The per-image scores come from [`gms_hub.evaluation.metrics`]; this module only feeds it:
 the model's preprocessing (`EvalTransform` at the model's `image_size`), one prediction per batch (the paper's single pass,
-or the mean over posterior samples and flips/turns of [`gms_hub.uncertainty.predict_probabilities`]), and under
+or the mean over posterior samples and flips/turns of [`gms_hub.inference.uncertainty.predict_probabilities`]), and under
 `accelerate launch` an interleaved shard of the split per process, gathered on every process without duplicates.
 
-Every run also measures calibration and uncertainty ([`gms_hub.calibration`]): ECE, Brier, error AUROC and the
+Every run also measures calibration and uncertainty ([`gms_hub.evaluation.calibration`]): ECE, Brier, error AUROC and the
 per-image mean uncertainty, through streaming accumulators that are summed over the processes.
 
 Multi-class models (`model.num_classes` K > 1, class probabilities (B, K+1, S, S)) are scored per foreground class
@@ -29,8 +29,8 @@ from PIL import Image
 
 from .calibration import DEFAULT_AUROC_BINS, CalibrationAccumulator, ErrorAUROCAccumulator
 from .metrics import dice_iou, dice_iou_batch, per_class_dice_iou, summarize, summarize_scores
-from .processing import resize_bilinear, resize_probabilities
-from .uncertainty import predict_probabilities, predictive_entropy
+from ..models.processing import resize_bilinear, resize_probabilities
+from ..inference.uncertainty import predict_probabilities, predictive_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def evaluate_dataset(
     """
     from tqdm.auto import tqdm
 
-    from .data import EvalTransform, collate_batch
+    from ..data import EvalTransform, collate_batch
 
     threshold = float(model.threshold if threshold is None else threshold)
     num_classes = model_num_classes(model)

@@ -2,7 +2,7 @@
 
 `GMS.save_pretrained` writes `config.json`, `model.safetensors` (the LMM only, ~6 MB) and a model
 card; the 83.65 M-parameter VAE is referenced by Hub id and revision, or bundled with `include_vae=True`
-(the Hub mixin's hooks are in `gms_hub.hub_mixin`, the file layout in `gms_hub.serialization`).
+(the Hub mixin's hooks are in `gms_hub.models.hub_mixin`, the file layout in `gms_hub.models.serialization`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from . import __version__
+from .. import __version__
 from .coding import decode_class_probabilities, resolve_classes
-from .fast import FastSettings, decode_mask_probabilities
+from ..inference.fast import FastSettings, decode_mask_probabilities
 from .hub_mixin import GMSHubMixin, SaveOptions
 from .lmm import LatentMappingModel
 from .processing import ImageInput, ValueRange, segment_images
@@ -76,14 +76,14 @@ class GMS(
         vae_class (`str`, *optional*): `"AutoencoderKL"` or `"AutoencoderTiny"`, checked against the loaded VAE
             (`config.json` records it; `None` accepts either).
         num_classes (`int`, defaults to 1): foreground classes K. 1 is the paper's binary model; 2 to
-            `gms_hub.coding.MAX_CODED_CLASSES` (7) decode one colour-coded mask for all classes (`gms_hub.coding`).
+            `gms_hub.models.coding.MAX_CODED_CLASSES` (7) decode one colour-coded mask for all classes (`gms_hub.models.coding`).
         id2label (`dict`, *optional*): class names `{0: "background", 1: ..., K: ...}` (int or string keys);
             defaults to `{0: "background", 1: "foreground"}` for binary and `class_1..class_K` otherwise.
 
     The constructor's arguments are the configuration: `config.json` holds them (all but `vae_kwargs`, a loading
     option) plus the informational `model_type`, `gms_hub_version`, `scaling_factor` and `vae_bundled`, and
-    `from_pretrained` rebuilds the model with `GMS(**arguments)`. `model.fast_settings` ([`gms_hub.fast.FastSettings`])
-    says which fast paths `forward` and `decode_mask` take; [`gms_hub.fast.optimize`] sets it.
+    `from_pretrained` rebuilds the model with `GMS(**arguments)`. `model.fast_settings` ([`gms_hub.inference.fast.FastSettings`])
+    says which fast paths `forward` and `decode_mask` take; [`gms_hub.inference.fast.optimize`] sets it.
 
     Example:
         >>> model = GMS.from_pretrained("org/gms-busi")
@@ -182,7 +182,7 @@ class GMS(
         return self
 
     def compile(self, *args, exact_rewrites: bool = True, **kwargs) -> None:
-        """`nn.Module.compile`, after the exact rewrites of [`gms_hub.fast.optimize`] (unless already applied).
+        """`nn.Module.compile`, after the exact rewrites of [`gms_hub.inference.fast.optimize`] (unless already applied).
 
         The rewrites (sub-pixel upsampling, the mask mean folded into the decoder's last convolution,
         channels_last) compute the same function, with probabilities equal to float rounding (~1e-5), and
@@ -199,7 +199,7 @@ class GMS(
             >>> masks = model.segment(images)
         """
         if exact_rewrites and self.fast_settings == FastSettings():  # no fast path chosen yet
-            from .fast import optimize
+            from ..inference.fast import optimize
 
             optimize(self)
         super().compile(*args, **kwargs)
@@ -241,7 +241,7 @@ class GMS(
 
         Binary: `clamp((mean over RGB of the decoded mask + 1) / 2, 0, 1)`; with `fast_settings.fold_mask_mean` the
         mean and the affine map are folded into the decoder's last convolution (equal to float rounding).
-        Multi-class: the decoded colours read as class probabilities (`gms_hub.coding.decode_class_probabilities`).
+        Multi-class: the decoded colours read as class probabilities (`gms_hub.models.coding.decode_class_probabilities`).
         """
         if self.num_classes > 1:
             decoded = self.vae.decode(latents / self.scaling_factor).sample  # (B, 3, 8h, 8w)
@@ -288,7 +288,7 @@ class GMS(
         Args:
             images (`PIL.Image`, `np.ndarray` or a list of them): (H, W), (H, W, 1|3|4); uint8, uint16 or float.
                 A `str`/`os.PathLike` path to a single-frame image, DICOM or NIfTI file is read with
-                `gms_hub.image_io.read_input`; stream multi-frame files and volumes with `read_input(path).batches(n)`.
+                `gms_hub.io.reading.read_input`; stream multi-frame files and volumes with `read_input(path).batches(n)`.
             threshold (`float`, *optional*): defaults to `self.threshold` (0.5); binary models only (a multi-class
                 label map is the arg-max of the class probabilities).
             return_probabilities (`bool`, defaults to `False`): also return float32 probability maps: (H, W)
@@ -297,7 +297,7 @@ class GMS(
                 (default: each image's min and max).
             batch_size (`int`, defaults to 8): images per forward pass, and decodes per chunk of extra passes.
             num_samples (`int`, defaults to 0): posterior samples of the image latent to average (0: the posterior
-                mean, the paper's inference); see `gms_hub.uncertainty.predict_probabilities`.
+                mean, the paper's inference); see `gms_hub.inference.uncertainty.predict_probabilities`.
             tta (`bool`, defaults to `False`): also average over the 8 flips and quarter turns, each prediction
                 mapped back. An image costs `max(num_samples, 1) * (8 if tta else 1)` decodes.
             return_uncertainty (`bool`, defaults to `False`): also return float32 uncertainty maps (H, W) in [0, 1]:
@@ -316,8 +316,8 @@ class GMS(
             >>> masks = model.segment([Image.open("a.png"), np.load("b.npy")])
             >>> mask, uncertainty = model.segment(image, num_samples=8, tta=True, return_uncertainty=True)
         """
-        from .image_io import resolve_segment_inputs
-        from .uncertainty import predict_probabilities
+        from ..io.reading import resolve_segment_inputs
+        from ..inference.uncertainty import predict_probabilities
 
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
@@ -343,7 +343,7 @@ class GMS(
 
     @classmethod
     def from_reference_checkpoint(cls, checkpoint: Union[str, os.PathLike], **kwargs) -> "GMS":
-        """Build a GMS from one of the paper's released `.pth` mapping models (see `gms_hub.convert`).
+        """Build a GMS from one of the paper's released `.pth` mapping models (see `gms_hub.models.convert`).
 
         Args:
             checkpoint (`str`): a path, a URL, or one of `bus`, `busi`, `glas`, `ham10000`, `kvasir-instrument`.

@@ -3,8 +3,8 @@
 `read_medical_image` recognises the format, reads the header only, and returns a `MedicalImage` whose
 `frames` decode one frame (DICOM) or one slice (NIfTI) at a time, already mapped to [0, 1] by the format's
 intensity rules. A 512x512x300 volume therefore never exists in memory as float: iterate
-`image.frames.batches(batch_size)` and pass each frame to `gms_hub.processing.to_float_rgb(frame,
-value_range=image.value_range)`. The format readers live in `gms_hub.dicom` and `gms_hub.nifti`.
+`image.frames.batches(batch_size)` and pass each frame to `gms_hub.models.processing.to_float_rgb(frame,
+value_range=image.value_range)`. The format readers live in `gms_hub.io.dicom` and `gms_hub.io.nifti`.
 
 Nothing in this module (messages, logs, reprs) carries patient-identifying values: errors name the file's
 basename and the technical attribute at fault, never names, IDs, dates or accession numbers.

@@ -3,7 +3,7 @@
 [`GMSHubMixin`] is the mixin [`GMS`] inherits (as segmentation_models_pytorch's models inherit its hub mixin): it
 keeps every argument that `PyTorchModelHubMixin` documents for `save_pretrained`, `push_to_hub` and `from_pretrained`,
 and adds ours (`include_vae`, `save_dtype`, `vae=...`). What the files hold, and how they are written and read, is
-`gms_hub.serialization`; the model card is `gms_hub.modelcard`.
+`gms_hub.models.serialization`; the model card is `gms_hub.models.modelcard`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class GMSHubMixin(PyTorchModelHubMixin):
 
         The arguments of `PyTorchModelHubMixin.save_pretrained` behave as documented there: `repo_id`,
         `push_to_hub` (then the other keyword arguments go to [`~GMS.push_to_hub`], with `include_vae` and
-        `save_dtype`), `model_card_kwargs` (the arguments of `gms_hub.modelcard.build_model_card`: `datasets`,
+        `save_dtype`), `model_card_kwargs` (the arguments of `gms_hub.models.modelcard.build_model_card`: `datasets`,
         `metrics`, `selection_split`, `training_command`, ...). The card is rewritten on every save.
 
         Args:

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 from huggingface_hub import constants as hf_constants
 
-from . import DEMO_MODEL_PATH
+from .. import DEMO_MODEL_PATH
 from .reference import REFERENCE_NAMES
 
 if TYPE_CHECKING:
     import torch
 
-    from .modeling import GMS
+    from .gms import GMS
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def load_model(
         >>> model = load_model("busi", vae="path/to/sd2-vae", vae_subfolder=None)
         >>> model = load_model("org/gms-busi@v1", device="cuda", torch_dtype=torch.float16)
     """
-    from .modeling import GMS
+    from .gms import GMS
     from .reference import resolve_checkpoint
 
     kind, location, revision = classify_spec(spec)
