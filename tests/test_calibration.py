@@ -8,8 +8,9 @@ from PIL import Image
 
 from gms_hub.evaluation.calibration import (
     CalibrationAccumulator, ErrorAUROCAccumulator, average_ranks, brier_score, calibration_bins, error_auroc,
-    expected_calibration_error, reliability_diagram, spearman,
+    expected_calibration_error, spearman,
 )
+from gms_hub.evaluation.reliability import reliability_diagram
 
 
 def _case(seed=0, n=2000):

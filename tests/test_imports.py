@@ -134,3 +134,55 @@ def test_the_library_never_imports_the_space_or_gradio():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             for name in names:
                 assert name.split(".")[0] not in ("gradio", "gradio_client", "space", "app"), (path, name)
+
+
+def _private_imports_across_subpackages() -> list:
+    """(module, imported module, name) for every `from X import _name` where X is in another subpackage."""
+    modules = _module_names()
+    found = []
+    for name, path in modules.items():
+        own = name.split(".")[:2]  # ["gms_hub", "<subpackage or module>"]
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("gms_hub.") or target.split(".")[:2] == own:
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append((name, target, alias.name))
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another_subpackage():
+    assert _private_imports_across_subpackages() == []
+
+
+def test_the_private_name_check_sees_an_offending_import(tmp_path, monkeypatch):
+    """The check above is real: a module importing `_private` from a sibling subpackage is reported."""
+    package = tmp_path / "gms_hub"
+    (package / "io").mkdir(parents=True)
+    (package / "models").mkdir()
+    for folder in (package, package / "io", package / "models"):
+        (folder / "__init__.py").write_text("")
+    (package / "models" / "gms.py").write_text("def _helper():\n    pass\n")
+    (package / "io" / "reading.py").write_text("from ..models.gms import _helper\nfrom ..models import gms\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert _private_imports_across_subpackages() == [("gms_hub.io.reading", "gms_hub.models.gms", "_helper")]
+
+
+def test_the_top_level_holds_the_public_api_and_the_cli_entries_only():
+    """The folder names are the table of contents: modules sit in a subpackage by job, except thin CLI entries."""
+    top = sorted(path.stem for path in PACKAGE.glob("*.py"))
+    assert top == ["__init__", "convert", "export", "predict"]
+    for stem in ("convert", "export", "predict"):
+        source = (PACKAGE / f"{stem}.py").read_text()
+        assert len(source.splitlines()) <= 10 and 'if __name__ == "__main__":' in source, stem
+    subpackages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert subpackages == ["data", "evaluation", "inference", "io", "models", "training"]

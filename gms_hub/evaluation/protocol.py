@@ -186,90 +186,145 @@ def evaluate_dataset(
     """
     from tqdm.auto import tqdm
 
-    from ..data import EvalTransform, collate_batch
-
     threshold = float(model.threshold if threshold is None else threshold)
     num_classes = model_num_classes(model)
-    labels = class_labels(model, num_classes) if num_classes > 1 else []
-    num_processes = accelerator.num_processes if accelerator is not None else 1
-    process_index = accelerator.process_index if accelerator is not None else 0
-    is_main = accelerator.is_main_process if accelerator is not None else True
-    device = accelerator.device if accelerator is not None else model.device
-    indices = list(range(process_index, len(dataset), num_processes))
-    shard = dataset.select(indices).with_transform(EvalTransform(image_size=model.image_size, num_classes=num_classes))
-    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_batch, num_workers=num_workers)
+    run = _EvaluationRun.prepare(model, dataset, accelerator, batch_size, num_workers, num_classes)
     if mask_dir is not None:
         Path(mask_dir).mkdir(parents=True, exist_ok=True)
-    autocast = accelerator.autocast if accelerator is not None else torch.autocast
-    autocast_kwargs = {} if accelerator is not None else {"device_type": torch.device(device).type, "enabled": False}
 
     was_training = model.training
     model.eval()
     records: List[Dict[str, Any]] = []
     stats = EvaluationStats()
-    position = 0
-    for batch in tqdm(loader, desc="Evaluating", disable=not (progress and is_main)):
-        pixel_values = batch["pixel_values"].to(device, dtype=model.dtype)  # (B, 3, S, S)
-        started = time.perf_counter()
-        with torch.no_grad(), autocast(**autocast_kwargs):
-            probs = predict_probabilities(model, pixel_values, num_samples=num_samples, tta=tta, generator=generator,
-                                          batch_size=batch_size).float()  # (B, 1, S, S) or (B, K+1, S, S)
-        probs = probs.clone()  # an inference-mode tensor otherwise, which in-place resizing below may not touch
-        if probs.device.type == "cuda":
-            torch.cuda.synchronize(probs.device)
-        stats.seconds += time.perf_counter() - started
-        stats.images += pixel_values.shape[0]
-        if num_classes > 1:
-            pred = probs.argmax(dim=1)  # (B, S, S) label maps
-            gt = batch["masks"][:, 0].to(device).long()  # (B, S, S) class indices
-            class_dsc, class_iou = (torch.as_tensor(v) for v in per_class_dice_iou(pred, gt, num_classes))  # (B, K)
-            foreground, target = 1.0 - probs[:, 0], gt > 0  # one-vs-rest (B, S, S)
-            uncertainty = predictive_entropy(probs, num_classes=num_classes)  # (B, S, S)
-            errors = pred != gt  # (B, S, S)
-        else:
-            pred = probs > threshold  # (B, 1, S, S)
-            gt = batch["masks"].to(device) > 0.5  # already {0, 1}: the protocol's >= 0.5 of the /255 mask
-            dsc, iou = dice_iou_batch(pred, gt)
-            foreground, target = probs, gt
-            uncertainty = predictive_entropy(probs)  # (B, 1, S, S)
-            errors = pred != gt
-        stats.calibration.update(foreground.clamp(0.0, 1.0), target)
-        stats.error_auroc.update(uncertainty, errors)
-        mean_uncertainty = uncertainty.flatten(1).double().mean(dim=1)  # (B,)
-        for i in range(pixel_values.shape[0]):
-            name = str(batch["name"][i])
-            record = {"index": indices[position], "name": name}
-            if num_classes > 1:
-                record.update(_multiclass_scores(class_dsc[i], class_iou[i], labels))
-                if original_resolution:
-                    orig = torch.from_numpy(np.asarray(batch["orig_mask"][i]).astype(np.int64))  # (H, W)
-                    full = resize_bilinear(probs[i : i + 1], tuple(orig.shape))[0].argmax(dim=0).cpu()  # (H, W)
-                    d, u = per_class_dice_iou(full[None], orig[None], num_classes)  # (1, K)
-                    record["dsc_original"], record["iou_original"] = _nanmean(d[0]), _nanmean(u[0])
-                png = pred[i].cpu().numpy().astype(np.uint8)  # (S, S) class indices
-            else:
-                record["dsc"], record["iou"] = float(dsc[i]), float(iou[i])
-                if original_resolution:
-                    orig = np.asarray(batch["orig_mask"][i]).astype(bool)  # (H, W)
-                    full = resize_probabilities(probs[i], orig.shape).cpu().numpy() > threshold
-                    record["dsc_original"], record["iou_original"] = dice_iou(full, orig)
-                png = pred[i, 0].cpu().numpy().astype(np.uint8) * 255  # (S, S)
-            record["mean_uncertainty"] = float(mean_uncertainty[i])
+    for batch in tqdm(run.loader, desc="Evaluating", disable=not (progress and run.is_main)):
+        probs = _predict_batch(model, batch, run, stats, num_samples=num_samples, tta=tta, generator=generator,
+                               batch_size=batch_size)  # (B, 1, S, S) or (B, K+1, S, S)
+        scores = _score_batch(probs, batch, run.device, num_classes, threshold, stats)
+        for i in range(probs.shape[0]):
+            record, png = _image_record(run, scores, probs, batch, i, len(records), original_resolution, threshold)
             if mask_dir is not None:
-                Image.fromarray(png, mode="L").save(Path(mask_dir) / f"{_safe_file_name(name)}.png")
+                Image.fromarray(png, mode="L").save(Path(mask_dir) / f"{_safe_file_name(record['name'])}.png")
             records.append(record)
-            position += 1
     model.train(was_training)
 
+    records, stats = _gather_results(records, stats, accelerator, run.num_processes, len(dataset))
+    return (records, stats) if return_stats else records
+
+
+@dataclass
+class _EvaluationRun:
+    """What one process of an evaluation works on: its shard of the split, its loader and its device."""
+
+    indices: List[int]  # dataset indices of this process's shard, in order
+    loader: Any
+    device: Any
+    num_processes: int
+    is_main: bool
+    autocast: Any
+    autocast_kwargs: Dict[str, Any]
+    num_classes: int
+    labels: List[str]
+
+    @classmethod
+    def prepare(cls, model, dataset, accelerator, batch_size: int, num_workers: int, num_classes: int):
+        """Shard the split (process `i` takes images `i, i + n, ...`) and build its DataLoader."""
+        from ..data import EvalTransform, collate_batch
+
+        num_processes = accelerator.num_processes if accelerator is not None else 1
+        process_index = accelerator.process_index if accelerator is not None else 0
+        device = accelerator.device if accelerator is not None else model.device
+        indices = list(range(process_index, len(dataset), num_processes))
+        transform = EvalTransform(image_size=model.image_size, num_classes=num_classes)
+        shard = dataset.select(indices).with_transform(transform)
+        loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate_batch,
+                                             num_workers=num_workers)
+        autocast = accelerator.autocast if accelerator is not None else torch.autocast
+        autocast_kwargs = {} if accelerator is not None else {"device_type": torch.device(device).type, "enabled": False}
+        return cls(
+            indices=indices,
+            loader=loader,
+            device=device,
+            num_processes=num_processes,
+            is_main=accelerator.is_main_process if accelerator is not None else True,
+            autocast=autocast,
+            autocast_kwargs=autocast_kwargs,
+            num_classes=num_classes,
+            labels=class_labels(model, num_classes) if num_classes > 1 else [],
+        )
+
+
+def _predict_batch(model, batch, run: _EvaluationRun, stats: EvaluationStats, **predict_kwargs) -> torch.Tensor:
+    """The batch's probabilities (float32), timed into `stats` (model time only)."""
+    pixel_values = batch["pixel_values"].to(run.device, dtype=model.dtype)  # (B, 3, S, S)
+    started = time.perf_counter()
+    with torch.no_grad(), run.autocast(**run.autocast_kwargs):
+        probs = predict_probabilities(model, pixel_values, **predict_kwargs).float()  # (B, 1, S, S) or (B, K+1, S, S)
+    probs = probs.clone()  # an inference-mode tensor otherwise, which in-place resizing below may not touch
+    if probs.device.type == "cuda":
+        torch.cuda.synchronize(probs.device)
+    stats.seconds += time.perf_counter() - started
+    stats.images += pixel_values.shape[0]
+    return probs
+
+
+def _score_batch(probs, batch, device, num_classes: int, threshold: float, stats: EvaluationStats) -> Dict[str, Any]:
+    """Protocol-resolution scores of a batch; updates the calibration and error-AUROC accumulators."""
+    if num_classes > 1:
+        pred = probs.argmax(dim=1)  # (B, S, S) label maps
+        gt = batch["masks"][:, 0].to(device).long()  # (B, S, S) class indices
+        class_dsc, class_iou = (torch.as_tensor(v) for v in per_class_dice_iou(pred, gt, num_classes))  # (B, K)
+        scores = {"pred": pred, "dsc": class_dsc, "iou": class_iou}
+        foreground, target = 1.0 - probs[:, 0], gt > 0  # one-vs-rest (B, S, S)
+        uncertainty = predictive_entropy(probs, num_classes=num_classes)  # (B, S, S)
+    else:
+        pred = probs > threshold  # (B, 1, S, S)
+        gt = batch["masks"].to(device) > 0.5  # already {0, 1}: the protocol's >= 0.5 of the /255 mask
+        dsc, iou = dice_iou_batch(pred, gt)
+        scores = {"pred": pred, "dsc": dsc, "iou": iou}
+        foreground, target = probs, gt
+        uncertainty = predictive_entropy(probs)  # (B, 1, S, S)
+    errors = pred != gt
+    stats.calibration.update(foreground.clamp(0.0, 1.0), target)
+    stats.error_auroc.update(uncertainty, errors)
+    scores["mean_uncertainty"] = uncertainty.flatten(1).double().mean(dim=1)  # (B,)
+    return scores
+
+
+def _image_record(run: _EvaluationRun, scores, probs, batch, i: int, position: int, original_resolution: bool,
+                  threshold: float):
+    """Image `i` of a batch: its record (scores at the protocol's and the original resolution) and its mask PNG."""
+    name = str(batch["name"][i])
+    record = {"index": run.indices[position], "name": name}
+    if run.num_classes > 1:
+        record.update(_multiclass_scores(scores["dsc"][i], scores["iou"][i], run.labels))
+        if original_resolution:
+            orig = torch.from_numpy(np.asarray(batch["orig_mask"][i]).astype(np.int64))  # (H, W)
+            full = resize_bilinear(probs[i : i + 1], tuple(orig.shape))[0].argmax(dim=0).cpu()  # (H, W)
+            d, u = per_class_dice_iou(full[None], orig[None], run.num_classes)  # (1, K)
+            record["dsc_original"], record["iou_original"] = _nanmean(d[0]), _nanmean(u[0])
+        png = scores["pred"][i].cpu().numpy().astype(np.uint8)  # (S, S) class indices
+    else:
+        record["dsc"], record["iou"] = float(scores["dsc"][i]), float(scores["iou"][i])
+        if original_resolution:
+            orig = np.asarray(batch["orig_mask"][i]).astype(bool)  # (H, W)
+            full = resize_probabilities(probs[i], orig.shape).cpu().numpy() > threshold
+            record["dsc_original"], record["iou_original"] = dice_iou(full, orig)
+        png = scores["pred"][i, 0].cpu().numpy().astype(np.uint8) * 255  # (S, S)
+    record["mean_uncertainty"] = float(scores["mean_uncertainty"][i])
+    return record, png
+
+
+def _gather_results(records, stats, accelerator, num_processes: int, dataset_size: int):
+    """Every process's records (in dataset order) and the summed statistics, checked for overlaps and gaps."""
     if num_processes > 1:
         from accelerate.utils import gather_object
 
         records = gather_object(records)
         stats = _gather_stats(stats, accelerator)
     records.sort(key=lambda r: r["index"])
-    if [r["index"] for r in records] != list(range(len(dataset))):
-        raise RuntimeError(f"Gathered {len(records)} results for a split of {len(dataset)} images; shards overlap or are missing.")
-    return (records, stats) if return_stats else records
+    if [r["index"] for r in records] != list(range(dataset_size)):
+        raise RuntimeError(f"Gathered {len(records)} results for a split of {dataset_size} images; shards overlap or are missing.")
+    return records, stats
 
 
 def _nanmean(values: torch.Tensor) -> float:

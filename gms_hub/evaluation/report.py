@@ -142,31 +142,43 @@ def evaluate_to_folder(
         >>> metrics = evaluate_to_folder(model, load_gms_dataset("org/gms-busi", split="test"), "eval-busi")
         >>> metrics["dsc_mean"], metrics["original_resolution"]["dsc_mean"], metrics["ece"]
     """
-    from .. import __version__
-    from .calibration import reliability_diagram
-    from .metrics import PROTOCOL_DESCRIPTION
-
     output_dir = Path(output_dir)
     is_main = accelerator.is_main_process if accelerator is not None else True
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-    generator = None
-    if seed is not None:
-        device = accelerator.device if accelerator is not None else model.device
-        process_index = accelerator.process_index if accelerator is not None else 0
-        generator = torch.Generator(device=device).manual_seed(int(seed) + process_index)
     records, stats = evaluate_dataset(
         model, dataset, batch_size=batch_size, threshold=model.threshold, accelerator=accelerator,
         original_resolution=True, mask_dir=output_dir / "masks" if write_masks else None,
-        num_workers=num_workers, progress=progress, num_samples=num_samples, tta=tta, generator=generator,
-        return_stats=True,
+        num_workers=num_workers, progress=progress, num_samples=num_samples, tta=tta,
+        generator=_posterior_generator(model, accelerator, seed), return_stats=True,
     )
+    metrics = _metrics_json(model, records, stats, accelerator, info, num_samples=num_samples, tta=tta, seed=seed)
+    if is_main:
+        _write_report(output_dir, metrics, records, stats, info, num_samples=num_samples, tta=tta)
+    return metrics
+
+
+def _posterior_generator(model, accelerator, seed: Optional[int]) -> Optional[torch.Generator]:
+    """The posterior noise of this process (`seed + process_index`), or `None` (unseeded) without a seed."""
+    if seed is None:
+        return None
+    device = accelerator.device if accelerator is not None else model.device
+    process_index = accelerator.process_index if accelerator is not None else 0
+    return torch.Generator(device=device).manual_seed(int(seed) + process_index)
+
+
+def _metrics_json(model, records, stats: EvaluationStats, accelerator, info, *, num_samples: int, tta: bool,
+                  seed: Optional[int]) -> Dict[str, Any]:
+    """The contents of `metrics.json`: summaries, uncertainty, the protocols in words, and the run's settings."""
+    from .. import __version__
+    from .metrics import PROTOCOL_DESCRIPTION
+
     num_classes = model_num_classes(model)
     protocol = PROTOCOL_DESCRIPTION.format(size=model.image_size, threshold=model.threshold)
     if num_classes > 1:
         protocol = MULTICLASS_PROTOCOL.format(num_classes=num_classes, size=model.image_size)
     summary = summarize_records(records)
-    metrics = {
+    return {
         **{k: v for k, v in summary.items() if k != "per_class"},
         **({"per_class": summary["per_class"]} if "per_class" in summary else {}),
         **uncertainty_summary(records, stats),
@@ -194,11 +206,15 @@ def evaluate_to_folder(
         "num_processes": accelerator.num_processes if accelerator is not None else 1,
         "gms_hub_version": __version__,
     }
-    if is_main:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        write_per_image_csv(output_dir / "per_image.csv", records)
-        count = metrics["passes_per_image"]
-        passes = f"{count} pass{'es' if count > 1 else ''} per image" + (f" (N={num_samples}, TTA)" if tta else "")
-        reliability_diagram(stats.calibration.bin_stats(), output_dir / "reliability.png",
-                            title=f"{info.get('model', 'GMS') if info else 'GMS'}, {passes}")
-    return metrics
+
+
+def _write_report(output_dir: Path, metrics, records, stats: EvaluationStats, info, *, num_samples: int, tta: bool) -> None:
+    """`metrics.json`, `per_image.csv` and `reliability.png` (the main process only)."""
+    from .reliability import reliability_diagram
+
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_per_image_csv(output_dir / "per_image.csv", records)
+    count = metrics["passes_per_image"]
+    passes = f"{count} pass{'es' if count > 1 else ''} per image" + (f" (N={num_samples}, TTA)" if tta else "")
+    reliability_diagram(stats.calibration.bin_stats(), output_dir / "reliability.png",
+                        title=f"{info.get('model', 'GMS') if info else 'GMS'}, {passes}")
