@@ -38,7 +38,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
-from gms_hub import checkpoints
+from gms_hub.training import checkpoints
 from gms_hub.training import (
     RESULTS_FILE,
     SeededTrainDataset,
@@ -197,11 +197,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-# ----------------------------------------------------------------------------------------------- main
-def main(args: argparse.Namespace) -> Dict[str, Any]:
-    from gms_hub import GMS  # imported here: diffusers and datasets take seconds, `--help` should not wait
-    from gms_hub.data import TrainTransform, collate_batch
-
+# ----------------------------------------------------------------------------------------------- setup
+def prepare_accelerator(args: argparse.Namespace) -> Accelerator:
+    """The Accelerator (trackers, project folders, a data order seeded by (seed + epoch)), logging and the seed."""
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -216,21 +214,38 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)  # the same LMM initialisation on every process
+    return accelerator
 
-    # ---- classes: binary (one foreground class, masks 0/255) or multi-class (class-index masks)
+
+def prepare_model(args: argparse.Namespace, accelerator: Accelerator):
+    """The GMS to train: frozen VAE (not prepared, not in the optimizer) + trainable LMM, binary or multi-class.
+
+    Returns:
+        `(model, num_classes)`: binary data (one foreground class, masks 0/255) gives `num_classes` 1.
+    """
+    from gms_hub import GMS  # imported here: diffusers and datasets take seconds, `--help` should not wait
+
     id2label = resolve_id2label(args.dataset, args.labels, revision=args.dataset_revision)
     num_classes = 1 if id2label is None else len(id2label) - 1
     logger.info(f"  Classes: {id2label or 'binary (0/255 masks)'}")
 
-    # ---- model: frozen VAE (not prepared, not in the optimizer) + trainable LMM
     model = GMS(
         vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision, image_size=args.image_size,
         base_channels=args.base_channels, channel_mult=tuple(args.channel_mult), threshold=args.threshold,
         **({"num_classes": num_classes, "id2label": id2label} if id2label is not None else {}),
     )
     prepare_model_for_training(model, accelerator.device, gradient_checkpointing=args.gradient_checkpointing, fast=args.fast)
+    return model, num_classes
 
-    # ---- data
+
+def prepare_data(args: argparse.Namespace, accelerator: Accelerator, num_classes: int):
+    """The seeded training dataset and its loader, and the evaluation splits (selection split included).
+
+    Returns:
+        `(train_dataset, train_dataloader, eval_splits)`.
+    """
+    from gms_hub.data import TrainTransform, collate_batch
+
     train_split, eval_splits = load_training_splits(
         args.dataset, select_on=args.select_on, revision=args.dataset_revision, seed=args.seed,
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
@@ -247,26 +262,37 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
             f"The train split has {len(train_dataset)} samples, fewer than one batch per process "
             f"({args.train_batch_size} x {accelerator.num_processes}); lower --train_batch_size."
         )
+    return train_dataset, train_dataloader, eval_splits
 
-    optimizer = torch.optim.AdamW(
+
+def build_optimizer(args: argparse.Namespace, model) -> torch.optim.Optimizer:
+    """AdamW over the trainable LMM parameters (the paper's lr 2e-3, weight decay 0.01 by default)."""
+    return torch.optim.AdamW(
         [p for p in model.lmm.parameters() if p.requires_grad], lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
     )
-    lmm, optimizer, train_dataloader = accelerator.prepare(model.lmm, optimizer, train_dataloader)
 
-    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+
+def set_training_horizon(args: argparse.Namespace, num_batches: int) -> int:
+    """Fill in whichever of --max_train_steps / --num_train_epochs follows from the other; returns steps per epoch."""
+    num_update_steps_per_epoch = math.ceil(num_batches / args.gradient_accumulation_steps)
     if args.max_train_steps is None:
         args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
     else:
         args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+    return num_update_steps_per_epoch
 
+
+def log_run_summary(args: argparse.Namespace, accelerator: Accelerator, num_train_samples: int,
+                    num_update_steps_per_epoch: int) -> int:
+    """Start the trackers and log the run's shape; returns the total batch size (parallel and accumulation)."""
     if accelerator.is_main_process and args.report_to != "none":
         tracker_config = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in vars(args).items()}
         accelerator.init_trackers("gms", config=tracker_config)
 
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running training *****")
-    logger.info(f"  Num training samples = {len(train_dataset)}")
+    logger.info(f"  Num training samples = {num_train_samples}")
     logger.info(f"  Num epochs = {args.num_train_epochs}")
     logger.info(f"  Batch size per device = {args.train_batch_size}")
     logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size}")
@@ -274,17 +300,68 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     logger.info(f"  Optimization steps per epoch = {num_update_steps_per_epoch}")
     logger.info(f"  Total optimization steps = {args.max_train_steps}")
     logger.info(f"  Model selection on the {args.select_on!r} split every {args.validation_epochs} epoch(s)")
+    return total_batch_size
 
-    # ---- state (resumable)
+
+def load_or_start_state(args: argparse.Namespace, accelerator: Accelerator):
+    """A new training state, or the one of the checkpoint --resume_from_checkpoint names (with its best weights)."""
     state, best_weights = new_training_state(accelerator.num_processes, args.select_on), None
     checkpoint = checkpoints.resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
     if args.resume_from_checkpoint and checkpoint is None:
-        logger.info(f"No checkpoint in {output_dir}; starting a new run.")
+        logger.info(f"No checkpoint in {Path(args.output_dir)}; starting a new run.")
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}")
         state, best_weights = resume_training_state(accelerator, checkpoint)
-    samples_seen = 0  # by this process in this invocation (logged to show the sharding)
+    return state, best_weights
 
+
+# ----------------------------------------------------------------------------------------------- loop
+def train_epoch(args, accelerator, model, lmm, optimizer, dataloader, state, best_weights, progress_bar, *,
+                epoch: int, skip: int, lr: float) -> int:
+    """Run the batches of one epoch from batch `skip` on (a resumed epoch skips those already done).
+
+    Updates `state` (batches done, global step), logs, and saves a checkpoint every --checkpointing_steps.
+    Returns the number of samples this process saw.
+    """
+    samples_seen = 0
+    for batch_index, batch in enumerate(dataloader, start=skip):
+        if state["global_step"] >= args.max_train_steps:  # resumed from the last step, mid-epoch
+            break
+        with accelerator.accumulate(lmm):
+            # augmentation on the device (optional) and latent noise, all seeded by the batch's position
+            output = training_loss(
+                model, batch, seed=args.seed, epoch=epoch, batch_index=batch_index,
+                process_index=accelerator.process_index, latent_noise_prob=args.latent_noise_prob,
+                augment_on_device=args.augment_on_device, lmm=lmm, autocast=accelerator.autocast,
+            )
+            accelerator.backward(output.loss)
+            optimizer.step()
+            optimizer.zero_grad()
+        samples_seen += batch["pixel_values"].shape[0]
+        state["batches_done"] = batch_index + 1
+        if accelerator.sync_gradients:
+            state["global_step"] += 1
+            progress_bar.update(1)
+            logs = {"loss": output.loss.detach().item(), "latent_mse": output.latent_mse.detach().item(),
+                    "dice_loss": output.dice.detach().item(), "lr": lr}
+            progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
+            accelerator.log(logs, step=state["global_step"])
+            if state["global_step"] % args.checkpointing_steps == 0:
+                save_training_checkpoint(accelerator, args.output_dir, state, best_weights, args.checkpoints_total_limit)
+            if state["global_step"] >= args.max_train_steps:
+                break
+    return samples_seen
+
+
+def train(args, accelerator, model, lmm, optimizer, train_dataloader, selection_split, state, best_weights):
+    """The epochs: learning rate and data order set per epoch, the batches, then model selection every
+    --validation_epochs (and after the last epoch).
+
+    Returns:
+        `(best_weights, samples_seen)`: the LMM weights of the best selection score, and the samples this
+        process saw in this invocation (logged to show the sharding).
+    """
+    samples_seen = 0
     progress_bar = tqdm(range(args.max_train_steps), initial=state["global_step"], desc="Steps",
                         disable=not accelerator.is_local_main_process)
     first_epoch, resume_batches = state["epoch"], state["batches_done"]
@@ -295,54 +372,69 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         active_dataloader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
         lmm.train()
         state["epoch"], state["batches_done"] = epoch, skip
-        for batch_index, batch in enumerate(active_dataloader, start=skip):
-            if state["global_step"] >= args.max_train_steps:  # resumed from the last step, mid-epoch
-                break
-            with accelerator.accumulate(lmm):
-                # augmentation on the device (optional) and latent noise, all seeded by the batch's position
-                output = training_loss(
-                    model, batch, seed=args.seed, epoch=epoch, batch_index=batch_index,
-                    process_index=accelerator.process_index, latent_noise_prob=args.latent_noise_prob,
-                    augment_on_device=args.augment_on_device, lmm=lmm, autocast=accelerator.autocast,
-                )
-                accelerator.backward(output.loss)
-                optimizer.step()
-                optimizer.zero_grad()
-            samples_seen += batch["pixel_values"].shape[0]
-            state["batches_done"] = batch_index + 1
-            if accelerator.sync_gradients:
-                state["global_step"] += 1
-                progress_bar.update(1)
-                logs = {"loss": output.loss.detach().item(), "latent_mse": output.latent_mse.detach().item(),
-                        "dice_loss": output.dice.detach().item(), "lr": lr}
-                progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
-                accelerator.log(logs, step=state["global_step"])
-                if state["global_step"] % args.checkpointing_steps == 0:
-                    save_training_checkpoint(accelerator, args.output_dir, state, best_weights, args.checkpoints_total_limit)
-                if state["global_step"] >= args.max_train_steps:
-                    break
+        samples_seen += train_epoch(args, accelerator, model, lmm, optimizer, active_dataloader, state, best_weights,
+                                    progress_bar, epoch=epoch, skip=skip, lr=lr)
 
         finished = epoch == args.num_train_epochs - 1 or state["global_step"] >= args.max_train_steps
         if (epoch + 1) % args.validation_epochs == 0 or finished:
             best_weights = validate_and_select(
-                accelerator, model, lmm, eval_splits[args.select_on], state, best_weights,
+                accelerator, model, lmm, selection_split, state, best_weights,
                 batch_size=args.eval_batch_size, threshold=args.threshold, num_workers=args.dataloader_num_workers,
             )
         state["epoch"], state["batches_done"] = epoch + 1, 0
         if finished:
             break
     progress_bar.close()
+    return best_weights, samples_seen
 
-    # ---- the selected model, scored on every split, saved with its card
+
+# ----------------------------------------------------------------------------------------------- results
+def score_selected_model(args, accelerator, model, best_weights, eval_splits) -> Dict[str, Dict[str, Any]]:
+    """Load the selected LMM weights into the model and score it on every evaluation split."""
     accelerator.wait_for_everyone()
     model.load_lmm_state_dict(best_weights, source=f"the best {args.select_on} checkpoint")
     model.eval()
-    final_metrics = {
+    return {
         split: evaluate_split(model, dataset, accelerator=accelerator, batch_size=args.eval_batch_size,
                               threshold=args.threshold, num_workers=args.dataloader_num_workers)
         for split, dataset in eval_splits.items()
     }
-    counts = gather_object([samples_seen])
+
+
+def save_results(args, accelerator, model, results: Dict[str, Any]) -> None:
+    """On the main process: the model with its card, `training_results.json`, the scores in the log, the push."""
+    if not accelerator.is_main_process:
+        return
+    output_dir = Path(args.output_dir)
+    card_kwargs = training_card_kwargs(results, dataset=args.dataset, select_on=args.select_on, command=args.command)
+    model.save_pretrained(output_dir, include_vae=args.include_vae, model_card_kwargs=card_kwargs)
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    for split, metrics in results["metrics"].items():
+        label = f"{split} (selection split)" if split == args.select_on else split
+        logger.info(f"{label}: DSC {metrics['dsc_mean']:.4f} ± {metrics['dsc_std']:.4f}, "
+                    f"IoU {metrics['iou_mean']:.4f} ± {metrics['iou_std']:.4f}, n = {metrics['n']}")
+        for name, scores in metrics.get("per_class", {}).items():
+            logger.info(f"  {name}: DSC {scores['dsc_mean']:.4f}, IoU {scores['iou_mean']:.4f}, n = {scores['n']}")
+    if args.push_to_hub:
+        model.push_to_hub(args.hub_model_id, include_vae=args.include_vae, model_card_kwargs=card_kwargs,
+                          token=args.hub_token, commit_message=f"GMS trained on {args.dataset}")
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(args: argparse.Namespace) -> Dict[str, Any]:
+    accelerator = prepare_accelerator(args)
+    model, num_classes = prepare_model(args, accelerator)
+    train_dataset, train_dataloader, eval_splits = prepare_data(args, accelerator, num_classes)
+    optimizer = build_optimizer(args, model)
+    lmm, optimizer, train_dataloader = accelerator.prepare(model.lmm, optimizer, train_dataloader)
+    num_update_steps_per_epoch = set_training_horizon(args, len(train_dataloader))
+    total_batch_size = log_run_summary(args, accelerator, len(train_dataset), num_update_steps_per_epoch)
+    state, best_weights = load_or_start_state(args, accelerator)
+
+    best_weights, samples_seen = train(args, accelerator, model, lmm, optimizer, train_dataloader,
+                                       eval_splits[args.select_on], state, best_weights)
+
+    final_metrics = score_selected_model(args, accelerator, model, best_weights, eval_splits)
     results = {
         "selection_split": args.select_on,
         "best_epoch": state["best"]["epoch"],
@@ -353,23 +445,11 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         "num_processes": accelerator.num_processes,
         "total_train_batch_size": total_batch_size,
         "train_samples": len(train_dataset),
-        "samples_seen_per_process": counts,
+        "samples_seen_per_process": gather_object([samples_seen]),
         "command": args.command,
     }
     logger.info(f"Samples seen by process {accelerator.process_index}: {samples_seen}", main_process_only=False)
-    if accelerator.is_main_process:
-        card_kwargs = training_card_kwargs(results, dataset=args.dataset, select_on=args.select_on, command=args.command)
-        model.save_pretrained(output_dir, include_vae=args.include_vae, model_card_kwargs=card_kwargs)
-        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-        for split, metrics in final_metrics.items():
-            label = f"{split} (selection split)" if split == args.select_on else split
-            logger.info(f"{label}: DSC {metrics['dsc_mean']:.4f} ± {metrics['dsc_std']:.4f}, "
-                        f"IoU {metrics['iou_mean']:.4f} ± {metrics['iou_std']:.4f}, n = {metrics['n']}")
-            for name, scores in metrics.get("per_class", {}).items():
-                logger.info(f"  {name}: DSC {scores['dsc_mean']:.4f}, IoU {scores['iou_mean']:.4f}, n = {scores['n']}")
-        if args.push_to_hub:
-            model.push_to_hub(args.hub_model_id, include_vae=args.include_vae, model_card_kwargs=card_kwargs,
-                              token=args.hub_token, commit_message=f"GMS trained on {args.dataset}")
+    save_results(args, accelerator, model, results)
     accelerator.wait_for_everyone()  # no process may tear the process group down while the main one still saves
     # Drop the DDP wrapper (its reducer holds the process group) while the group is alive: freed after
     # end_training destroys the group, the reducer's destructor can deadlock at exit.

@@ -40,7 +40,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from gms_hub import checkpoints
+from gms_hub.training import checkpoints
 from gms_hub.training.vae import (
     SeededBatchSampler,
     VAELossModule,
@@ -117,7 +117,8 @@ def parse_args(input_args=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------------------- main
-def main(args: argparse.Namespace) -> None:
+def prepare_accelerator(args: argparse.Namespace) -> Accelerator:
+    """The Accelerator (trackers, project folders), logging, the seed and the output folder."""
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     accelerator = Accelerator(
@@ -130,7 +131,15 @@ def main(args: argparse.Namespace) -> None:
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+    return accelerator
 
+
+def load_data(args: argparse.Namespace):
+    """Training and validation images and masks, from --dataset or generated synthetic data.
+
+    Returns:
+        `(train_images, train_masks, val_images, val_masks)`.
+    """
     train_count, val_count = args.synthetic_num_train, args.synthetic_num_validation
     data_kwargs = dict(image_size=args.synthetic_image_size, synthetic_seed=args.synthetic_seed,
                        synthetic_kinds=args.synthetic_kinds, num_classes=args.num_classes)  # datasets too are resized to one size (>= resolution)
@@ -139,7 +148,15 @@ def main(args: argparse.Namespace) -> None:
     if args.random_crop and train_images.shape[-1] < args.resolution:
         raise ValueError(f"--random_crop needs images >= --resolution {args.resolution}, got {train_images.shape[-1]} px.")
     logger.info(f"{len(train_images)} training and {len(val_images)} validation examples at {train_images.shape[-1]} px")
+    return train_images, train_masks, val_images, val_masks
 
+
+def prepare_training(args: argparse.Namespace, accelerator: Accelerator, train_images, train_masks):
+    """The VAE, its loss module, optimizer, scheduler and seeded batch sampler, prepared by Accelerate.
+
+    Returns:
+        `(vae, model, optimizer, lr_scheduler, sampler)`: `model` is the prepared `VAELossModule` around `vae`.
+    """
     vae = build_vae(
         pretrained_vae=args.pretrained_vae, block_out_channels=args.block_out_channels,
         layers_per_block=args.layers_per_block, norm_num_groups=args.norm_num_groups, sample_size=args.resolution,
@@ -164,7 +181,11 @@ def main(args: argparse.Namespace) -> None:
     accelerator.register_for_checkpointing(sampler)
     if accelerator.is_main_process and accelerator.log_with:
         accelerator.init_trackers("train_vae", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+    return vae, model, optimizer, lr_scheduler, sampler
 
+
+def resume_step(args: argparse.Namespace, accelerator: Accelerator) -> int:
+    """Load the checkpoint --resume_from_checkpoint names into the prepared objects; returns its step (0 if none)."""
     global_step = 0
     checkpoint = checkpoints.resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
     if args.resume_from_checkpoint and checkpoint is None:
@@ -173,7 +194,23 @@ def main(args: argparse.Namespace) -> None:
         accelerator.load_state(str(checkpoint))
         global_step = checkpoints.read_state(checkpoint)["global_step"]
         logger.info(f"Resumed from {checkpoint} at step {global_step}")
+    return global_step
 
+
+def validate(args, accelerator, vae, model, val_images, val_masks, global_step: int) -> None:
+    """Score the VAE on the validation examples (main process) and log the scores."""
+    model.eval()
+    metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device),
+                           num_classes=args.num_classes)
+    model.train()
+    logger.info(f"step {global_step}: validation {metrics}")
+    scalars = {f"val_{k}": v for k, v in metrics.items() if not isinstance(v, list)}
+    scalars.update({f"val_mask_dsc_class_{i + 1}": v for i, v in enumerate(metrics.get("mask_dsc_per_class", []))})
+    accelerator.log(scalars, step=global_step)
+
+
+def train(args, accelerator, vae, model, optimizer, lr_scheduler, sampler, val_images, val_masks, global_step: int) -> int:
+    """Optimizer steps from `global_step` to --max_train_steps, with checkpoints and validation; returns the last step."""
     progress = tqdm(range(args.max_train_steps), initial=global_step, desc="VAE steps", disable=not accelerator.is_local_main_process)
     model.train()
     while global_step < args.max_train_steps:
@@ -199,29 +236,38 @@ def main(args: argparse.Namespace) -> None:
                 accelerator, args.output_dir, {"global_step": global_step}, args.checkpoints_total_limit or None
             )
         if accelerator.is_main_process and args.validation_steps and global_step % args.validation_steps == 0:
-            model.eval()
-            metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device),
-                                   num_classes=args.num_classes)
-            model.train()
-            logger.info(f"step {global_step}: validation {metrics}")
-            scalars = {f"val_{k}": v for k, v in metrics.items() if not isinstance(v, list)}
-            scalars.update({f"val_mask_dsc_class_{i + 1}": v for i, v in enumerate(metrics.get("mask_dsc_per_class", []))})
-            accelerator.log(scalars, step=global_step)
+            validate(args, accelerator, vae, model, val_images, val_masks, global_step)
+    return global_step
+
+
+def save_vae(args, accelerator, model, val_images, val_masks, global_step: int) -> None:
+    """On the main process: final scores, the calibrated `scaling_factor`, the VAE and `vae_metrics.json`."""
+    if not accelerator.is_main_process:
+        return
+    vae = accelerator.unwrap_model(model).vae.eval()
+    metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device),
+                           num_classes=args.num_classes)
+    metrics["scaling_factor"] = calibrate_scaling_factor(vae, metrics["latent_std"])  # SD's unit-variance latents
+    vae.save_pretrained(args.output_dir, safe_serialization=True)
+    metrics["steps"] = global_step
+    Path(args.output_dir, "vae_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    logger.info(f"Saved the VAE to {args.output_dir}: {metrics}")
+
+
+def main(args: argparse.Namespace) -> None:
+    accelerator = prepare_accelerator(args)
+    train_images, train_masks, val_images, val_masks = load_data(args)
+    vae, model, optimizer, lr_scheduler, sampler = prepare_training(args, accelerator, train_images, train_masks)
+    global_step = resume_step(args, accelerator)
+
+    global_step = train(args, accelerator, vae, model, optimizer, lr_scheduler, sampler, val_images, val_masks, global_step)
 
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        vae = accelerator.unwrap_model(model).vae.eval()
-        metrics = evaluate_vae(vae, val_images.to(accelerator.device), val_masks.to(accelerator.device),
-                               num_classes=args.num_classes)
-        metrics["scaling_factor"] = calibrate_scaling_factor(vae, metrics["latent_std"])  # SD's unit-variance latents
-        vae.save_pretrained(args.output_dir, safe_serialization=True)
-        metrics["steps"] = global_step
-        Path(args.output_dir, "vae_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        logger.info(f"Saved the VAE to {args.output_dir}: {metrics}")
+    save_vae(args, accelerator, model, val_images, val_masks, global_step)
     accelerator.wait_for_everyone()  # no process may tear the process group down while the main one still saves
     # Drop the DDP wrapper (its reducer holds the process group) while the group is alive: freed after
     # end_training destroys the group, the reducer's destructor can deadlock at exit.
-    del model, optimizer, lr_scheduler
+    del vae, model, optimizer, lr_scheduler
     accelerator.free_memory()
     accelerator.end_training()
 

@@ -223,11 +223,41 @@ def convert_benchmark(
         >>> from gms_hub.data.busi import BUSIConverter
         >>> convert_benchmark(BUSIConverter(), "Dataset_BUSI_with_GT", "gms-busi", splits="busi.json")
     """
-    from tqdm.auto import tqdm
-
     raw_dir = Path(raw_dir)
     index = scan_raw_dir(raw_dir, converter)  # first: a wrong --raw_dir fails before any download
     lists = load_split_lists(splits, dataset=converter.dataset)
+    examples, split_names, columns, labels = _split_examples(converter, raw_dir, index, lists, validation_fraction, seed)
+    features = features_for(columns)
+    with staged_output_dir(output_dir, overwrite=overwrite) as staging:
+        stats = _write_examples(converter, raw_dir, staging, examples, split_names, features, num_proc=num_proc,
+                                max_shard_size=max_shard_size, progress=progress)
+        provenance = {
+            # a local path says nothing to others (and may name the user's folders): keep the file name
+            "split_source": lists.source if "://" in lists.source else Path(lists.source).name,
+            "split_sha256": lists.sha256,
+            "validation_fraction": validation_fraction,
+            "seed": seed,
+            "stratify_by": converter.stratify_by if labels is not None else None,
+            "validation_names": split_names["validation"],
+            "command": command
+            or f"python -m gms_hub.data.prepare {converter.dataset} --raw_dir RAW_DIR --output_dir OUTPUT_DIR",
+        }
+        write_folder_metadata(staging, converter.card, features, stats, split_names, provenance, converter.id2label)
+    logger.info(
+        "Converted %s into %s: %s", converter.display_name, output_dir,
+        ", ".join(f"{s.name} {s.num_examples}" for s in stats),
+    )
+    return Path(output_dir)
+
+
+def _split_examples(converter: BenchmarkConverter, raw_dir: Path, index, lists, validation_fraction: float, seed: int):
+    """Find every listed example's files and metadata, and carve the validation split from the train list
+    (stratified by `converter.stratify_by` when the metadata has that column).
+
+    Returns:
+        `(examples, split_names, columns, labels)`: the `RawExample`s in split order, the names per split, the
+        metadata columns, and the stratification labels (`None` when not stratified).
+    """
     all_names = list(lists.train) + list(lists.test)
     found = find_examples(index, all_names, raw_dir, converter, lists.source)
 
@@ -240,63 +270,56 @@ def convert_benchmark(
         labels = {name: str(metadata[name][converter.stratify_by]) for name in lists.train}
     train, validation = carve_validation(lists.train, validation_fraction, seed, labels=labels)
     split_names = {"train": train, "validation": validation, "test": list(lists.test)}
-    features = features_for(columns)
-
-    load = partial(_load_example, converter, raw_dir)
     examples = [
         RawExample(name, split, found[name][0], found[name][1], metadata[name])
         for split, names in split_names.items()
         for name in names
     ]
+    return examples, split_names, columns, labels
+
+
+def _write_examples(converter: BenchmarkConverter, raw_dir: Path, staging: Path, examples: list[RawExample],
+                    split_names: dict[str, list[str]], features, *, num_proc: int, max_shard_size, progress: bool) -> list:
+    """Decode every example (in `num_proc` processes) and write the rows as parquet shards under `staging`.
+
+    Every file is checked; after the first problem nothing more is written, and all problems are raised in one
+    `RawDatasetError` at the end. Masks read as 0/1 label maps and empty masks are logged. Returns the shard stats.
+    """
+    from tqdm.auto import tqdm
+
+    load = partial(_load_example, converter, raw_dir)
     problems: dict[str, list[str]] = {UNREADABLE_FILE: [], SIZE_MISMATCH: []}
     zero_one, empty = [], []
-    with staged_output_dir(output_dir, overwrite=overwrite) as staging:
-        writers = {split: ParquetShardWriter(staging / "data", split, features, max_shard_size=max_shard_size)
-                   for split in split_names}
-        bar = tqdm(total=len(examples), desc=converter.display_name, unit="img", disable=not progress)
-        try:
-            for example, (row, example_problems, notes) in zip(examples, _decoded(examples, load, num_proc)):
-                for kind, detail in example_problems:
-                    problems[kind].append(detail)
-                if notes["zero_one"]:
-                    zero_one.append(example.name)
-                if notes["empty"]:
-                    empty.append(example.name)
-                if row is not None and not any(problems.values()):  # after a problem: check the rest, write nothing
-                    writers[example.split].write_row(row)
-                bar.update(1)
-        finally:
-            bar.close()
-        if any(problems.values()):
-            for writer in writers.values():
-                writer.abort()
-            header = f"Raw {converter.display_name} folder {raw_dir}: some files cannot be converted:"
-            hint = (
-                "Re-download or re-extract the unreadable files; an image and its mask(s) must have the same "
-                "width and height. Nothing was written."
-            )
-            raise RawDatasetError(format_problems(header, problems, hint), problems)
-        stats = [writer.close() for writer in writers.values()]
-        counts = {s.name: s.num_examples for s in stats}
-        assert counts == {split: len(names) for split, names in split_names.items()}, counts
-        if zero_one:
-            logger.warning("%d masks had values 0/1 and were read as 0/1 label maps: %s", len(zero_one), _preview(zero_one))
-        if empty:
-            logger.warning("%d masks have no foreground pixel: %s", len(empty), _preview(empty))
-        provenance = {
-            # a local path says nothing to others (and may name the user's folders): keep the file name
-            "split_source": lists.source if "://" in lists.source else Path(lists.source).name,
-            "split_sha256": lists.sha256,
-            "validation_fraction": validation_fraction,
-            "seed": seed,
-            "stratify_by": converter.stratify_by if labels is not None else None,
-            "validation_names": validation,
-            "command": command
-            or f"python -m gms_hub.data.prepare {converter.dataset} --raw_dir RAW_DIR --output_dir OUTPUT_DIR",
-        }
-        write_folder_metadata(staging, converter.card, features, stats, split_names, provenance, converter.id2label)
-    logger.info(
-        "Converted %s into %s: %s", converter.display_name, output_dir,
-        ", ".join(f"{s.name} {s.num_examples}" for s in stats),
-    )
-    return Path(output_dir)
+    writers = {split: ParquetShardWriter(staging / "data", split, features, max_shard_size=max_shard_size)
+               for split in split_names}
+    bar = tqdm(total=len(examples), desc=converter.display_name, unit="img", disable=not progress)
+    try:
+        for example, (row, example_problems, notes) in zip(examples, _decoded(examples, load, num_proc)):
+            for kind, detail in example_problems:
+                problems[kind].append(detail)
+            if notes["zero_one"]:
+                zero_one.append(example.name)
+            if notes["empty"]:
+                empty.append(example.name)
+            if row is not None and not any(problems.values()):  # after a problem: check the rest, write nothing
+                writers[example.split].write_row(row)
+            bar.update(1)
+    finally:
+        bar.close()
+    if any(problems.values()):
+        for writer in writers.values():
+            writer.abort()
+        header = f"Raw {converter.display_name} folder {raw_dir}: some files cannot be converted:"
+        hint = (
+            "Re-download or re-extract the unreadable files; an image and its mask(s) must have the same "
+            "width and height. Nothing was written."
+        )
+        raise RawDatasetError(format_problems(header, problems, hint), problems)
+    stats = [writer.close() for writer in writers.values()]
+    counts = {s.name: s.num_examples for s in stats}
+    assert counts == {split: len(names) for split, names in split_names.items()}, counts
+    if zero_one:
+        logger.warning("%d masks had values 0/1 and were read as 0/1 label maps: %s", len(zero_one), _preview(zero_one))
+    if empty:
+        logger.warning("%d masks have no foreground pixel: %s", len(empty), _preview(empty))
+    return stats

@@ -298,19 +298,42 @@ def convert_folder(
         >>> load_id2label("my-dataset")
         {0: 'background', 1: 'benign', 2: 'malignant'}
     """
-    from tqdm.auto import tqdm
-
     label_names = parse_labels(labels)
     colours = read_palette(palette) if palette is not None else None
     if colours is not None and label_names is not None:
         raise ValueError("Pass either --labels or --palette: the palette's keys already name the classes.")
     found, problems = pair_folder(images, masks, mask_suffix)
-    images_dir, masks_dir = found.images_dir, found.masks_dir
+    values_by_name, examples = _check_pairs(found, problems, colour=colours is not None, slice_axis=slice_axis)
+    encoding = _check_mask_values(found, values_by_name, label_names, colours)
+    split_files, provenance = _folder_splits(list(found.pairs), splits, test_fraction, validation_fraction, seed)
+    provenance = _record_provenance(provenance, examples, encoding, command)
+    info = card or DatasetCardInfo(
+        pretty_name=Path(output_dir).name,
+        license="unknown",
+        description="Images and segmentation masks from a local folder, converted with "
+        "`python -m gms_hub.data.prepare folder`.",
+    )
+    stats = _write_folder(found, examples, split_files, encoding, output_dir, info, provenance, colour=colours is not None,
+                          slice_axis=slice_axis, max_shard_size=max_shard_size, overwrite=overwrite, progress=progress)
+    logger.info("Converted %s into %s: %s", found.images_dir, output_dir,
+                ", ".join(f"{s.name} {s.num_examples}" for s in stats))
+    return Path(output_dir)
 
-    # Sizes and mask values, every file checked before one report.
+
+def _check_pairs(
+    found: FolderPairs, problems: dict[str, list[str]], colour: bool, slice_axis: int
+) -> tuple[dict[str, tuple], dict[str, list[str]]]:
+    """Read every pair's frame sizes and mask values, adding to `problems` (unreadable files, size mismatches,
+    duplicate example names) and raising them all in one `RawDatasetError`.
+
+    Returns:
+        `(values_by_name, examples)`: the mask values per example (a frame of a multi-frame file is an example),
+        and the examples' names per pair name.
+    """
+    images_dir, masks_dir = found.images_dir, found.masks_dir
     problems.update({UNREADABLE_FILE: [], SIZE_MISMATCH: []})
-    values_by_name: dict[str, tuple] = {}  # per example (a frame of a multi-frame file is an example)
-    examples: dict[str, list[str]] = {}  # pair name -> its examples' names
+    values_by_name: dict[str, tuple] = {}
+    examples: dict[str, list[str]] = {}
     for name, (image_path, mask_path) in found.pairs.items():
         try:
             kind, sizes = _image_frame_sizes(image_path, slice_axis)
@@ -318,7 +341,7 @@ def convert_folder(
             problems[UNREADABLE_FILE].append(f"{image_path.relative_to(images_dir).as_posix()} ({err})")
             continue
         try:
-            masks = mask_frames(mask_path, colour=colours is not None, slice_axis=slice_axis)
+            masks = mask_frames(mask_path, colour=colour, slice_axis=slice_axis)
         except Exception as err:
             problems[UNREADABLE_FILE].append(f"{mask_path.relative_to(masks_dir).as_posix()} ({err})")
             continue
@@ -345,9 +368,17 @@ def convert_folder(
     )
     if not values_by_name:
         raise ValueError(f"No image files (png, jpg, bmp, tif, DICOM, NIfTI) under {images_dir}.")
+    return values_by_name, examples
+
+
+def _check_mask_values(
+    found: FolderPairs, values_by_name: Mapping[str, tuple], label_names: Optional[Sequence[str]], colours
+) -> MaskEncoding:
+    """Detect the masks' encoding, raise every mask with values outside it, and log the classes (warning about
+    classes no mask holds)."""
     encoding, value_problems = detect_mask_encoding(values_by_name, label_names, colours)
     _raise(
-        f"Masks under {masks_dir} hold values outside the declared encoding:",
+        f"Masks under {found.masks_dir} hold values outside the declared encoding:",
         value_problems,
         "Binary masks hold 0 and one foreground value, class-index masks 0..K (declare K with --labels), colour "
         "masks black and the --palette colours (no anti-aliasing or JPEG compression).",
@@ -358,20 +389,28 @@ def convert_folder(
         absent = [encoding.id2label[i] for i in range(1, encoding.num_classes + 1) if present[i] == 0]
         if absent:
             logger.warning("Classes never present in any mask: %s", absent)
+    return encoding
 
-    split_files, provenance = _folder_splits(list(found.pairs), splits, test_fraction, validation_fraction, seed)
-    split_names = {split: [example for name in names for example in examples[name]] for split, names in split_files.items()}
+
+def _record_provenance(provenance: dict, examples: Mapping[str, list[str]], encoding: MaskEncoding,
+                       command: Optional[str]) -> dict:
+    """Add the frame naming (for multi-frame files), the mask encoding and the command to the split provenance."""
     if any(len(names) > 1 for names in examples.values()):
         provenance["scan_frames"] = ("DICOM frames (<file>_frame<k>, k from 1) and NIfTI slices (<file>_slice<k>, k "
                                      "from 0) are examples of their own; the split is drawn by file.")
     provenance["mask_encoding"] = encoding.describe()
     provenance["command"] = command or "python -m gms_hub.data.prepare folder --images IMAGES --masks MASKS --output_dir OUTPUT_DIR"
-    info = card or DatasetCardInfo(
-        pretty_name=Path(output_dir).name,
-        license="unknown",
-        description="Images and segmentation masks from a local folder, converted with "
-        "`python -m gms_hub.data.prepare folder`.",
-    )
+    return provenance
+
+
+def _write_folder(found: FolderPairs, examples: Mapping[str, list[str]], split_files: Mapping[str, list[str]],
+                  encoding: MaskEncoding, output_dir, info: DatasetCardInfo, provenance: dict, *, colour: bool,
+                  slice_axis: int, max_shard_size, overwrite: bool, progress: bool) -> list:
+    """Write the examples of every split as parquet shards (images as stored, scan frames as 8-bit PNGs, masks in
+    the encoding's stored form) with the card and metadata, into a staged `output_dir`; returns the shard stats."""
+    from tqdm.auto import tqdm
+
+    split_names = {split: [example for name in names for example in examples[name]] for split, names in split_files.items()}
     features = features_for([])
     with staged_output_dir(output_dir, overwrite=overwrite) as staging:
         writers = {split: ParquetShardWriter(staging / "data", split, features, max_shard_size=max_shard_size)
@@ -386,7 +425,7 @@ def convert_folder(
                         images = [(image_bytes, suffix)]
                     else:  # frame by frame, as 8-bit PNGs
                         images = ((frame, ".png") for frame, _ in _read_scan_frames(image_path, slice_axis)[2])
-                    masks = mask_frames(mask_path, colour=colours is not None, slice_axis=slice_axis)
+                    masks = mask_frames(mask_path, colour=colour, slice_axis=slice_axis)
                     for example, (image_bytes, suffix), pixels in zip(examples[name], images, masks):
                         writers[split].write_row({
                             "image": {"bytes": image_bytes, "path": f"{example}{suffix}"},
@@ -397,6 +436,4 @@ def convert_folder(
                         bar.update(1)
         stats = [writer.close() for writer in writers.values()]
         write_folder_metadata(staging, info, features, stats, split_names, provenance, encoding.id2label)
-    logger.info("Converted %s into %s: %s", images_dir, output_dir,
-                ", ".join(f"{s.name} {s.num_examples}" for s in stats))
-    return Path(output_dir)
+    return stats

@@ -10,7 +10,8 @@ A folder written here has the layout of a Hub dataset repo::
     data/test-00000-of-00001.parquet
 
 so ``datasets.load_dataset(folder)`` reads it, and pushing is one ``upload_folder``. Shards are written
-row group by row group (`ParquetShardWriter`), so a converter never holds a split in memory.
+row group by row group (`gms_hub.data.parquet.ParquetShardWriter`), so a converter never holds a split in memory;
+the card is rendered by `gms_hub.data.card`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from ..models.modelcard import CITATION
+from .card import DatasetCardInfo, render_dataset_card
+from .parquet import DEFAULT_MAX_SHARD_SIZE, ROWS_PER_GROUP, ParquetShardWriter, SplitStats
 
 logger = logging.getLogger(__name__)
 
@@ -39,185 +40,9 @@ __all__ = [
     "write_folder_metadata",
 ]
 
-DEFAULT_MAX_SHARD_SIZE = "500MB"
 ID2LABEL_FILE = "id2label.json"
 """Machine-readable class names of a dataset folder (transformers' convention: string keys, 0 = background)."""
-ROWS_PER_GROUP = 100  # what `datasets` uses for image columns: keeps row groups small for the dataset viewer
 SPLIT_ORDER = ("train", "validation", "test")
-
-GMS_CITATION = CITATION
-
-
-
-@dataclass
-class DatasetCardInfo:
-    """What a dataset card says about a benchmark besides its counts.
-
-    Args:
-        pretty_name (`str`): human-readable name.
-        license (`str`): Hub licence id (``cc0-1.0``, ``cc-by-nc-sa-4.0``, ``other``, ...).
-        description (`str`, defaults to ``""``): markdown paragraph(s) on what the data is.
-        source (`str`, *optional*): markdown on where the raw data comes from and under which terms.
-        citation (`str`, *optional*): BibTeX of the dataset's paper.
-        license_name (`str`, *optional*): short licence name when `license` is ``other``.
-        license_link (`str`, *optional*): URL of the licence terms when `license` is ``other``.
-        homepage (`str`, *optional*): where to download the raw data.
-        tags (`Sequence[str]`, defaults to ``("medical",)``): Hub tags.
-        task_categories (`Sequence[str]`, defaults to ``("image-segmentation",)``): Hub task categories.
-        body (`str`, *optional*): extra markdown appended to the card (e.g. generation details).
-    """
-
-    pretty_name: str
-    license: str
-    description: str = ""
-    source: Optional[str] = None
-    citation: Optional[str] = None
-    license_name: Optional[str] = None
-    license_link: Optional[str] = None
-    homepage: Optional[str] = None
-    tags: Sequence[str] = ("medical",)
-    task_categories: Sequence[str] = ("image-segmentation",)
-    body: Optional[str] = None
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "DatasetCardInfo":
-        """Build from a dict with the same keys (unknown keys are an error, so typos do not vanish)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise ValueError(f"Unknown dataset card keys {unknown}; expected some of {sorted(known)}.")
-        return cls(**dict(mapping))
-
-
-@dataclass
-class SplitStats:
-    """What `ParquetShardWriter.close` reports about one written split."""
-
-    name: str
-    num_examples: int
-    num_bytes: int  # in-memory Arrow size, what `dataset_info.splits[].num_bytes` means on the Hub
-    download_size: int  # bytes of the parquet files
-    files: list[str] = field(default_factory=list)
-
-
-def parse_size(size: int | str) -> int:
-    """``"500MB"`` -> 500_000_000; an int is returned as is."""
-    if isinstance(size, int):
-        return size
-    text = str(size).strip().upper()
-    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
-        if text.endswith(unit):
-            try:
-                return int(float(text[: -len(unit)]) * factor)
-            except ValueError:
-                break
-    if text.isdigit():
-        return int(text)
-    raise ValueError(f"Expected a size like 500MB, 2GB or a number of bytes, got {size!r}.")
-
-
-class ParquetShardWriter:
-    """Write one split as parquet shards ``data/{split}-0000i-of-0000n.parquet``, row group by row group.
-
-    Rows are buffered until a row group is full (`rows_per_group`), so memory stays at one row group; a new
-    shard starts when the current one passes `max_shard_size`. The Arrow schema carries the `datasets`
-    features in its metadata, so each shard decodes on its own as well.
-
-    Args:
-        data_dir (`str` or `os.PathLike`): the folder for the shards (``<dataset folder>/data``).
-        split (`str`): split name, the shard file prefix.
-        features (`datasets.Features`): the columns.
-        max_shard_size (`int` or `str`, defaults to ``"500MB"``): roll over to a new shard past this size.
-        rows_per_group (`int`, defaults to 100): rows per parquet row group.
-
-    Example:
-        >>> writer = ParquetShardWriter("out/data", "train", features)
-        >>> writer.write_row({"image": {"bytes": png, "path": "a.png"}, "mask": ..., "name": "a"})
-        >>> stats = writer.close()
-    """
-
-    def __init__(
-        self,
-        data_dir: str | os.PathLike,
-        split: str,
-        features,
-        max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
-        rows_per_group: int = ROWS_PER_GROUP,
-    ):
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.split = split
-        self.features = features
-        self.schema = features.arrow_schema
-        self.max_shard_bytes = parse_size(max_shard_size)
-        self.rows_per_group = int(rows_per_group)
-        self._rows: list[dict] = []
-        self._writer = None
-        self._shard_bytes = 0
-        self._paths: list[Path] = []
-        self.num_examples = 0
-        self.num_bytes = 0
-
-    def _open_shard(self) -> None:
-        import pyarrow.parquet as pq
-
-        path = self.data_dir / f"{self.split}-{len(self._paths):05d}.parquet.partial"
-        self._paths.append(path)
-        self._writer = pq.ParquetWriter(str(path), self.schema)
-        self._shard_bytes = 0
-
-    def write_table(self, table) -> None:
-        """Append a `pyarrow.Table` (already in this writer's schema) as one row group."""
-        if table.num_rows == 0:
-            return
-        if self._writer is None or self._shard_bytes >= self.max_shard_bytes:
-            if self._writer is not None:
-                self._writer.close()
-            self._open_shard()
-        table = table.cast(self.schema)  # also attaches the schema metadata with the features
-        self._writer.write_table(table, row_group_size=table.num_rows)
-        self._shard_bytes += table.nbytes
-        self.num_examples += table.num_rows
-        self.num_bytes += table.nbytes
-
-    def write_row(self, row: Mapping[str, Any]) -> None:
-        """Buffer one row (a dict with every column); flushes a row group when the buffer is full."""
-        self._rows.append(dict(row))
-        if len(self._rows) >= self.rows_per_group:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the buffered rows as a row group."""
-        import pyarrow as pa
-
-        if self._rows:
-            table = pa.Table.from_pylist(self._rows, schema=self.schema)
-            self._rows = []
-            self.write_table(table)
-
-    def close(self) -> SplitStats:
-        """Flush, close the last shard and give the shards their final ``-of-`` names."""
-        self.flush()
-        if self._writer is None:  # no rows: no file (`datasets` cannot load an empty split anyway)
-            return SplitStats(self.split, 0, 0, 0, [])
-        self._writer.close()
-        self._writer = None
-        total = len(self._paths)
-        final = []
-        for index, path in enumerate(self._paths):
-            target = self.data_dir / f"{self.split}-{index:05d}-of-{total:05d}.parquet"
-            path.replace(target)
-            final.append(target)
-        size = sum(path.stat().st_size for path in final)
-        return SplitStats(self.split, self.num_examples, self.num_bytes, size, [path.name for path in final])
-
-    def abort(self) -> None:
-        """Close and delete whatever was written."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        for path in self._paths:
-            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -250,161 +75,8 @@ def staged_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
     staging.replace(output_dir)
 
 
-def _size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return label
-    return "n>1M"
-
-
 def _ordered(names: Sequence[str]) -> list[str]:
     return sorted(names, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s))
-
-
-def _mask_sentence(id2label: Optional[Mapping[int, str]]) -> str:
-    if id2label is None or len(id2label) <= 2:
-        sentence = "`mask` is a single-channel PNG with values exactly 0 (background) and 255 (foreground)"
-        if id2label is not None:
-            sentence += f"; the foreground class is `{id2label[1]}`"
-        return sentence + "."
-    classes = ", ".join(f"{index} = `{label}`" for index, label in sorted(id2label.items()))
-    return (
-        "`mask` is a single-channel PNG of class indices (" + classes + "); the names are in `id2label.json` "
-        "and in this card's metadata (`id2label`)."
-    )
-
-
-def _split_provenance_lines(provenance: Mapping[str, Any]) -> list[str]:
-    """What the card says about where the split comes from: the paper's lists, a given list, or fractions."""
-    method = provenance.get("split_method", "paper")
-    lines = []
-    if method == "fractions":
-        lines.append(
-            f"Seeded split of all pairs (seed {provenance.get('seed')}): test fraction "
-            f"{provenance.get('test_fraction')}, validation fraction {provenance.get('validation_fraction')} of "
-            "the rest; names ranked by `sha256(f'{seed}:{name}')` (see `gms_hub.data.splits.carve_validation`), "
-            "so the split depends only on the seed and the set of names."
-        )
-        return lines
-    whose = "the paper's" if method == "paper" else "the given"
-    if provenance.get("split_source"):
-        lines.append(
-            f"`train` + `validation` is exactly {whose} train list and `test` exactly its test list, read "
-            f"from `{provenance['split_source']}` (sha256 `{provenance.get('split_sha256', '?')}`)."
-        )
-    if provenance.get("validation_names") is not None:
-        stratify = provenance.get("stratify_by")
-        lines.append(
-            f"`validation` is a seeded {provenance.get('validation_fraction')} of {whose} train list "
-            f"(seed {provenance.get('seed')}, {'stratified by `' + stratify + '`' if stratify else 'not stratified'}; "
-            "names ranked by `sha256(f'{seed}:{name}')`, see `gms_hub.data.splits.carve_validation`). Select "
-            "models on `validation` and touch `test` once"
-            + ("; the paper itself selected on `test`." if method == "paper" else ".")
-        )
-    return lines
-
-
-def render_dataset_card(
-    info: DatasetCardInfo,
-    features,
-    stats: Sequence[SplitStats],
-    provenance: Optional[Mapping[str, Any]] = None,
-    id2label: Optional[Mapping[int, str]] = None,
-) -> str:
-    """The ``README.md`` of a dataset folder: YAML metadata, then description, source, splits, citation.
-
-    Args:
-        info (`DatasetCardInfo`): pretty name, licence, description, source, citation.
-        features (`datasets.Features`): the columns (for ``dataset_info``).
-        stats (`Sequence[SplitStats]`): what was written per split.
-        provenance (`Mapping`, *optional*): split provenance: ``split_source``, ``split_sha256``,
-            ``validation_fraction``, ``seed``, ``stratify_by``, ``validation_names``, ``command``;
-            ``split_method`` (``"paper"`` by default, ``"list"`` for a user's split list, ``"fractions"``
-            with ``test_fraction`` for a seeded split) and ``mask_encoding`` (what the masks were read as).
-        id2label (`Mapping[int, str]`, *optional*): class names by mask value index (0 = background); recorded
-            in the YAML metadata as ``id2label`` with string keys. `None` for the benchmarks' binary masks.
-
-    Returns:
-        `str`: the card text.
-    """
-    from datasets import DatasetInfo, SplitDict, SplitInfo
-    from datasets.info import DatasetInfosDict
-    from huggingface_hub import DatasetCardData
-
-    splits = SplitDict()
-    for s in stats:
-        splits.add(SplitInfo(name=s.name, num_bytes=s.num_bytes, num_examples=s.num_examples))
-    dataset_info = DatasetInfo(
-        features=features,
-        splits=splits,
-        download_size=sum(s.download_size for s in stats),
-        dataset_size=sum(s.num_bytes for s in stats),
-    )
-    extra = {k: v for k, v in (("license_name", info.license_name), ("license_link", info.license_link)) if v}
-    card_data = DatasetCardData(
-        license=info.license,
-        task_categories=list(info.task_categories),
-        task_ids=["semantic-segmentation"],
-        tags=list(info.tags),
-        pretty_name=info.pretty_name,
-        size_categories=[_size_category(sum(s.num_examples for s in stats))],
-        configs=[
-            {
-                "config_name": "default",
-                "data_files": [{"split": s.name, "path": f"data/{s.name}-*"} for s in stats],
-            }
-        ],
-        **extra,
-    )
-    if id2label is not None:
-        card_data.id2label = {str(index): label for index, label in sorted(id2label.items())}
-    DatasetInfosDict({"default": dataset_info}).to_dataset_card_data(card_data)
-
-    lines = [f"# {info.pretty_name}", ""]
-    if info.description:
-        lines += [info.description.strip(), ""]
-    columns = ", ".join(f"`{name}`" for name in features)
-    lines += [
-        "Converted to the `gms_hub` schema: splits `train`, `validation`, `test`; columns " + columns + ". "
-        + _mask_sentence(id2label),
-        "",
-        "```python",
-        "from gms_hub.data import load_gms_dataset",
-        'train = load_gms_dataset("<this repo id or folder>", split="train")',
-        "```",
-        "",
-    ]
-    if info.source or info.homepage:
-        lines += ["## Source and licence", ""]
-        if info.homepage:
-            lines += [f"Raw data: {info.homepage}", ""]
-        if info.source:
-            lines += [info.source.strip(), ""]
-        licence = info.license_name or info.license
-        lines += [f"Licence: `{licence}`" + (f" ({info.license_link})" if info.license_link else "") + ".", ""]
-    lines += ["## Splits", "", "| split | examples |", "|---|---|"]
-    lines += [f"| {s.name} | {s.num_examples} |" for s in stats]
-    lines.append("")
-    if provenance:
-        lines += ["## Provenance", ""]
-        lines += _split_provenance_lines(provenance)
-        if provenance.get("scan_frames"):
-            lines.append(str(provenance["scan_frames"]))
-        if provenance.get("mask_encoding"):
-            lines.append(f"Masks were read as: {provenance['mask_encoding']}.")
-        if provenance.get("command"):
-            lines += ["", "Converted with:", "", "```bash", str(provenance["command"]), "```"]
-        if provenance.get("validation_names") is not None:
-            names = ", ".join(provenance["validation_names"])
-            lines += ["", "<details><summary>Validation names</summary>", "", names, "", "</details>"]
-        lines.append("")
-    if info.body:
-        lines += [info.body.strip(), ""]
-    lines += ["## Citation", ""]
-    if info.citation:
-        lines += ["Dataset:", "", "```bibtex", info.citation.strip(), "```", ""]
-    lines += ["GMS (split lists, conversion):", "", "```bibtex", GMS_CITATION, "```", ""]
-    return f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines)
 
 
 def write_folder_metadata(
