@@ -30,9 +30,7 @@ except ImportError:
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import gradio as gr
 
@@ -42,6 +40,7 @@ from space.api import ApiEndpoints
 from space.batch import TABLE_COLUMNS, BatchHandler
 from space.gallery import ExampleGallery
 from space.handlers import Segmenter
+from space.layout import ApiComponents, BatchTab, ImageInputs, ModelChoices, ResultOutputs, SingleImageTab
 from space.page import DEFAULT_OPACITY
 from space.preview import UploadPreview
 from space.registry import ModelRegistry
@@ -136,75 +135,6 @@ CSS = """
 #examples .caption-label { white-space: normal; }
 .gradio-container { max-width: 1400px !important; }
 """
-
-
-ModelChoices = List[Tuple[str, str]]
-
-
-@dataclass
-class ImageInputs:
-    """The single-image tab's left column: model, upload, preview and settings."""
-
-    model: gr.Dropdown
-    source: gr.Markdown
-    image_file: gr.File
-    preview: gr.Image
-    frame: gr.Slider
-    threshold: gr.Slider
-    num_samples: gr.Slider
-    tta: gr.Checkbox
-    button: gr.Button
-    gallery: Optional[gr.Gallery]
-
-
-@dataclass
-class ResultOutputs:
-    """The single-image tab's right column: the views of a result."""
-
-    overlay: gr.Image
-    legend: gr.HTML
-    opacity: gr.Slider
-    compare: gr.ImageSlider
-    heatmap: gr.Image
-    uncertainty: gr.Image
-    table: gr.HTML
-    mask_file: gr.File
-    seg_file: gr.File
-    seg_note: gr.Markdown
-
-
-@dataclass
-class ApiComponents:
-    """The API endpoints' own (hidden) outputs and buttons."""
-
-    overlay: gr.Image
-    mask: gr.File
-    prob: gr.Image
-    uncertainty: gr.File
-    stats: gr.JSON
-    seed: gr.Number
-    frame: gr.Number
-    segment: gr.Button
-    uncertain: gr.Button
-
-
-@dataclass
-class SingleImageTab:
-    inputs: ImageInputs
-    outputs: ResultOutputs
-    about: gr.Markdown
-    api: ApiComponents
-
-
-@dataclass
-class BatchTab:
-    files: gr.File
-    model: gr.Dropdown
-    threshold: gr.Slider
-    button: gr.Button
-    zip: gr.File
-    csv: gr.File
-    table: gr.Dataframe
 
 
 def build_demo() -> gr.Blocks:
