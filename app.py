@@ -4,9 +4,11 @@ Run locally with `python app.py` (http://127.0.0.1:7860). The API endpoint `/seg
 (image file, model name, threshold) and returns (overlay, mask PNG, probability map, stats);
 `/segment_uncertainty` adds posterior samples, test-time augmentation, a seed and the frame of a DICOM/NIfTI
 file, and returns the uncertainty map too; `/segment_batch` segments several images, DICOM files and NIfTI volumes.
-This file builds the page and wires its events; what they do lives in the `space/` package beside it (handlers
-in `space.handlers` and `space.batch`, model registry in `space.registry`, upload handling in `space.results`,
-rendering in `space.page`, settings in `space.config`). Environment: `GMS_MODELS`, `GMS_MODELS_FILE`,
+This file builds the page and wires its events; what they do lives in the `space/` package beside it (the
+segmenter in `space.handlers`, the API in `space.api`, the page's result in `space.views`, the upload preview in
+`space.preview`, the model panel in `space.about`, the examples in `space.gallery`, the batch tab in
+`space.batch`, the model registry in `space.registry`, upload handling in `space.results`, rendering in
+`space.page`, settings in `space.config`). Environment: `GMS_MODELS`, `GMS_MODELS_FILE`,
 `GMS_DEMO_MODEL`, `GMS_DEVICE`, `GMS_PRECISION`, `GMS_MAX_IMAGE_PIXELS`, `GMS_MAX_BATCH_FILES`,
 `GMS_MAX_BATCH_FRAMES`, `GMS_CONCURRENCY`, `GMS_QUEUE_SIZE`, `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`,
 `HF_HUB_OFFLINE` (see the README's `app` section).
@@ -33,11 +35,17 @@ from pathlib import Path
 import gradio as gr
 
 from gms_hub.io.reading import DEFAULT_MAX_PIXELS
+from space.about import ModelInfo
+from space.api import ApiEndpoints
 from space.batch import TABLE_COLUMNS, BatchHandler
-from space.handlers import SpaceHandlers
+from space.gallery import ExampleGallery
+from space.handlers import Segmenter
+from space.layout import ApiComponents, BatchTab, ImageInputs, ModelChoices, ResultOutputs, SingleImageTab
 from space.page import DEFAULT_OPACITY
+from space.preview import UploadPreview
 from space.registry import ModelRegistry
 from space.results import InputError, read_upload
+from space.views import ResultViews
 
 logger = logging.getLogger("gms_app")
 if __name__ == "__main__":
@@ -84,21 +92,25 @@ def _forward(model_name, pixel_values, num_samples=0, tta=False, seed=None):
     return registry.mask_probabilities(model_name, pixel_values, num_samples=num_samples, tta=tta, seed=seed)
 
 
-handlers = SpaceHandlers(registry, _forward, OUTPUT_DIR, MAX_PIXELS, max_samples=MAX_SAMPLES, examples=EXAMPLES,
-                         examples_dir=EXAMPLES_DIR)
-batch = BatchHandler(handlers, max_files=MAX_BATCH_FILES, max_frames=MAX_BATCH_FRAMES)
+segmenter = Segmenter(registry, _forward, OUTPUT_DIR, MAX_PIXELS, max_samples=MAX_SAMPLES)
+api = ApiEndpoints(segmenter)
+views = ResultViews(segmenter)
+previews = UploadPreview(segmenter)
+model_info = ModelInfo(registry)
+example_gallery = ExampleGallery(EXAMPLES, EXAMPLES_DIR, OUTPUT_DIR)
+batch = BatchHandler(segmenter, max_files=MAX_BATCH_FILES, max_frames=MAX_BATCH_FRAMES)
 # The endpoints and the page's events, by the names the API and the tests know them.
-segment = handlers.segment
-segment_uncertainty = handlers.segment_uncertainty
-rethreshold = handlers.rethreshold
-segment_page = handlers.segment_page
-show_preview = handlers.show_preview
-show_frame = handlers.show_frame
-update_view = handlers.update_view
-show_result = handlers.show_result
-describe_source = handlers.describe_source
-about_model = handlers.about_model
-load_example = handlers.load_example
+segment = api.segment
+segment_uncertainty = api.segment_uncertainty
+rethreshold = views.rethreshold
+segment_page = views.segment_page
+show_preview = previews.show_preview
+show_frame = previews.show_frame
+update_view = views.update_view
+show_result = views.show_result
+describe_source = model_info.describe_source
+about_model = model_info.about_model
+load_example = example_gallery.load_example
 segment_batch = batch.segment_batch
 
 
@@ -126,174 +138,238 @@ CSS = """
 
 
 def build_demo() -> gr.Blocks:
-    network = "online" if registry.online else "offline (no network found at startup)"
+    """The page: a header, the single-image tab, the batch tab, their events, and the queue."""
     model_choices = [(registry.label(key), key) for key in registry.names()]
     with gr.Blocks(title="GMS: Generative Medical Segmentation", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(
-            "# GMS: Generative Medical Segmentation\n"
-            "A frozen Stable Diffusion VAE encodes the image, a 1.5 M-parameter latent mapping model turns the "
-            "image latent into a mask latent, and the same VAE decodes the mask "
-            "([Huo et al., AAAI 2025](https://arxiv.org/abs/2403.18198)). "
-            f"Research demo, not for diagnosis. Network: {network}."
-        )
+        page_header()
         with gr.Tabs():
-            with gr.Tab("Segment an image", id="single"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(min_width=320):
-                        model = gr.Dropdown(
-                            choices=model_choices,
-                            value="busi",
-                            label="Model (benchmark it was trained on, or a configured model)",
-                            allow_custom_value=True,  # so the API gets our message for an unknown name
-                            elem_id="model",
-                        )
-                        source = gr.Markdown(describe_source("busi"), elem_id="model-source")
-                        # No file_types: DICOM exports often have no extension; the reader decides and explains.
-                        image_file = gr.File(
-                            label=f"Image: drop, paste or click to choose ({MEDICAL_HINT})",
-                            height=120,
-                            elem_id="image-file",
-                        )
-                        preview = gr.Image(
-                            label="Your image (as the model sees it)", type="filepath", interactive=False,
-                            height=300, buttons=["fullscreen"], elem_id="preview",
-                        )
-                        # Shown only for a DICOM/NIfTI file with several frames; the maximum is set per upload.
-                        frame = gr.Slider(1, 10_000, value=1, step=1, label="Frame", visible=False, elem_id="frame")
-                        threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold (re-thresholds without rerunning)")
-                        with gr.Row():
-                            num_samples = gr.Slider(
-                                0, MAX_SAMPLES, value=0, step=1, elem_id="num-samples", min_width=200,
-                                label="Posterior samples (0 = the paper's single pass)",
-                                info="Each sample is one more decode.",
-                            )
-                            tta = gr.Checkbox(False, label="Test-time augmentation (8 flips and turns)", elem_id="tta",
-                                              min_width=160)
-                        button = gr.Button("Segment", variant="primary", elem_id="segment-button")
-                        examples = handlers.example_thumbnails()
-                        if examples:
-                            gallery = gr.Gallery(
-                                value=examples, label="Examples (click one to segment it)", columns=4, rows=1,
-                                height=180, allow_preview=False, object_fit="contain", buttons=[], elem_id="examples",
-                            )
-                    with gr.Column(min_width=320):
-                        with gr.Tabs():
-                            with gr.Tab("Overlay", id="overlay-tab"):
-                                overlay = gr.Image(label="Mask overlay", type="filepath", interactive=False,
-                                                   height=360, elem_id="overlay")
-                                legend = gr.HTML("", visible=False, elem_id="legend")  # multi-class models only
-                                opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity",
-                                                    elem_id="opacity")
-                            with gr.Tab("Compare", id="compare-tab", elem_id="compare-tab"):
-                                compare = gr.ImageSlider(label="Before / after (drag the handle)", type="filepath",
-                                                         interactive=False, max_height=360, elem_id="compare")
-                            with gr.Tab("Probability", id="probability-tab", elem_id="probability-tab"):
-                                heatmap = gr.Image(label="Probability heat map", type="filepath", interactive=False,
-                                                   height=360, buttons=[], elem_id="heatmap")  # no toolbar over the bar
-                            with gr.Tab("Uncertainty", id="uncertainty-tab", elem_id="uncertainty-tab"):
-                                gr.Markdown("Normalised predictive entropy over the passes: 0 where they agree, 1 where "
-                                            "they disagree most. Set posterior samples above 0 or tick test-time "
-                                            "augmentation, then Segment.")
-                                uncertainty = gr.Image(label="Uncertainty map", type="filepath", interactive=False,
-                                                       height=360, buttons=[], elem_id="uncertainty")
-                        table = gr.HTML("<p>Segment an image to see its numbers here.</p>", label="Result",
-                                        elem_id="result-table")
-                        mask_file = gr.File(label="Mask PNG (input size, values 0/255; 0..K for several classes)",
-                                            interactive=False, elem_id="mask-file")
-                        seg_file = gr.File(label="DICOM SEG of the mask", interactive=False, visible=False,
-                                           elem_id="seg-file")
-                        seg_note = gr.Markdown("", visible=False, elem_id="seg-note")
-                with gr.Accordion("About this model", open=False, elem_id="about"):
-                    about = gr.Markdown(about_model("busi"), elem_id="model-card")
-                # The API endpoints' own outputs and buttons: the page shows results differently (heat map, table),
-                # and its button takes the frame and the uncertainty controls, which /segment does not.
-                with gr.Group(visible=False):
-                    api_overlay = gr.Image(type="filepath", format="png")
-                    api_mask = gr.File()
-                    api_prob = gr.Image(type="filepath", format="png")
-                    api_uncertainty = gr.File()
-                    api_stats = gr.JSON()
-                    api_seed = gr.Number(0, precision=0)
-                    api_frame = gr.Number(1, precision=0)
-                    api_segment = gr.Button()
-                    api_uncertain = gr.Button()
-            with gr.Tab("Batch", id="batch"):
-                gr.Markdown("Segment many files with one model: a zip of the masks (PNG per image, NIfTI per NIfTI "
-                            "volume, DICOM SEG per DICOM file) and a CSV with one row per frame or slice.")
-                with gr.Row(equal_height=False):
-                    with gr.Column(min_width=320):
-                        batch_files = gr.File(label="Files: images, DICOM, NIfTI (several at once)", file_count="multiple",
-                                              elem_id="batch-files")
-                        batch_model = gr.Dropdown(choices=model_choices, value="busi", label="Model",
-                                                  allow_custom_value=True, elem_id="batch-model")
-                        batch_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold")
-                        batch_button = gr.Button("Segment all", variant="primary", elem_id="batch-button")
-                    with gr.Column(min_width=320):
-                        batch_zip = gr.File(label="Masks (zip)", interactive=False, elem_id="batch-zip")
-                        batch_csv = gr.File(label="Stats (CSV)", interactive=False, elem_id="batch-csv")
-                        batch_table = gr.Dataframe(headers=list(TABLE_COLUMNS),
-                                                   label="Results", interactive=False, wrap=True, elem_id="batch-table")
+            single = single_image_tab(model_choices)
+            batch_tab = batch_files_tab(model_choices)
         # Cached probabilities (model resolution) + preview for the sliders; per session, expiring.
         result = gr.State(None, time_to_live=STATE_TTL_S)
-        page_views = [overlay, compare, mask_file, table, legend, seg_file, seg_note, heatmap, uncertainty]
-        page_inputs = [image_file, model, threshold, frame, num_samples, tta]
+        wire_api_endpoints(single)
+        wire_single_image_page(demo, single, result)
+        wire_batch_tab(batch_tab)
+    configure_queue(demo)
+    return demo
 
-        api_segment.click(
-            segment,
-            inputs=[image_file, model, threshold],
-            outputs=[api_overlay, api_mask, api_prob, api_stats],
-            api_name="segment",
-            api_description="Segment an image: (image file, model name, threshold) -> (overlay, mask PNG, probability map, stats).",
-        )
-        api_uncertain.click(
-            segment_uncertainty,
-            inputs=[image_file, model, threshold, num_samples, tta, api_seed, api_frame],
-            outputs=[api_overlay, api_mask, api_prob, api_uncertainty, api_stats],
-            api_name="segment_uncertainty",
-            api_description="Segment one image or one DICOM/NIfTI frame with posterior samples and test-time "
-            "augmentation: (image file, model name, threshold, num_samples 0-16, tta, seed, frame from 1) -> "
-            "(overlay, mask PNG, probability map, uncertainty map PNG (16-bit), stats with mean_uncertainty).",
-        )
-        button.click(segment_page, inputs=page_inputs, outputs=result, api_visibility="private").success(
-            show_result, inputs=[result, threshold, opacity], outputs=page_views, api_visibility="private"
-        ).then(describe_source, inputs=model, outputs=source, api_visibility="private")
-        for control in (threshold, opacity):
-            control.release(
-                update_view, inputs=[result, threshold, opacity], outputs=page_views[:7],
-                api_visibility="private", concurrency_id="rethreshold", concurrency_limit=4,
-            )
-        image_file.change(show_preview, inputs=image_file, outputs=[preview, frame], api_visibility="private",
-                          concurrency_id="preview", concurrency_limit=4)
-        frame.release(show_frame, inputs=[image_file, frame], outputs=preview, api_visibility="private",
-                      concurrency_id="preview", concurrency_limit=4)
-        model.change(describe_source, inputs=model, outputs=source, api_visibility="private", queue=False)
-        model.change(about_model, inputs=model, outputs=about, api_visibility="private", queue=False)
-        demo.load(describe_source, inputs=model, outputs=source, api_visibility="private", queue=False)
-        if examples:
-            gallery.select(load_example, outputs=[image_file, model, frame], api_visibility="private",
-                           queue=False).then(
-                segment_page, inputs=page_inputs, outputs=result, api_visibility="private",
-            ).success(
-                show_result, inputs=[result, threshold, opacity], outputs=page_views, api_visibility="private"
-            ).then(describe_source, inputs=model, outputs=source, api_visibility="private")
 
-        batch_button.click(
-            segment_batch,
-            inputs=[batch_files, batch_model, batch_threshold],
-            outputs=[batch_zip, batch_csv, batch_table],
-            api_name="segment_batch",
-            api_description="Segment several images, DICOM files and NIfTI volumes: (files, model name, threshold) -> "
-            "(zip of masks: PNG per image, NIfTI per NIfTI, DICOM SEG per DICOM; stats CSV with one row per frame; "
-            "rows [file, frame, area_px, area_percent, area_mm2, error]).",
-            concurrency_id="segment_batch",
-            concurrency_limit=1,
-        )
+# ---------------------------------------------------------------------------------------------- shared parts
+def page_header() -> None:
+    network = "online" if registry.online else "offline (no network found at startup)"
+    gr.Markdown(
+        "# GMS: Generative Medical Segmentation\n"
+        "A frozen Stable Diffusion VAE encodes the image, a 1.5 M-parameter latent mapping model turns the "
+        "image latent into a mask latent, and the same VAE decodes the mask "
+        "([Huo et al., AAAI 2025](https://arxiv.org/abs/2403.18198)). "
+        f"Research demo, not for diagnosis. Network: {network}."
+    )
+
+
+def about_panel() -> gr.Markdown:
+    with gr.Accordion("About this model", open=False, elem_id="about"):
+        return gr.Markdown(about_model("busi"), elem_id="model-card")
+
+
+def configure_queue(demo: gr.Blocks) -> None:
     # The queue bounds concurrent forward passes (and so memory); extra requests wait, beyond max_size they are refused.
     demo.queue(
         default_concurrency_limit=int(os.environ.get("GMS_CONCURRENCY", 2)),
         max_size=int(os.environ.get("GMS_QUEUE_SIZE", 32)),
     )
-    return demo
+
+
+# ---------------------------------------------------------------------------------------------- single image
+def single_image_tab(model_choices: ModelChoices) -> SingleImageTab:
+    with gr.Tab("Segment an image", id="single"):
+        with gr.Row(equal_height=False):
+            with gr.Column(min_width=320):
+                inputs = image_inputs(model_choices)
+            with gr.Column(min_width=320):
+                outputs = result_outputs()
+        about = about_panel()
+        api = api_components()
+    return SingleImageTab(inputs=inputs, outputs=outputs, about=about, api=api)
+
+
+def image_inputs(model_choices: ModelChoices) -> ImageInputs:
+    model = gr.Dropdown(
+        choices=model_choices,
+        value="busi",
+        label="Model (benchmark it was trained on, or a configured model)",
+        allow_custom_value=True,  # so the API gets our message for an unknown name
+        elem_id="model",
+    )
+    source = gr.Markdown(describe_source("busi"), elem_id="model-source")
+    # No file_types: DICOM exports often have no extension; the reader decides and explains.
+    image_file = gr.File(
+        label=f"Image: drop, paste or click to choose ({MEDICAL_HINT})",
+        height=120,
+        elem_id="image-file",
+    )
+    preview = gr.Image(
+        label="Your image (as the model sees it)", type="filepath", interactive=False,
+        height=300, buttons=["fullscreen"], elem_id="preview",
+    )
+    # Shown only for a DICOM/NIfTI file with several frames; the maximum is set per upload.
+    frame = gr.Slider(1, 10_000, value=1, step=1, label="Frame", visible=False, elem_id="frame")
+    threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold (re-thresholds without rerunning)")
+    with gr.Row():
+        num_samples = gr.Slider(
+            0, MAX_SAMPLES, value=0, step=1, elem_id="num-samples", min_width=200,
+            label="Posterior samples (0 = the paper's single pass)",
+            info="Each sample is one more decode.",
+        )
+        tta = gr.Checkbox(False, label="Test-time augmentation (8 flips and turns)", elem_id="tta",
+                          min_width=160)
+    button = gr.Button("Segment", variant="primary", elem_id="segment-button")
+    gallery = None
+    examples = example_gallery.example_thumbnails()
+    if examples:
+        gallery = gr.Gallery(
+            value=examples, label="Examples (click one to segment it)", columns=4, rows=1,
+            height=180, allow_preview=False, object_fit="contain", buttons=[], elem_id="examples",
+        )
+    return ImageInputs(model=model, source=source, image_file=image_file, preview=preview, frame=frame,
+                       threshold=threshold, num_samples=num_samples, tta=tta, button=button, gallery=gallery)
+
+
+def result_outputs() -> ResultOutputs:
+    with gr.Tabs():
+        with gr.Tab("Overlay", id="overlay-tab"):
+            overlay = gr.Image(label="Mask overlay", type="filepath", interactive=False,
+                               height=360, elem_id="overlay")
+            legend = gr.HTML("", visible=False, elem_id="legend")  # multi-class models only
+            opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity",
+                                elem_id="opacity")
+        with gr.Tab("Compare", id="compare-tab", elem_id="compare-tab"):
+            compare = gr.ImageSlider(label="Before / after (drag the handle)", type="filepath",
+                                     interactive=False, max_height=360, elem_id="compare")
+        with gr.Tab("Probability", id="probability-tab", elem_id="probability-tab"):
+            heatmap = gr.Image(label="Probability heat map", type="filepath", interactive=False,
+                               height=360, buttons=[], elem_id="heatmap")  # no toolbar over the bar
+        with gr.Tab("Uncertainty", id="uncertainty-tab", elem_id="uncertainty-tab"):
+            gr.Markdown("Normalised predictive entropy over the passes: 0 where they agree, 1 where "
+                        "they disagree most. Set posterior samples above 0 or tick test-time "
+                        "augmentation, then Segment.")
+            uncertainty = gr.Image(label="Uncertainty map", type="filepath", interactive=False,
+                                   height=360, buttons=[], elem_id="uncertainty")
+    table = gr.HTML("<p>Segment an image to see its numbers here.</p>", label="Result",
+                    elem_id="result-table")
+    mask_file = gr.File(label="Mask PNG (input size, values 0/255; 0..K for several classes)",
+                        interactive=False, elem_id="mask-file")
+    seg_file = gr.File(label="DICOM SEG of the mask", interactive=False, visible=False,
+                       elem_id="seg-file")
+    seg_note = gr.Markdown("", visible=False, elem_id="seg-note")
+    return ResultOutputs(overlay=overlay, legend=legend, opacity=opacity, compare=compare, heatmap=heatmap,
+                         uncertainty=uncertainty, table=table, mask_file=mask_file, seg_file=seg_file,
+                         seg_note=seg_note)
+
+
+def api_components() -> ApiComponents:
+    # The API endpoints' own outputs and buttons: the page shows results differently (heat map, table),
+    # and its button takes the frame and the uncertainty controls, which /segment does not.
+    with gr.Group(visible=False):
+        return ApiComponents(
+            overlay=gr.Image(type="filepath", format="png"),
+            mask=gr.File(),
+            prob=gr.Image(type="filepath", format="png"),
+            uncertainty=gr.File(),
+            stats=gr.JSON(),
+            seed=gr.Number(0, precision=0),
+            frame=gr.Number(1, precision=0),
+            segment=gr.Button(),
+            uncertain=gr.Button(),
+        )
+
+
+def wire_api_endpoints(single: SingleImageTab) -> None:
+    inputs, api = single.inputs, single.api
+    api.segment.click(
+        segment,
+        inputs=[inputs.image_file, inputs.model, inputs.threshold],
+        outputs=[api.overlay, api.mask, api.prob, api.stats],
+        api_name="segment",
+        api_description="Segment an image: (image file, model name, threshold) -> (overlay, mask PNG, probability map, stats).",
+    )
+    api.uncertain.click(
+        segment_uncertainty,
+        inputs=[inputs.image_file, inputs.model, inputs.threshold, inputs.num_samples, inputs.tta, api.seed, api.frame],
+        outputs=[api.overlay, api.mask, api.prob, api.uncertainty, api.stats],
+        api_name="segment_uncertainty",
+        api_description="Segment one image or one DICOM/NIfTI frame with posterior samples and test-time "
+        "augmentation: (image file, model name, threshold, num_samples 0-16, tta, seed, frame from 1) -> "
+        "(overlay, mask PNG, probability map, uncertainty map PNG (16-bit), stats with mean_uncertainty).",
+    )
+
+
+def wire_single_image_page(demo: gr.Blocks, single: SingleImageTab, result: gr.State) -> None:
+    """The page's own events (private: not part of the API)."""
+    inputs, out = single.inputs, single.outputs
+    page_views = [out.overlay, out.compare, out.mask_file, out.table, out.legend, out.seg_file, out.seg_note,
+                  out.heatmap, out.uncertainty]
+    page_inputs = [inputs.image_file, inputs.model, inputs.threshold, inputs.frame, inputs.num_samples, inputs.tta]
+    view_inputs = [result, inputs.threshold, out.opacity]
+
+    inputs.button.click(segment_page, inputs=page_inputs, outputs=result, api_visibility="private").success(
+        show_result, inputs=view_inputs, outputs=page_views, api_visibility="private"
+    ).then(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private")
+    for control in (inputs.threshold, out.opacity):
+        control.release(
+            update_view, inputs=view_inputs, outputs=page_views[:7],
+            api_visibility="private", concurrency_id="rethreshold", concurrency_limit=4,
+        )
+    inputs.image_file.change(show_preview, inputs=inputs.image_file, outputs=[inputs.preview, inputs.frame],
+                             api_visibility="private", concurrency_id="preview", concurrency_limit=4)
+    inputs.frame.release(show_frame, inputs=[inputs.image_file, inputs.frame], outputs=inputs.preview,
+                         api_visibility="private", concurrency_id="preview", concurrency_limit=4)
+    inputs.model.change(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private",
+                        queue=False)
+    inputs.model.change(about_model, inputs=inputs.model, outputs=single.about, api_visibility="private", queue=False)
+    demo.load(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private", queue=False)
+    if inputs.gallery is not None:
+        inputs.gallery.select(load_example, outputs=[inputs.image_file, inputs.model, inputs.frame],
+                              api_visibility="private", queue=False).then(
+            segment_page, inputs=page_inputs, outputs=result, api_visibility="private",
+        ).success(
+            show_result, inputs=view_inputs, outputs=page_views, api_visibility="private"
+        ).then(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private")
+
+
+# ---------------------------------------------------------------------------------------------- batch
+def batch_files_tab(model_choices: ModelChoices) -> BatchTab:
+    with gr.Tab("Batch", id="batch"):
+        gr.Markdown("Segment many files with one model: a zip of the masks (PNG per image, NIfTI per NIfTI "
+                    "volume, DICOM SEG per DICOM file) and a CSV with one row per frame or slice.")
+        with gr.Row(equal_height=False):
+            with gr.Column(min_width=320):
+                files = gr.File(label="Files: images, DICOM, NIfTI (several at once)", file_count="multiple",
+                                elem_id="batch-files")
+                model = gr.Dropdown(choices=model_choices, value="busi", label="Model",
+                                    allow_custom_value=True, elem_id="batch-model")
+                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold")
+                button = gr.Button("Segment all", variant="primary", elem_id="batch-button")
+            with gr.Column(min_width=320):
+                zip_file = gr.File(label="Masks (zip)", interactive=False, elem_id="batch-zip")
+                csv_file = gr.File(label="Stats (CSV)", interactive=False, elem_id="batch-csv")
+                table = gr.Dataframe(headers=list(TABLE_COLUMNS),
+                                     label="Results", interactive=False, wrap=True, elem_id="batch-table")
+    return BatchTab(files=files, model=model, threshold=threshold, button=button, zip=zip_file, csv=csv_file,
+                    table=table)
+
+
+def wire_batch_tab(tab: BatchTab) -> None:
+    tab.button.click(
+        segment_batch,
+        inputs=[tab.files, tab.model, tab.threshold],
+        outputs=[tab.zip, tab.csv, tab.table],
+        api_name="segment_batch",
+        api_description="Segment several images, DICOM files and NIfTI volumes: (files, model name, threshold) -> "
+        "(zip of masks: PNG per image, NIfTI per NIfTI, DICOM SEG per DICOM; stats CSV with one row per frame; "
+        "rows [file, frame, area_px, area_percent, area_mm2, error]).",
+        concurrency_id="segment_batch",
+        concurrency_limit=1,
+    )
 
 
 demo = build_demo()

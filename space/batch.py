@@ -21,7 +21,7 @@ import gradio as gr
 from gms_hub.io.mask_files import MaskWriter, class_names
 
 from .config import UnknownModelError
-from .handlers import SpaceHandlers, upload_stem, user_error
+from .handlers import Segmenter, upload_kind, upload_stem, user_error
 from .registry import ModelUnavailableError
 from .results import InputError, check_threshold, mask_stats, open_upload, result_labels, upload_frame
 
@@ -77,16 +77,17 @@ def write_batch_outputs(rows: Sequence[Dict], masks: Mapping[str, PathLike], fol
 
 
 class BatchHandler:
-    """`segment_batch`, bound to the page's handlers (registry, forward pass, results folder) and the limits.
+    """`segment_batch`, bound to the segmenter the single-image endpoints use (registry, forward pass, results
+    folder) and the limits.
 
     Args:
-        handlers (`SpaceHandlers`): what the single-image endpoints use.
+        segmenter (`Segmenter`): reads, segments and renders one frame.
         max_files (`int`, defaults to 50): most files per batch.
         max_frames (`int`, defaults to 1000): most frames (or slices) of one file.
     """
 
-    def __init__(self, handlers: SpaceHandlers, max_files: int = 50, max_frames: int = 1000):
-        self.handlers, self.max_files, self.max_frames = handlers, int(max_files), int(max_frames)
+    def __init__(self, segmenter: Segmenter, max_files: int = 50, max_frames: int = 1000):
+        self.segmenter, self.max_files, self.max_frames = segmenter, int(max_files), int(max_frames)
 
     def segment_batch(self, image_files, model_name, threshold, progress=gr.Progress()):
         """Segment several images, DICOM files and NIfTI volumes (every frame and slice) with one model.
@@ -108,26 +109,27 @@ class BatchHandler:
         if len(files) > self.max_files:
             raise gr.Error(f"{len(files)} files were uploaded; the limit is {self.max_files} per batch. Split them.",
                            print_exception=False)
-        registry = self.handlers.registry
+        registry = self.segmenter.registry
         try:
             threshold = check_threshold(threshold)
             key = registry.normalize(model_name)
             registry.get(key)  # fail once, before the loop, when no model loads
         except (InputError, UnknownModelError, ModelUnavailableError) as err:
             raise user_error(err) from None
-        folder = self.handlers.new_output_folder()
+        folder = self.segmenter.new_output_folder()
         rows: List[Dict] = []
         masks: Dict[str, str] = {}
         stems = set()
         for index, image_file in enumerate(files):
             name = Path(str(image_file)).name
-            stem = upload_stem(image_file)
+            kind = upload_kind(image_file)  # decided once here, carried to the output names and the mask format
+            stem = upload_stem(image_file, kind)
             if stem in stems:  # two uploads with the same name
                 stem = f"{stem}_{index}"
             stems.add(stem)
             base = {"file": name, "model": key, "threshold": threshold}
             try:
-                file_rows, file_masks = self._segment_file(image_file, key, threshold, stem, folder, base,
+                file_rows, file_masks = self._segment_file(image_file, kind, key, threshold, stem, folder, base,
                                                            lambda done: progress((index + done) / len(files),
                                                                                  desc=f"Segmenting {name}"))
             except InputError as err:
@@ -144,24 +146,25 @@ class BatchHandler:
         table = [[row.get(column, "") for column in TABLE_COLUMNS] for row in rows]
         return zip_path, csv_path, table
 
-    def _segment_file(self, image_file, key, threshold, stem, folder, base, report):
-        """Every frame of one upload: (its CSV rows, {name in the zip: mask file})."""
-        handlers, registry = self.handlers, self.handlers.registry
-        opened = open_upload(image_file, max_pixels=handlers.max_pixels)
+    def _segment_file(self, image_file, kind, key, threshold, stem, folder, base, report):
+        """Every frame of one upload of `kind` (`upload_kind`): (its CSV rows, {name in the zip: mask file})."""
+        segmenter, registry = self.segmenter, self.segmenter.registry
+        # The library's reader still decides the format itself (it takes no decided format yet); same file, same answer.
+        opened = open_upload(image_file, max_pixels=segmenter.max_pixels)
         if opened.num_frames > self.max_frames:
             raise InputError(f"'{opened.path.name}' has {opened.num_frames} frames; a batch segments at most "
                              f"{self.max_frames} per file. Use `python -m gms_hub.predict` for larger volumes.")
         id2label = registry.class_names(key)
         num_classes = len(id2label) - 1
         writer = MaskWriter(
-            opened, folder, stem, output_format="dicom-seg" if opened.kind == "dicom" else "auto",
+            opened, folder, stem, output_format="dicom-seg" if kind == "dicom" else "auto",
             num_classes=num_classes, names=class_names(num_classes, id2label),
             model_id=registry.get(key).source.location, png_suffix="_mask",
         )
         rows = []
         for frame in range(opened.num_frames):
             report(frame / opened.num_frames)
-            result = handlers.segment_frame(upload_frame(opened, frame), key, image_file)
+            result = segmenter.segment_frame(upload_frame(opened, frame), key, image_file)
             labels = result_labels(result, threshold)  # (H, W) bool, or uint8 0..K for a multi-class model
             row = writer.add(frame, labels)
             row["mask"] = row.pop("mask_file")

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gms_hub.io.reading import DEFAULT_MAX_PIXELS
-from space.results import display_image, probability_image, read_upload_frame
+from space.results import UploadFrame, display_image, probability_image, read_upload_frame
 from gms_hub.models.processing import to_float_rgb
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ __all__ = [
     "ClassRow",
     "DEFAULT_OPACITY",
     "colormap_lut",
+    "frame_preview",
     "heatmap_with_colorbar",
     "legend_html",
     "model_card_markdown",
@@ -67,7 +68,11 @@ def preview_image(path: PathLike, frame: int = 0, max_pixels: int = DEFAULT_MAX_
         >>> preview_image("examples/ultrasound_16bit.png").dtype
         dtype('uint8')
     """
-    upload = read_upload_frame(path, frame=frame, max_pixels=max_pixels)
+    return frame_preview(read_upload_frame(path, frame=frame, max_pixels=max_pixels))
+
+
+def frame_preview(upload: UploadFrame) -> np.ndarray:
+    """An upload's frame already read (`read_upload_frame`) as `preview_image` renders it: (h, w, 3) uint8."""
     return display_image(to_float_rgb(upload.image, value_range=upload.value_range))  # (h, w, 3) uint8
 
 
