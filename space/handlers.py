@@ -23,7 +23,8 @@ from PIL import Image
 
 from gms_hub.io.dicom import write_dicom_seg
 from gms_hub.io.mask_files import write_label_png
-from gms_hub.io.medical import MedicalImageError, detect_medical_format, strip_suffix
+from gms_hub.io.medical import MedicalImageError, strip_suffix
+from gms_hub.io.reading import detect_medical_format
 from gms_hub.models.processing import resize_probabilities
 from gms_hub.io.visualize import label_colors, overlay_labels
 
