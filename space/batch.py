@@ -149,8 +149,7 @@ class BatchHandler:
     def _segment_file(self, image_file, kind, key, threshold, stem, folder, base, report):
         """Every frame of one upload of `kind` (`upload_kind`): (its CSV rows, {name in the zip: mask file})."""
         segmenter, registry = self.segmenter, self.segmenter.registry
-        # The library's reader still decides the format itself (it takes no decided format yet); same file, same answer.
-        opened = open_upload(image_file, max_pixels=segmenter.max_pixels)
+        opened = open_upload(image_file, max_pixels=segmenter.max_pixels, kind=kind)  # not sniffed again
         if opened.num_frames > self.max_frames:
             raise InputError(f"'{opened.path.name}' has {opened.num_frames} frames; a batch segments at most "
                              f"{self.max_frames} per file. Use `python -m gms_hub.predict` for larger volumes.")

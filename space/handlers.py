@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from gms_hub.io.mask_files import write_label_png
-from gms_hub.io.medical import MedicalImageError, detect_medical_format, strip_suffix
+from gms_hub.io.medical import MedicalImageError, strip_suffix
+from gms_hub.io.reading import detect_format
 from gms_hub.io.visualize import label_colors, overlay_labels
 
 from .config import UnknownModelError
@@ -83,7 +84,7 @@ def upload_kind(path) -> str:
         >>> upload_kind("scan.nii.gz")
         'nifti'
     """
-    return detect_medical_format(path) or "image"
+    return detect_format(path)
 
 
 def upload_stem(path, kind: str) -> str:

@@ -94,13 +94,16 @@ class UploadFrame:
         return pixel_area_mm2(self.spacing)
 
 
-def open_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_MAX_PIXELS) -> InputFile:
+def open_upload(
+    path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_MAX_PIXELS, kind: Optional[str] = None
+) -> InputFile:
     """Open an upload with `gms_hub.io.reading.read_input` (frames of DICOM/NIfTI decoded later), errors worded for
     the user (the reader applies the image size limits to DICOM/NIfTI frames too).
 
     Args:
         path (`str` or `os.PathLike`): the uploaded file.
         max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted rows x columns of a frame.
+        kind (`str`, *optional*): the format already decided at the door (`upload_kind`); detected here if `None`.
 
     Returns:
         `gms_hub.io.reading.InputFile`.
@@ -115,7 +118,7 @@ def open_upload(path: Optional["os.PathLike | str"], max_pixels: int = DEFAULT_M
     if path is None or str(path) == "":
         read_upload(path)  # raises the page's "No image was uploaded" message
     try:
-        opened = read_input(path, max_pixels=max_pixels)
+        opened = read_input(path, max_pixels=max_pixels, kind=kind)
     except (ImageReadError, MedicalImageError, FileNotFoundError) as err:
         raise InputError(str(err)) from None
     return opened

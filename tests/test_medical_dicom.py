@@ -17,7 +17,8 @@ from pydicom.uid import (DigitalXRayImageStorageForPresentation, MPEG4HP41, Segm
 from _medical_utils import PATIENT, read_raw, write_dicom, write_enhanced_ct
 from gms_hub.io.dicom import write_dicom_seg
 from gms_hub.io.reading import read_medical_image
-from gms_hub.io.medical import MedicalImageError, detect_medical_format, pixel_area_mm2
+from gms_hub.io.medical import MedicalImageError, pixel_area_mm2
+from gms_hub.io.reading import detect_medical_format
 
 
 def minmax(x):

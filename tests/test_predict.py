@@ -77,7 +77,7 @@ import csv  # noqa: E402
 
 import pytest  # noqa: E402
 
-from gms_hub import predict  # noqa: E402
+from gms_hub.inference import predict  # noqa: E402
 
 
 def read_csv(path):

@@ -15,7 +15,7 @@ from nibabel.testing import data_path
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from gms_hub import predict
+from gms_hub.inference import predict
 from gms_hub.io.reading import list_input_files, read_input, read_medical_image
 
 AFFINE = np.array([[0.0, -0.8, 0.0, 30.0], [1.2, 0.0, 0.0, -12.0], [0.0, 0.0, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]])

@@ -101,7 +101,7 @@ def _read_scan_frames(path: Path, slice_axis: int = -1) -> tuple[str, int, Itera
 def _image_frame_sizes(path: Path, slice_axis: int = -1) -> tuple[Optional[str], list[tuple[int, int]]]:
     """The kind (`"dicom"`, `"nifti"`, `None` for an image file) and each frame's (width, height), decoding every
     frame: a truncated file fails here, before anything is written."""
-    from ..io.medical import detect_medical_format
+    from ..io.reading import detect_medical_format
 
     if detect_medical_format(path) is None:
         with Image.open(path) as image:

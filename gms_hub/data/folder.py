@@ -38,8 +38,8 @@ from typing import Mapping, Optional, Sequence
 
 from PIL import Image
 
-from ..io.reading import is_input_file
-from ..io.medical import detect_medical_format, frame_stem, strip_suffix
+from ..io.reading import detect_medical_format, is_input_file
+from ..io.medical import frame_stem, strip_suffix
 from .common import (
     DUPLICATE_NAME,
     SIZE_MISMATCH,

@@ -176,7 +176,7 @@ def mask_frames(path: Path, colour: bool, slice_axis: int = -1) -> list[np.ndarr
 
     Raises `ValueError` for a DICOM/NIfTI mask with a palette (those hold class values, not colours).
     """
-    from ..io.medical import detect_medical_format
+    from ..io.reading import detect_medical_format
 
     if detect_medical_format(path) is None:
         return [mask_pixels(path, colour)]

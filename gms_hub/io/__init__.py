@@ -1,9 +1,13 @@
 """Files in and files out: the one door every input comes in by, and the mask writers.
 
-- [`reading`](reading.py): reading any input (PNG/JPEG/BMP/TIFF, DICOM, NIfTI), size limits, mask PNGs.
-- [`medical`](medical.py): the shared types of medical scans (`MedicalImage`, lazily decoded frames, mm² areas).
+Reading runs downward: the door decides the format once, a format reader opens the file, the shared types
+sit at the bottom (`reading` -> `images` / `dicom` / `nifti` -> `medical`).
+
+- [`reading`](reading.py): the door: `detect_format`, `read_input` (any input), `read_medical_image`, listing inputs.
+- [`images`](images.py): PNG/JPEG/BMP/TIFF in, with size limits (`read_image`).
 - [`dicom`](dicom.py): DICOM in (pydicom) and DICOM SEG out (highdicom).
 - [`nifti`](nifti.py): NIfTI in (nibabel) and NIfTI masks out with the input's affine.
-- [`mask_files`](mask_files.py): `MaskWriter`, one input's masks in the format that fits it, with areas.
+- [`medical`](medical.py): the shared types (input kinds, `MedicalImage`, lazily decoded frames, errors, mm² areas).
+- [`mask_files`](mask_files.py): `MaskWriter`, one input's masks in the format that fits it, with areas; mask PNGs.
 - [`visualize`](visualize.py): label colours and coloured overlays.
 """

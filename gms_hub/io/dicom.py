@@ -150,7 +150,7 @@ def pixel_spacing(ds: Dataset) -> Optional[Tuple[float, float]]:
 
 
 def read_dicom(path: PathLike, *, window: Optional[Tuple[float, float]] = None) -> MedicalImage:
-    """Open a DICOM file; its frames are decoded on demand. See `gms_hub.io.medical.read_medical_image`.
+    """Open a DICOM file; its frames are decoded on demand. See `gms_hub.io.reading.read_medical_image`.
 
     Args:
         path (`str` or `os.PathLike`): the DICOM file.
@@ -286,9 +286,23 @@ def write_dicom_seg(
         >>> write_dicom_seg(masks, image, "out/", labels=["lesion"], model_id="user/gms-busi")
         PosixPath('out/scan_seg.dcm')
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
+    array, labels = _check_seg_inputs(masks, reference, labels)
+    if software_version is None:
+        software_version = _installed_version()
+    seg = _build_segmentation(array, reference, labels, model_id, series_number, manufacturer, software_version)
+    _check_segmentation(seg, reference, len(labels))
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{reference.name}_seg.dcm"
+    seg.save_as(path)
+    logger.info("Wrote a DICOM SEG with %d segment(s) x %d frame(s) to %s", len(labels), reference.num_frames, path)
+    return path
 
+
+def _check_seg_inputs(
+    masks: Union[np.ndarray, Sequence[np.ndarray]], reference: MedicalImage, labels: Sequence[str]
+) -> Tuple[np.ndarray, List[str]]:
+    """The masks as (F, H, W) uint8 and the labels as strings, once they fit the reference and each other."""
     if reference.kind != "dicom" or reference.dataset is None:
         raise ValueError(f"A DICOM SEG needs a DICOM reference; '{reference.path.name}' is {reference.kind}. "
                          "Write a NIfTI mask or PNGs instead.")
@@ -306,13 +320,26 @@ def write_dicom_seg(
         raise _error(reference.path, f"a DICOM SEG of a multi-frame image ({reference.num_frames} frames) needs a "
                      "Frame of Reference UID, which this file lacks (common for cine ultrasound); highdicom cannot "
                      "reference its frames. Write PNG or NIfTI masks instead.")
-    if software_version is None:
-        from importlib.metadata import PackageNotFoundError, version
+    return array, labels
 
-        try:
-            software_version = version("gms-hub")
-        except PackageNotFoundError:
-            software_version = "unknown"
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gms-hub")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _build_segmentation(
+    array: np.ndarray, reference: MedicalImage, labels: List[str], model_id: str, series_number: int,
+    manufacturer: str, software_version: str,
+):
+    """The highdicom Segmentation: one binary segment per label, every source frame kept (empty ones too)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     version_text = model_id if len(model_id) <= 64 else model_id[-64:]  # LO: at most 64 characters
     algorithm = hd.AlgorithmIdentificationSequence(
         name="GMS", version=version_text, family=codes.cid7162.ArtificialIntelligence
@@ -327,8 +354,9 @@ def write_dicom_seg(
     ]
     stacked = np.stack([array == k for k in range(1, len(labels) + 1)], axis=-1).astype(np.uint8)  # (F, H, W, K)
     try:
-        seg = hd.seg.Segmentation(
-            source_images=[source], pixel_array=stacked, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        return hd.seg.Segmentation(
+            source_images=[reference.dataset], pixel_array=stacked,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=series_number,
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer=manufacturer,
             manufacturer_model_name="GMS", software_versions=software_version, device_serial_number="none",
@@ -337,19 +365,19 @@ def write_dicom_seg(
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise _error(reference.path, f"highdicom cannot build a DICOM SEG from this source ({err}). "
                      "Write PNG or NIfTI masks instead.") from None
-    expected = reference.num_frames * len(labels)
+
+
+def _check_segmentation(seg, reference: MedicalImage, num_labels: int) -> None:
+    """Refuse a SEG with the wrong number of frames, or one highdicom cannot read back."""
+    import highdicom as hd
+
+    expected = reference.num_frames * num_labels
     if int(seg.NumberOfFrames) != expected:  # highdicom treats single-frame IODs as one frame whatever they hold
         raise _error(reference.path, f"the SEG would hold {seg.NumberOfFrames} frames instead of {expected} "
-                     f"(the {source.SOPClassUID.name} IOD is single-frame but the file has {reference.num_frames} frames). "
-                     "Write PNG masks instead.")
+                     f"(the {reference.dataset.SOPClassUID.name} IOD is single-frame but the file has "
+                     f"{reference.num_frames} frames). Write PNG masks instead.")
     try:  # what highdicom writes but cannot read back (e.g. pixel measures without a slice thickness) is refused
         hd.seg.Segmentation.from_dataset(seg, copy=True)
     except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise _error(reference.path, f"the DICOM SEG built from this source does not read back ({err}); the source "
                      "lacks attributes a SEG needs. Write PNG or NIfTI masks instead.") from None
-    path = Path(path)
-    if path.is_dir():
-        path = path / f"{reference.name}_seg.dcm"
-    seg.save_as(path)
-    logger.info("Wrote a DICOM SEG with %d segment(s) x %d frame(s) to %s", len(labels), reference.num_frames, path)
-    return path

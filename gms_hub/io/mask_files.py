@@ -16,17 +16,31 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .reading import InputFile, write_mask_png
 from .medical import frame_stem, pixel_area_mm2
+from .reading import InputFile
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OUTPUT_FORMATS", "MaskWriter", "area_row", "choose_output", "class_names", "frame_number", "write_label_png"]
+__all__ = [
+    "OUTPUT_FORMATS", "MaskWriter", "area_row", "choose_output", "class_names", "frame_number", "write_label_png",
+    "write_mask_png",
+]
 
 OUTPUT_FORMATS = ("auto", "png", "nifti", "dicom-seg")
 """`auto` picks NIfTI for NIfTI inputs and PNG otherwise; `nifti` and `dicom-seg` need an input of that kind."""
 
 PathLike = Union[str, os.PathLike]
+
+
+def write_mask_png(mask: np.ndarray, path: PathLike) -> str:
+    """Write a bool (H, W) mask as a lossless 8-bit PNG with values 0 and 255; returns the path.
+
+    Example:
+        >>> write_mask_png(np.ones((3, 5), bool), "mask.png")
+        'mask.png'
+    """
+    Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(path, format="PNG")
+    return str(path)
 
 
 def choose_output(requested: str, kind: str, name: str) -> str:

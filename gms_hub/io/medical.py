@@ -1,10 +1,12 @@
-"""Medical scans in: one entry point for DICOM and NIfTI, a lazily decoded frame sequence, and areas in mm².
+"""The shared types of the readers: input kinds, `MedicalImage` and its lazily decoded frames, errors, mm² areas.
 
-`read_medical_image` recognises the format, reads the header only, and returns a `MedicalImage` whose
-`frames` decode one frame (DICOM) or one slice (NIfTI) at a time, already mapped to [0, 1] by the format's
-intensity rules. A 512x512x300 volume therefore never exists in memory as float: iterate
-`image.frames.batches(batch_size)` and pass each frame to `gms_hub.models.processing.to_float_rgb(frame,
-value_range=image.value_range)`. The format readers live in `gms_hub.io.dicom` and `gms_hub.io.nifti`.
+This module sits at the bottom of `gms_hub.io` and imports nothing from it. The door,
+`gms_hub.io.reading.read_input` / `read_medical_image`, decides the format once (`detect_format`) and hands
+the file to its reader (`gms_hub.io.images`, `gms_hub.io.dicom`, `gms_hub.io.nifti`); the DICOM and NIfTI
+readers return a `MedicalImage` whose `frames` decode one frame (DICOM) or one slice (NIfTI) at a time, already
+mapped to [0, 1] by the format's intensity rules. A 512x512x300 volume therefore never exists in memory as
+float: iterate `image.frames.batches(batch_size)` and pass each frame to
+`gms_hub.models.processing.to_float_rgb(frame, value_range=image.value_range)`.
 
 Nothing in this module (messages, logs, reprs) carries patient-identifying values: errors name the file's
 basename and the technical attribute at fault, never names, IDs, dates or accession numbers.
@@ -21,6 +23,10 @@ import numpy as np
 
 PathLike = Union[str, os.PathLike]
 Spacing = Optional[Tuple[float, float]]
+
+INPUT_KINDS = ("image", "dicom", "nifti")
+"""What `gms_hub.io.reading.detect_format` decides: an ordinary 2-D image (PNG, JPEG, BMP, TIFF), DICOM or NIfTI.
+`InputFile.kind` and `MedicalImage.kind` hold the same strings."""
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -148,32 +154,6 @@ def frame_stem(stem: str, kind: str, index: int, num_frames: int) -> str:
     if num_frames == 1:
         return stem
     return f"{stem}_frame{index + 1}" if kind == "dicom" else f"{stem}_slice{index}"
-
-
-def has_dicom_preamble(path: PathLike) -> bool:
-    """True if the file has the DICOM Part 10 signature: a 128-byte preamble followed by `DICM`."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
-def detect_medical_format(path: PathLike) -> Optional[str]:
-    """Return `"nifti"` for `.nii`/`.nii.gz`, `"dicom"` for `.dcm` or any file with the `DICM` preamble,
-    else `None` (an ordinary image, left to the PIL reader).
-
-    Example:
-        >>> detect_medical_format("scan.nii.gz")
-        'nifti'
-    """
-    lower = str(path).lower()
-    if lower.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if lower.endswith(DICOM_SUFFIXES):
-        return "dicom"
-    return "dicom" if os.path.isfile(path) and has_dicom_preamble(path) else None
 
 
 def check_window(window: Iterable[float]) -> Tuple[float, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import zlib
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import nibabel as nib
 import numpy as np
@@ -39,7 +39,7 @@ def _data_shape(path: Path, shape: Tuple[int, ...]) -> Tuple[int, ...]:
 def read_nifti(
     path: PathLike, *, window: Optional[Tuple[float, float]] = None, slice_axis: int = -1
 ) -> MedicalImage:
-    """Open a NIfTI image; slices are read on demand. See `gms_hub.io.medical.read_medical_image`.
+    """Open a NIfTI image; slices are read on demand. See `gms_hub.io.reading.read_medical_image`.
 
     A 3D volume gives one frame per index along `slice_axis`, frame `k` being `data[..., k]` for the default
     last axis (rows follow the first remaining axis, as stored; no reorientation). Intensities use one range
@@ -61,85 +61,127 @@ def read_nifti(
         (300, (0.7, 0.7))
     """
     path = Path(path)
+    opened = _open_header(path)
+    data_shape = _check_volume(path, opened)
+    axis = _frame_axis(len(data_shape), slice_axis)
+    num_frames = data_shape[axis] if axis is not None else 1
+    slices = _Slices(path, opened, data_shape, axis, num_frames, window)
+    return MedicalImage(
+        path=path, kind="nifti", frames=FrameSequence(num_frames, slices.read_batch),
+        spacing=_in_plane_spacing(opened.zooms, len(data_shape), axis), shape=opened.shape, affine=opened.affine,
+        slice_axis=axis, header=opened.header,
+    )
+
+
+class _Header(NamedTuple):
+    image: Any  # nibabel image, voxels still on disk
+    header: Any
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    zooms: Tuple[float, ...]
+    affine: np.ndarray
+
+
+def _open_header(path: Path) -> _Header:
+    """Read the header only (the voxels stay on disk), or say that it cannot be read."""
     try:
         image = nib.load(path, keep_file_open=True)  # an open gzip stream reads consecutive slabs without rewinding
         header = image.header
-        shape = tuple(int(s) for s in image.shape)
-        dtype = header.get_data_dtype()
-        zooms = tuple(float(z) for z in header.get_zooms())
-        affine = np.asarray(image.affine, dtype=np.float64)
+        return _Header(
+            image=image, header=header, shape=tuple(int(s) for s in image.shape), dtype=header.get_data_dtype(),
+            zooms=tuple(float(z) for z in header.get_zooms()), affine=np.asarray(image.affine, dtype=np.float64),
+        )
     except (ImageFileError, HeaderDataError, ValueError, EOFError, OSError, zlib.error) as err:
         raise _error(path, f"the NIfTI header cannot be read ({type(err).__name__}: {err}). The file is corrupt or "
                      "not NIfTI; export it again (e.g. with dcm2niix or nibabel).") from None
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise _error(path, f"nibabel reads it as {type(image).__name__}, not NIfTI. Convert it to .nii.gz.")
+
+
+def _check_volume(path: Path, opened: _Header) -> Tuple[int, ...]:
+    """The data shape (`_data_shape`) once the file is known to be a complete, grayscale, non-empty NIfTI."""
+    shape, dtype = opened.shape, opened.dtype
+    if not isinstance(opened.image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise _error(path, f"nibabel reads it as {type(opened.image).__name__}, not NIfTI. Convert it to .nii.gz.")
     if dtype.fields is not None:
         raise _error(path, f"the voxels are of structured type {dtype} (RGB NIfTI); save a grayscale volume instead.")
     data_shape = _data_shape(path, shape)
     if 0 in data_shape:
         raise _error(path, f"the image has shape {shape}, with no voxels along one axis. Export a non-empty image.")
     if not str(path).lower().endswith(".gz"):
-        needed = int(header.get_data_offset()) + int(np.prod(shape)) * dtype.itemsize
+        needed = int(opened.header.get_data_offset()) + int(np.prod(shape)) * dtype.itemsize
         if path.stat().st_size < needed:
             raise _error(path, f"the file is truncated ({path.stat().st_size} of {needed} bytes). Export it again.")
+    return data_shape
 
-    ndim = len(data_shape)
-    axis = None
-    if ndim == 3:
-        if not -3 <= slice_axis <= 2:
-            raise ValueError(f"slice_axis must be in -3..2 for a 3D volume, got {slice_axis}.")
-        axis = slice_axis % 3
+
+def _frame_axis(ndim: int, slice_axis: int) -> Optional[int]:
+    """The axis frames are taken along: `slice_axis` (normalised) for a 3D volume, `None` for a 2D image."""
+    if ndim != 3:
+        return None
+    if not -3 <= slice_axis <= 2:
+        raise ValueError(f"slice_axis must be in -3..2 for a 3D volume, got {slice_axis}.")
+    return slice_axis % 3
+
+
+def _in_plane_spacing(zooms: Tuple[float, ...], ndim: int, axis: Optional[int]) -> Optional[Tuple[float, float]]:
+    """(rows, columns) voxel size in mm of one frame, or `None` when the header's zooms are not positive."""
     in_plane = [a for a in range(ndim) if a != axis]
     spacing = (zooms[in_plane[0]], zooms[in_plane[1]])
-    spacing = spacing if all(z > 0 for z in spacing) else None
-    num_frames = data_shape[axis] if axis is not None else 1
-    dataobj = image.dataobj
+    return spacing if all(z > 0 for z in spacing) else None
 
-    def read_slab(start: int, stop: int) -> np.ndarray:
+
+class _Slices:
+    """Reads frames of an opened NIfTI on demand, mapped to [0, 1] with one intensity range for the volume."""
+
+    def __init__(self, path: Path, opened: _Header, data_shape: Tuple[int, ...], axis: Optional[int],
+                 num_frames: int, window: Optional[Tuple[float, float]]):
+        self.path, self.header, self.shape, self.dataobj = path, opened.header, opened.shape, opened.image.dataobj
+        self.data_shape, self.axis, self.num_frames, self.window = data_shape, axis, num_frames, window
+        self.value_range: Optional[Tuple[float, float]] = None  # found on the first read
+
+    def read_slab(self, start: int, stop: int) -> np.ndarray:
         """Frames start..stop-1 as float, (n, H, W)."""
         try:
-            if axis is None:
-                return np.asarray(dataobj, dtype=np.float64).reshape(data_shape)[None]
-            index = [slice(None)] * len(shape)
-            index[axis] = slice(start, stop)
-            for extra in range(3, len(shape)):  # trailing singleton axes
+            if self.axis is None:
+                return np.asarray(self.dataobj, dtype=np.float64).reshape(self.data_shape)[None]
+            index = [slice(None)] * len(self.shape)
+            index[self.axis] = slice(start, stop)
+            for extra in range(3, len(self.shape)):  # trailing singleton axes
                 index[extra] = 0
-            return np.moveaxis(np.asarray(dataobj[tuple(index)]), axis, 0)
+            return np.moveaxis(np.asarray(self.dataobj[tuple(index)]), self.axis, 0)
         except (EOFError, OSError, ValueError, zlib.error) as err:
             detail = " ".join(str(err).split())
-            raise _error(path, f"slices {start}..{stop - 1} cannot be read ({type(err).__name__}: {detail}); the file is "
-                         "truncated or corrupt. Export it again.") from None
+            raise _error(self.path, f"slices {start}..{stop - 1} cannot be read ({type(err).__name__}: {detail}); the "
+                         "file is truncated or corrupt. Export it again.") from None
 
-    value_range: List[float] = []
-
-    def intensity_range() -> Tuple[float, float]:
-        if not value_range:
-            cal_min, cal_max = float(header.get("cal_min", 0)), float(header.get("cal_max", 0))
-            if window is not None:
-                lo, hi = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
+    def intensity_range(self) -> Tuple[float, float]:
+        """`window`, else the header's `cal_min..cal_max` when set, else the volume's finite min..max."""
+        if self.value_range is None:
+            cal_min, cal_max = float(self.header.get("cal_min", 0)), float(self.header.get("cal_max", 0))
+            if self.window is not None:
+                lo, hi = self.window[0] - self.window[1] / 2.0, self.window[0] + self.window[1] / 2.0
             elif cal_max > cal_min:
                 lo, hi = cal_min, cal_max
             else:
-                lo, hi = np.inf, -np.inf
-                for start in range(0, num_frames, RANGE_BATCH):
-                    slab = read_slab(start, min(start + RANGE_BATCH, num_frames))
-                    finite = slab[np.isfinite(slab)]
-                    if finite.size:
-                        lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
-                if lo > hi:
-                    lo = hi = 0.0
-            value_range.extend((lo, hi))
-        return value_range[0], value_range[1]
+                lo, hi = self._scan_range()
+            self.value_range = (lo, hi)
+        return self.value_range
 
-    def read_batch(start: int, stop: int) -> List[np.ndarray]:
-        lo, hi = intensity_range()
-        slab = read_slab(start, stop)
+    def _scan_range(self) -> Tuple[float, float]:
+        """The finite min..max of the whole volume, in one streamed pass (0..0 when nothing is finite)."""
+        lo, hi = np.inf, -np.inf
+        for start in range(0, self.num_frames, RANGE_BATCH):
+            slab = self.read_slab(start, min(start + RANGE_BATCH, self.num_frames))
+            finite = slab[np.isfinite(slab)]
+            if finite.size:
+                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        if lo > hi:
+            lo = hi = 0.0
+        return lo, hi
+
+    def read_batch(self, start: int, stop: int) -> List[np.ndarray]:
+        lo, hi = self.intensity_range()
+        slab = self.read_slab(start, stop)
         return [np.nan_to_num(normalise(frame, lo, hi), nan=0.0) for frame in slab]
-
-    return MedicalImage(
-        path=path, kind="nifti", frames=FrameSequence(num_frames, read_batch), spacing=spacing, shape=shape,
-        affine=affine, slice_axis=axis, header=header,
-    )
 
 
 def read_nifti_labels(path: PathLike, *, slice_axis: int = -1) -> np.ndarray:

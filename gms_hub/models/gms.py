@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny
+from diffusers import AutoencoderKL
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -23,11 +23,19 @@ from .coding import decode_class_probabilities, resolve_classes
 from ..inference.fast import FastSettings, decode_mask_probabilities
 from .hub_mixin import GMSHubMixin, SaveOptions
 from .lmm import LatentMappingModel
-from .processing import ImageInput, ValueRange, segment_images
+from .processing import ImageInput, ValueRange, resolve_segment_inputs, segment_images
 from .serialization import MODEL_TYPE, constructor_config, load_state_dict_strict
-from .vae import DEFAULT_VAE, DEFAULT_VAE_SUBFOLDER, is_tiny_autoencoder, load_vae
+from .vae import DEFAULT_VAE, DEFAULT_VAE_SUBFOLDER, is_tiny_autoencoder, open_frozen_vae
 
 logger = logging.getLogger(__name__)
+
+
+def check_hyperparameters(image_size: int, threshold: float) -> None:
+    """Refuse an input side the VAE cannot downsample 8x and a threshold outside [0, 1]."""
+    if image_size % 8:
+        raise ValueError(f"image_size must be a multiple of 8 (the VAE downsamples 8x), got {image_size}.")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
 
 
 @dataclass
@@ -109,30 +117,11 @@ class GMS(
     ):
         super().__init__()
         self.num_classes, self.id2label = resolve_classes(num_classes, id2label)
-        if image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8 (the VAE downsamples 8x), got {image_size}.")
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must lie in [0, 1], got {threshold}.")
-        if isinstance(vae, (AutoencoderKL, AutoencoderTiny)):
-            vae_model, vae_source = vae, None
-            vae_model.requires_grad_(False).eval()
-        elif isinstance(vae, (str, os.PathLike)):
-            vae_source = os.fspath(vae)
-            vae_model = load_vae(vae_source, subfolder=vae_subfolder, revision=vae_revision, **(vae_kwargs or {}))
-        else:
-            raise TypeError(
-                f"vae must be a Hub id, a path, an AutoencoderKL or an AutoencoderTiny, got {type(vae).__name__}."
-            )
-        if vae_class is not None and type(vae_model).__name__ != vae_class:
-            raise ValueError(
-                f"config.json expects the autoencoder class {vae_class} but {vae_source or 'the given vae'} is "
-                f"{type(vae_model).__name__}; pass the matching VAE (vae=...)."
-            )
-        if vae_model.config.latent_channels != latent_channels:
-            raise ValueError(
-                f"The VAE has {vae_model.config.latent_channels} latent channels but the latent mapping model expects "
-                f"{latent_channels}; pass latent_channels={vae_model.config.latent_channels} or a 4-channel SD VAE."
-            )
+        check_hyperparameters(image_size, threshold)
+        vae_model, vae_source = open_frozen_vae(
+            vae, subfolder=vae_subfolder, revision=vae_revision, vae_kwargs=vae_kwargs, vae_class=vae_class,
+            latent_channels=latent_channels,
+        )
         self.vae = vae_model
         self.lmm = LatentMappingModel(latent_channels, latent_channels, base_channels, channel_mult, norm_num_groups)
         self.image_size = int(image_size)
@@ -316,7 +305,6 @@ class GMS(
             >>> masks = model.segment([Image.open("a.png"), np.load("b.npy")])
             >>> mask, uncertainty = model.segment(image, num_samples=8, tta=True, return_uncertainty=True)
         """
-        from ..io.reading import resolve_segment_inputs
         from ..inference.uncertainty import predict_probabilities
 
         single = not isinstance(images, (list, tuple))

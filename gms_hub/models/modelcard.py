@@ -101,6 +101,36 @@ def build_model_card(
     Returns:
         `huggingface_hub.ModelCard`.
     """
+    data = _card_data(base_data, datasets, metrics, license, dataset_name, repo_id)
+    sections = [
+        f"# {title_name(dataset_name)}",
+        description or (
+            "Generative Medical Segmentation (GMS): the image is encoded by a frozen Stable Diffusion VAE, a small "
+            "latent mapping model maps the image latent to a mask latent, and the same frozen VAE decodes the mask."
+        ),
+        _model_section(config),
+        _usage_section(config, repo_id),
+    ]
+    classes = _classes_section(config, metrics)
+    if classes:
+        sections.append(classes)
+    if metrics:
+        sections.append(_evaluation_section(config, metrics, selection_split))
+    if training_command:
+        sections.append(f"## Training\n```bash\n{training_command}\n```")
+    sections.append(
+        "## Intended use\nResearch and education. Not a medical device; not for clinical decisions."
+    )
+    sections.append(f"## Citation\n```bibtex\n{CITATION}\n```")
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+    return ModelCard(content)
+
+
+def _card_data(
+    base_data: Optional[ModelCardData], datasets: Optional[List[str]], metrics: Optional[Dict[str, Dict[str, Any]]],
+    license: Optional[str], dataset_name: Optional[str], repo_id: Optional[str],
+) -> ModelCardData:
+    """The card's YAML metadata: the class-level metadata, the datasets, the licence and the model-index scores."""
     data = ModelCardData(**(base_data.to_dict() if base_data is not None else {}))
     data.library_name = "gms_hub"
     data.pipeline_tag = "image-segmentation"
@@ -112,50 +142,48 @@ def build_model_card(
         data.metrics = ["dice", "mean_iou"]
         data.eval_results = _eval_results(metrics, (datasets or [dataset_name or "unknown"])[0], dataset_name)
         data.model_name = repo_id or title_name(dataset_name)
-    title = title_name(dataset_name)
+    return data
+
+
+def _model_section(config: Dict[str, Any]) -> str:
+    """The frozen VAE (bundled or referenced), the mapping model's widths, the input size and threshold."""
     vae = config.get("vae")
     if config.get("vae_bundled"):
         vae_line = "bundled in `vae/` (loading needs no network)" + (f"; originally `{vae}`" if vae else "")
     else:
         revision = config.get("vae_revision") or "latest"
         vae_line = f"`{vae}` (subfolder `{config.get('vae_subfolder')}`, revision `{revision}`)"
-    sections = [
-        f"# {title}",
-        description or (
-            "Generative Medical Segmentation (GMS): the image is encoded by a frozen Stable Diffusion VAE, a small "
-            "latent mapping model maps the image latent to a mask latent, and the same frozen VAE decodes the mask."
-        ),
+    return (
         "## Model\n"
         f"- Frozen VAE: {vae_line}\n"
         f"- Latent mapping model: base channels {config.get('base_channels')}, channel multipliers "
         f"{tuple(config.get('channel_mult', ()))}; weights in `model.safetensors`\n"
-        f"- Input size {config.get('image_size')}x{config.get('image_size')}, threshold {config.get('threshold')}",
+        f"- Input size {config.get('image_size')}x{config.get('image_size')}, threshold {config.get('threshold')}"
+    )
+
+
+def _usage_section(config: Dict[str, Any], repo_id: Optional[str]) -> str:
+    return (
         "## Usage\n```python\nfrom PIL import Image\nfrom gms_hub import GMS\n\n"
         f"model = GMS.from_pretrained(\"{repo_id or 'path/or/hub-id'}\")\n"
         "mask = model.segment(Image.open(\"image.png\"))  # "
         + ("uint8 label map (class indices) at the image's size" if int(config.get("num_classes") or 1) > 1
-           else "bool array at the image's size") + "\n```",
-    ]
-    classes = _classes_section(config, metrics)
-    if classes:
-        sections.append(classes)
-    if metrics:
-        size = config.get("image_size")
-        selection = {
-            "test": "selected on the **test** split, as the reference implementation does (test scores are optimistic)",
-            "validation": "selected on a validation split carved from the training set; the test set was used once",
-        }.get(selection_split or "", f"selected on {selection_split}" if selection_split else "selection split not recorded")
-        rule = "arg-max of the class probabilities" if int(config.get("num_classes") or 1) > 1 else "probability > 0.5"
-        sections.append(
-            f"## Evaluation\nThe paper's protocol: {size}x{size} input, {rule}, ground truth resized to "
-            f"{size}x{size} with nearest neighbour; per-image DSC and IoU, mean ± sample std. Checkpoint {selection}."
-            "\n\n" + _metrics_table(metrics)
-        )
-    if training_command:
-        sections.append(f"## Training\n```bash\n{training_command}\n```")
-    sections.append(
-        "## Intended use\nResearch and education. Not a medical device; not for clinical decisions."
+           else "bool array at the image's size") + "\n```"
     )
-    sections.append(f"## Citation\n```bibtex\n{CITATION}\n```")
-    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
-    return ModelCard(content)
+
+
+def _evaluation_section(
+    config: Dict[str, Any], metrics: Dict[str, Dict[str, Any]], selection_split: Optional[str]
+) -> str:
+    """The protocol, how the checkpoint was selected, and the scores per split."""
+    size = config.get("image_size")
+    selection = {
+        "test": "selected on the **test** split, as the reference implementation does (test scores are optimistic)",
+        "validation": "selected on a validation split carved from the training set; the test set was used once",
+    }.get(selection_split or "", f"selected on {selection_split}" if selection_split else "selection split not recorded")
+    rule = "arg-max of the class probabilities" if int(config.get("num_classes") or 1) > 1 else "probability > 0.5"
+    return (
+        f"## Evaluation\nThe paper's protocol: {size}x{size} input, {rule}, ground truth resized to "
+        f"{size}x{size} with nearest neighbour; per-image DSC and IoU, mean ± sample std. Checkpoint {selection}."
+        "\n\n" + _metrics_table(metrics)
+    )

@@ -1,16 +1,20 @@
 """Tensors in and out: intensity scaling, the paper's resize rule, and probabilities at the original size.
 
-Reading image files (formats, size limits) is `gms_hub.io.reading`.
+Reading image files (formats, size limits) is `gms_hub.io.reading`; `resolve_segment_inputs` reads the paths
+given to `GMS.segment` with it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+import os
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from ..io.reading import read_input
 
 ImageInput = Union[Image.Image, np.ndarray]
 ValueRange = Optional[Tuple[float, float]]
@@ -80,6 +84,37 @@ def to_float_rgb(image: ImageInput, value_range: ValueRange = None) -> np.ndarra
     if data.shape[2] == 1:
         data = np.repeat(data, 3, axis=2)
     return np.ascontiguousarray(data)
+
+
+def resolve_segment_inputs(items: Sequence[Any], value_range: Optional[Tuple[float, float]]):
+    """Read the paths among `segment`'s inputs; arrays and PIL images pass through. Used by `GMS.segment`.
+
+    Without any path, `items` and `value_range` come back unchanged (the array path stays byte-identical). With
+    a path, each file is read by `gms_hub.io.reading.read_input` (a DICOM/NIfTI frame by its own intensity rules,
+    an image with `value_range` like an array) and every item becomes float32 RGB in [0, 1] with
+    `value_range=(0, 1)`, so DICOM frames and arrays can share one call. A path to a multi-frame file (cine DICOM,
+    NIfTI volume) is an error: stream it with `read_input(path).batches(n)` instead.
+
+    Returns:
+        `(items, value_range)` to pass on to preprocessing.
+    """
+    if not any(isinstance(item, (str, os.PathLike)) for item in items):
+        return items, value_range
+    resolved = []
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            resolved.append(to_float_rgb(item, value_range))  # (H, W, 3)
+            continue
+        opened = read_input(item)
+        if opened.num_frames != 1:
+            raise ValueError(
+                f"'{opened.path.name}' holds {opened.num_frames} frames; segment() takes one image per path. Stream "
+                "it instead: `scan = gms_hub.io.reading.read_input(path)`, then `for frames in scan.batches(16): "
+                "model.segment(frames, value_range=scan.value_range)` (or use `python -m gms_hub.predict`)."
+            )
+        own_range = opened.value_range if opened.kind != "image" else value_range
+        resolved.append(to_float_rgb(opened.frames[0], own_range))  # (H, W, 3)
+    return resolved, (0.0, 1.0)
 
 
 def resize_bilinear(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:

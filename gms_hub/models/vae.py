@@ -211,3 +211,48 @@ def load_vae(
     vae.requires_grad_(False)
     vae.eval()
     return vae
+
+
+def open_frozen_vae(
+    vae: Union[str, os.PathLike, AutoencoderKL, AutoencoderTiny],
+    *,
+    subfolder: Optional[str],
+    revision: Optional[str],
+    vae_kwargs: Optional[Dict[str, Any]],
+    vae_class: Optional[str],
+    latent_channels: int,
+):
+    """The frozen autoencoder a `GMS` is built around, checked against the configuration, and its source.
+
+    A loaded model is frozen and put in eval mode as it is (source `None`); a Hub id or a path is loaded with
+    `load_vae` (source: the id or path as a string). `vae_class` (from `config.json`) and `latent_channels` must
+    match the autoencoder.
+
+    Returns:
+        `(vae_model, vae_source)`.
+
+    Raises:
+        `TypeError`: `vae` is neither a source nor an autoencoder. `ValueError`: the class or the latent channels
+        do not match; the message says what to pass.
+    """
+    if isinstance(vae, (AutoencoderKL, AutoencoderTiny)):
+        vae_model, vae_source = vae, None
+        vae_model.requires_grad_(False).eval()
+    elif isinstance(vae, (str, os.PathLike)):
+        vae_source = os.fspath(vae)
+        vae_model = load_vae(vae_source, subfolder=subfolder, revision=revision, **(vae_kwargs or {}))
+    else:
+        raise TypeError(
+            f"vae must be a Hub id, a path, an AutoencoderKL or an AutoencoderTiny, got {type(vae).__name__}."
+        )
+    if vae_class is not None and type(vae_model).__name__ != vae_class:
+        raise ValueError(
+            f"config.json expects the autoencoder class {vae_class} but {vae_source or 'the given vae'} is "
+            f"{type(vae_model).__name__}; pass the matching VAE (vae=...)."
+        )
+    if vae_model.config.latent_channels != latent_channels:
+        raise ValueError(
+            f"The VAE has {vae_model.config.latent_channels} latent channels but the latent mapping model expects "
+            f"{latent_channels}; pass latent_channels={vae_model.config.latent_channels} or a 4-channel SD VAE."
+        )
+    return vae_model, vae_source
