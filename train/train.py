@@ -38,7 +38,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
-from gms_hub import checkpoints
+from gms_hub.training import checkpoints
 from gms_hub.training import (
     RESULTS_FILE,
     SeededTrainDataset,

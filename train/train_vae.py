@@ -40,7 +40,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from gms_hub import checkpoints
+from gms_hub.training import checkpoints
 from gms_hub.training.vae import (
     SeededBatchSampler,
     VAELossModule,
