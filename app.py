@@ -51,6 +51,7 @@ EXAMPLES = [
     ("ultrasound_16bit.png", "bus", "breast ultrasound (16-bit PNG)"),
     ("dermoscopy.jpg", "ham10000", "dermoscopy (RGB JPEG)"),
     ("histology.png", "glas", "colon histology (RGB PNG)"),
+    ("brain_t1.png", "brain-mri", "T1 brain MRI, axial (MNI template test slab; scripts/make_brain_example.py)"),
 ]
 # No file_types on the uploads: DICOM exports often have no extension; the reader decides and explains.
 MEDICAL_HINT = "PNG, JPEG, BMP, TIFF (8 or 16 bit), DICOM (.dcm or none), NIfTI (.nii, .nii.gz)"

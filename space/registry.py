@@ -33,7 +33,7 @@ from gms_hub.data.benchmarks import BENCHMARKS
 from gms_hub.models.reference import reference_checkpoint_path
 from gms_hub.models.resolver import ModelSpec, classify_spec
 
-from .config import DEMO_LABEL, load_model_config, model_key, network_available, normalize_name
+from .config import DEMO_BRAIN_FOLDER, DEMO_BRAIN_LABEL, DEMO_LABEL, load_model_config, model_key, network_available, normalize_name
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ModelSource:
             return f"the paper's published checkpoint ({self.location}), converted on first use"
         if self.kind in ("pth", "url"):
             return f"checkpoint {self.location}, converted on first use"
-        return DEMO_LABEL
+        return DEMO_BRAIN_LABEL if Path(self.location).name == DEMO_BRAIN_FOLDER else DEMO_LABEL
 
     @property
     def spec(self) -> ModelSpec:

@@ -14,8 +14,10 @@ The wheel of `nilearn` ships the symmetric ICBM152 2009a template as three volum
 - **Orientation** (the display convention of radiology viewers, shared by every slice written here): the volume is
   reoriented to the closest canonical RAS orientation (`nibabel.as_closest_canonical`), then each slice is turned
   so that axial slices have anterior up and the patient's right on the image's left (radiological convention),
-  coronal slices superior up and right on the left, sagittal slices superior up and anterior on the left. Each
-  slice is then zero-padded to a square (centred) and resized to ``image_size``.
+  coronal slices superior up and right on the left, sagittal slices superior up and anterior on the left. The
+  in-plane axes are cropped to the brain's bounding box over the whole volume (T1 > 0, plus ``margin`` voxels; the
+  same box for every slice), so the brain fills the frame; each slice is then zero-padded to a square (centred) and
+  resized to ``image_size``.
 - **Slices**: only those where brain tissue (label 1 or 2) covers at least ``min_brain_fraction`` of the slice.
 - **Splits by slab**: neighbouring 1 mm slices are nearly identical, so a random split would test on near-copies
   of training slices. Brain slices are cut into repeating cycles of ``train_slab`` training slices, a gap, a
@@ -110,7 +112,8 @@ MNI152_CARD: dict = {
         "Labels: 0 background, 1 grey matter (grey-matter probability >= 50 % and not below white matter's), "
         "2 white matter (white-matter probability >= 50 % and above grey matter's). Slices are shown as radiology "
         "viewers show them (closest canonical RAS; axial: anterior up, the patient's right on the left; coronal: "
-        "superior up, right on the left; sagittal: superior up, anterior on the left), zero-padded to a square. "
+        "superior up, right on the left; sagittal: superior up, anterior on the left), cropped to the brain's "
+        "bounding box and zero-padded to a square. "
         "Splits are contiguous slabs separated by gaps of dropped slices (see Provenance), so that neighbouring, "
         "near-identical slices never straddle training and test."
     ),
@@ -266,10 +269,28 @@ class _Slice:
     mask: np.ndarray  # (S, S) uint8 labels
 
 
-def _brain_slices(files: dict[str, Path], plane: str, image_size: Optional[int], min_brain_fraction: float) -> list[_Slice]:
+def _brain_box(t1: np.ndarray, plane: str, margin: int) -> tuple:
+    """Index that crops the in-plane axes to the bounding box of T1 > 0 (plus `margin`), keeping the plane's axis."""
+    box = []
+    for axis in range(3):
+        if axis == PLANES[plane]:
+            box.append(slice(None))
+            continue
+        inside = np.nonzero(t1.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        box.append(slice(max(int(inside[0]) - margin, 0), min(int(inside[-1]) + 1 + margin, t1.shape[axis])))
+    return tuple(box)
+
+
+def _brain_slices(
+    files: dict[str, Path], plane: str, image_size: Optional[int], min_brain_fraction: float, margin: int
+) -> list[_Slice]:
     t1, gm, wm = (_load_ras(files[key]) for key in ("t1", "gm", "wm"))
     if not t1.shape == gm.shape == wm.shape:
         raise ValueError(f"The template files differ in shape: t1 {t1.shape}, gm {gm.shape}, wm {wm.shape}.")
+    if not t1.any():
+        raise ValueError(f"The T1 volume {files['t1']} is all zeros; check the file.")
+    box = _brain_box(t1, plane, margin)
+    t1, gm, wm = t1[box], gm[box], wm[box]
     low, high = float(t1.min()), float(t1.max())
     scale = 255.0 / (high - low) if high > low else 0.0
     slices = []
@@ -292,6 +313,7 @@ def make_mni152_dataset(
     train_slab: int = 20,
     held_out_slab: int = 10,
     gap: int = MIN_GAP,
+    margin: int = 4,
 ):
     """Slice the MNI ICBM152 template into a `datasets.DatasetDict` with slab splits.
 
@@ -303,6 +325,7 @@ def make_mni152_dataset(
         min_brain_fraction (`float`, defaults to 0.02): least share of a slice that brain tissue must cover.
         train_slab (`int`, defaults to 20), held_out_slab (`int`, defaults to 10), gap (`int`, defaults to 5):
             the slab pattern of `slab_splits`, in slices.
+        margin (`int`, defaults to 4): voxels kept around the brain's bounding box in the slice plane.
 
     Returns:
         `tuple[datasets.DatasetDict, dict]`: the splits (columns ``image`` (L), ``mask`` (labels 0..2), ``name``,
@@ -318,7 +341,7 @@ def make_mni152_dataset(
     if image_size is not None and image_size < 32:
         raise ValueError(f"image_size must be at least 32 (or None for the template's size), got {image_size}.")
     files = find_mni152_files(source)
-    slices = _brain_slices(files, plane, image_size, min_brain_fraction)
+    slices = _brain_slices(files, plane, image_size, min_brain_fraction, margin)
     if not slices:
         raise ValueError(f"No {plane} slice has brain tissue over {min_brain_fraction:.0%} of its area; lower "
                          "min_brain_fraction or check the files.")
@@ -348,6 +371,7 @@ def make_mni152_dataset(
         "held_out_slab": held_out_slab,
         "gap": gap,
         "min_brain_fraction": min_brain_fraction,
+        "margin": margin,
         "slice_ranges": ranges,
     }
     return datasets.DatasetDict(splits), provenance
@@ -372,7 +396,8 @@ def mni152_card_body(provenance: dict) -> str:
     return (
         "## Slices and slab split\n\n"
         f"Plane: {provenance['plane']}; slice size: {f'{size} x {size}' if size else 'the padded template size'}; "
-        f"slices kept where brain tissue covers at least {provenance['min_brain_fraction']:.0%} of the slice. "
+        f"in-plane axes cropped to the brain's bounding box plus {provenance['margin']} voxels, then zero-padded to "
+        f"a square; slices kept where brain tissue covers at least {provenance['min_brain_fraction']:.0%} of the slice. "
         f"Consecutive brain slices repeat the pattern {provenance['train_slab']} train, {provenance['gap']} dropped, "
         f"{provenance['held_out_slab']} held out (test and validation in turn), {provenance['gap']} dropped, so every "
         f"test or validation slice is at least {provenance['gap']} slices from any training slice. `slice_index` "

@@ -118,6 +118,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     sub.add_argument("--train_slab", type=int, default=20, help="Training slices per slab cycle.")
     sub.add_argument("--held_out_slab", type=int, default=10, help="Slices per test or validation slab.")
     sub.add_argument("--gap", type=int, default=5, help="Dropped slices on each side of a held-out slab (>= 5).")
+    sub.add_argument("--margin", type=int, default=4, help="Voxels kept around the brain's bounding box in-plane.")
     _add_common(sub)
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_dataset_id:
@@ -148,7 +149,7 @@ def _recorded_command(args: argparse.Namespace) -> str:
             parts += ["--slice_axis", str(args.slice_axis)]
         return " ".join(parts)
     if args.dataset == "mni152":
-        for key in ("plane", "image_size", "min_brain_fraction", "train_slab", "held_out_slab", "gap"):
+        for key in ("plane", "image_size", "min_brain_fraction", "train_slab", "held_out_slab", "gap", "margin"):
             parts += [f"--{key}", str(getattr(args, key))]
         return " ".join(parts + ["--output_dir", "OUTPUT_DIR"])
     if args.dataset == "synthetic":
@@ -193,7 +194,7 @@ def _mni152(args: argparse.Namespace) -> None:
     dataset_dict, provenance = mni152.make_mni152_dataset(
         source=args.source, plane=args.plane, image_size=args.image_size or None,
         min_brain_fraction=args.min_brain_fraction, train_slab=args.train_slab, held_out_slab=args.held_out_slab,
-        gap=args.gap,
+        gap=args.gap, margin=args.margin,
     )
     card = DatasetCardInfo.from_mapping({**mni152.MNI152_CARD, "body": mni152.mni152_card_body(provenance)})
     write_dataset_folder(
