@@ -20,10 +20,10 @@ def _stand_in(folder, flip_x=False):
     x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in SHAPE), indexing="ij")
     radius = np.sqrt(x**2 + y**2 + (z / 1.1) ** 2)
     brain = radius < 0.8
-    wm = np.where(radius < 0.5, 230, np.where(radius < 0.6, 100, 0)).astype(np.uint8)
-    gm = np.where((radius >= 0.5) & brain, 220, np.where(radius < 0.5, 20, 0)).astype(np.uint8)
-    t1 = np.where(brain, np.where(radius < 0.5, 200, 120), 0).astype(np.uint8)
-    t1[(y > 0.55) & brain] = 255  # anterior marker
+    wm = np.where(radius < 0.6, 230, np.where(radius < 0.65, 100, 0)).astype(np.uint8)
+    gm = np.where((radius >= 0.6) & brain, 220, np.where(radius < 0.6, 20, 0)).astype(np.uint8)
+    t1 = np.where(brain, np.where(radius < 0.6, 200, 120), 0).astype(np.uint8)
+    t1[(y > 0.62) & brain & (np.abs(z) < 0.3)] = 215  # anterior marker, the brightest voxels (mid-height slices only)
     affine = np.eye(4)
     if flip_x:
         t1, gm, wm = (v[::-1].copy() for v in (t1, gm, wm))

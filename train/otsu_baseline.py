@@ -34,6 +34,8 @@ logger = logging.getLogger("otsu_baseline")
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Multi-level Otsu threshold, scored like train/evaluate.py.")
     parser.add_argument("--dataset", type=str, required=True, help="Hub dataset id or local folder (gms_hub.data layout).")
+    parser.add_argument("--test_dataset", type=str, default=None,
+                        help="Score this dataset's --split instead (e.g. a fresh synthetic test set).")
     parser.add_argument("--output_dir", type=str, required=True)
     parser.add_argument("--image_size", type=int, default=224, help="Protocol size (the GMS it is compared with).")
     parser.add_argument("--num_levels", type=int, default=None, help="Intensity bands (default: classes + 1).")
@@ -125,8 +127,8 @@ def main(args: argparse.Namespace) -> Dict:
     fit_seconds = time.perf_counter() - started
     logger.info(f"Otsu bands (darkest first) -> labels {band_labels} ({fit_seconds:.1f} s over {len(train)} images)")
     model = OtsuSegmenter(args.image_size, band_labels, num_classes, id2label)
-    test = load_gms_dataset(args.dataset, split=args.split)
-    info = {"model": "multi-level Otsu (train/otsu_baseline.py)", "dataset": args.dataset, "split": args.split,
+    test = load_gms_dataset(args.test_dataset or args.dataset, split=args.split)
+    info = {"model": "multi-level Otsu (train/otsu_baseline.py)", "dataset": args.test_dataset or args.dataset, "split": args.split,
             "command": args.command, "trainable_parameters": 0, "frozen_parameters": 0, "num_levels": num_levels,
             "band_labels": band_labels, "fit_seconds": round(fit_seconds, 1)}
     metrics = evaluate_to_folder(model, test, args.output_dir, batch_size=args.batch_size, write_masks=False, info=info)

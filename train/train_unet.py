@@ -41,6 +41,8 @@ logger = logging.getLogger("train_unet")
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train MONAI's BasicUNet with train/train.py's data and protocol.")
     parser.add_argument("--dataset", type=str, required=True, help="Hub dataset id or local folder (gms_hub.data layout).")
+    parser.add_argument("--test_dataset", type=str, default=None,
+                        help="Score the test split of this dataset instead (e.g. a fresh synthetic test set).")
     parser.add_argument("--output_dir", type=str, required=True)
     parser.add_argument("--image_size", type=int, default=224, help="Side of the square input (train/train.py's flag).")
     parser.add_argument("--features", type=int, nargs=6, default=[16, 16, 32, 64, 128, 16],
@@ -124,7 +126,7 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from gms_hub.data import TrainTransform, collate_batch
+    from gms_hub.data import TrainTransform, collate_batch, load_gms_dataset
     from gms_hub.evaluation.protocol import evaluate_dataset, summarize_records
     from gms_hub.evaluation.report import evaluate_to_folder
     from gms_hub.training import SeededTrainDataset, begin_epoch, load_training_splits, resolve_id2label
@@ -199,11 +201,12 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
               "id2label": {str(k): v for k, v in (id2label or {}).items()} or None, "features": list(model.features),
               "in_channels": 3, "threshold": model.threshold}
     (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    test_split = "test" if "test" in eval_splits else args.select_on
-    info = {"model": "monai BasicUNet (train/train_unet.py)", "dataset": args.dataset, "split": test_split,
+    test_split = "test" if "test" in eval_splits or args.test_dataset else args.select_on
+    test_data = load_gms_dataset(args.test_dataset, split="test") if args.test_dataset else eval_splits[test_split]
+    info = {"model": "monai BasicUNet (train/train_unet.py)", "dataset": args.test_dataset or args.dataset, "split": test_split,
             "command": args.command, "trainable_parameters": num_parameters, "frozen_parameters": 0,
             "train_seconds": round(train_seconds, 1), "train_steps": step}
-    metrics = evaluate_to_folder(model, eval_splits[test_split], output_dir, batch_size=args.eval_batch_size,
+    metrics = evaluate_to_folder(model, test_data, output_dir, batch_size=args.eval_batch_size,
                                  write_masks=False, info=info)
     results = {"selection_split": args.select_on, "best": best, "history": history, "global_step": step,
                "train_seconds": train_seconds, "trainable_parameters": num_parameters,
