@@ -44,6 +44,13 @@ def test_otsu_maps_bands_to_tissue_and_writes_evaluate_metrics(brain_dataset, tm
     assert metrics["trainable_parameters"] == 0
 
 
+def test_otsu_assignment_finds_a_minority_foreground():
+    otsu = _script("otsu_baseline")
+    # a dark lesion that is a minority of even the dark band: majority voting would call every band background
+    counts = np.array([[300, 100], [5000, 2]])  # (bands, labels)
+    assert otsu.best_assignment(counts) == [1, 0]
+
+
 def test_otsu_bands_of_a_flat_image_are_one_band():
     otsu = _script("otsu_baseline")
     assert otsu.otsu_bands(np.full((8, 8), 0.3), 3).max() == 0

@@ -5,10 +5,10 @@
 
 No training. Each image is turned to grey (the mean of its RGB channels at the protocol's size, `--image_size`, the
 same bilinear resize that GMS sees), cut into `--num_levels` intensity bands by
-`skimage.filters.threshold_multiotsu` (K + 1 bands by default, K the foreground classes), and each band becomes the
-label that most of that band's pixels carry on the train split (counted once, over every training image: the only
-thing read from the labels, which decides e.g. that dark is lesion in ultrasound and bright is white matter in a
-T1). The label maps are scored on the test split by `gms_hub.evaluation.report.evaluate_to_folder`, which writes the
+`skimage.filters.threshold_multiotsu` (K + 1 bands by default, K the foreground classes), and each band gets a label:
+the band -> label assignment with the best pooled Dice on the train split (mean over foreground classes; all
+(K + 1) ** bands assignments are tried on one table of pixel counts per band and label). That table is the only
+thing read from the labels; it decides e.g. that dark is lesion in ultrasound and bright is white matter in a T1. The label maps are scored on the test split by `gms_hub.evaluation.report.evaluate_to_folder`, which writes the
 same `metrics.json` as train/evaluate.py (probabilities are the one-hot label maps, so the calibration figures
 describe hard decisions).
 """
@@ -98,7 +98,7 @@ class OtsuSegmenter(torch.nn.Module):
 
 
 def fit_band_labels(dataset, image_size: int, num_levels: int, num_classes: int, batch_size: int = 16) -> List[int]:
-    """The majority label of each Otsu band over a split (the only use of training labels)."""
+    """The label of each Otsu band that fits a split best (`best_assignment`; the only use of training labels)."""
     from gms_hub.data import EvalTransform, collate_batch
 
     counts = np.zeros((num_levels, num_classes + 1), np.int64)
@@ -111,7 +111,29 @@ def fit_band_labels(dataset, image_size: int, num_levels: int, num_classes: int,
         for g, t in zip(gray, truth):
             bands = otsu_bands(g, num_levels)
             np.add.at(counts, (bands.ravel(), t.ravel()), 1)
-    return [int(row.argmax()) for row in counts]
+    return best_assignment(counts)
+
+
+def best_assignment(counts: np.ndarray) -> List[int]:
+    """The band -> label assignment with the best pooled Dice (mean over foreground labels) for a table of pixel
+    counts (bands, labels); ties go to the first assignment in `itertools.product` order."""
+    import itertools
+
+    num_bands, num_labels = counts.shape
+    truth = counts.sum(0)  # (labels,)
+    band_total = counts.sum(1)  # (bands,)
+    best, best_score = None, -1.0
+    for assignment in itertools.product(range(num_labels), repeat=num_bands):
+        chosen = np.asarray(assignment)
+        dices = []
+        for k in range(1, num_labels):
+            hit = chosen == k
+            predicted, overlap = band_total[hit].sum(), counts[hit, k].sum()
+            dices.append(2 * overlap / (predicted + truth[k]) if predicted + truth[k] else 1.0)
+        score = float(np.mean(dices))
+        if score > best_score:
+            best, best_score = list(assignment), score
+    return [int(label) for label in best]
 
 
 def main(args: argparse.Namespace) -> Dict:
