@@ -49,8 +49,8 @@ def main() -> None:
     lmm_params = sum(p.numel() for p in model.lmm.parameters())
     minutes = int(os.environ["BUILD_SECONDS"]) / 60
     ceiling = ", ".join(f"{label} {100 * value:.1f}" for label, value in vae_per_class.items())
-    print(f"GMS test DSC {gms_metrics['dsc_mean']:.4f} ({', '.join(f'{k} {v['dsc_mean']:.4f}' for k, v in gms_metrics['per_class'].items())}); "
-          f"VAE-alone DSC {ceiling}")
+    per_class = ", ".join(f"{label} {scores['dsc_mean']:.4f}" for label, scores in gms_metrics["per_class"].items())
+    print(f"GMS test DSC {gms_metrics['dsc_mean']:.4f} ({per_class}); VAE-alone DSC {ceiling}")
 
     description = f"""**Demo model trained on one brain template.** Not for clinical use, not validated on patients.
 
