@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from gms_hub import GMS
+from gms_hub.data.mni152 import MNI152_COPYRIGHT
 from gms_hub.training.vae import evaluate_vae, load_image_mask_arrays
 
 COMMAND = "bash train/make_demo_brain.sh"
@@ -82,7 +83,9 @@ ground truth resized with nearest neighbour); its `metrics.json` is in this fold
 The VAE alone (encode the true coded mask, decode, arg-max) reaches DSC {ceiling} (%) on the same slices: the
 ceiling of any latent mapping model on this VAE. Built in {minutes:.1f} minutes on a shared 2-core CPU by
 `{COMMAND}`. Scores on slices of the template it was trained on say how well it reproduces this brain's tissue
-boundaries on unseen slices; they say nothing about scans of patients, other scanners or other contrasts."""
+boundaries on unseen slices; they say nothing about scans of patients, other scanners or other contrasts.
+
+The training data carries the ICBM 2009 templates' notice: {MNI152_COPYRIGHT}"""
 
     test = {k: gms_metrics[k] for k in ("dsc_mean", "dsc_std", "iou_mean", "iou_std", "n", "per_class")}
     validation = results["metrics"]["validation"]
