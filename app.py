@@ -85,7 +85,8 @@ def _forward(model_name, pixel_values, num_samples=0, tta=False, seed=None):
     return registry.mask_probabilities(model_name, pixel_values, num_samples=num_samples, tta=tta, seed=seed)
 
 
-handlers = SpaceHandlers(registry, _forward, OUTPUT_DIR, MAX_PIXELS, max_samples=MAX_SAMPLES, examples=EXAMPLES,
+handlers = SpaceHandlers(registry, _forward, OUTPUT_DIR, MAX_PIXELS, max_samples=MAX_SAMPLES,
+                         examples=[e for e in EXAMPLES if e[1] in registry.names()],  # a model not configured: no example
                          examples_dir=EXAMPLES_DIR)
 batch = BatchHandler(handlers, max_files=MAX_BATCH_FILES, max_frames=MAX_BATCH_FRAMES)
 # The endpoints and the page's events, by the names the API and the tests know them.
