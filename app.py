@@ -59,6 +59,7 @@ EXAMPLES = [
     ("ultrasound_16bit.png", "bus", "breast ultrasound (16-bit PNG)"),
     ("dermoscopy.jpg", "ham10000", "dermoscopy (RGB JPEG)"),
     ("histology.png", "glas", "colon histology (RGB PNG)"),
+    ("brain_t1.png", "brain-mri", "T1 brain MRI, axial (MNI template test slab; scripts/make_brain_example.py)"),
 ]
 # No file_types on the uploads: DICOM exports often have no extension; the reader decides and explains.
 MEDICAL_HINT = "PNG, JPEG, BMP, TIFF (8 or 16 bit), DICOM (.dcm or none), NIfTI (.nii, .nii.gz)"
@@ -97,7 +98,8 @@ api = ApiEndpoints(segmenter)
 views = ResultViews(segmenter)
 previews = UploadPreview(segmenter)
 model_info = ModelInfo(registry)
-example_gallery = ExampleGallery(EXAMPLES, EXAMPLES_DIR, OUTPUT_DIR)
+example_gallery = ExampleGallery([e for e in EXAMPLES if e[1] in registry.names()],  # a model not configured: no example
+                                 EXAMPLES_DIR, OUTPUT_DIR)
 batch = BatchHandler(segmenter, max_files=MAX_BATCH_FILES, max_frames=MAX_BATCH_FRAMES)
 # The endpoints and the page's events, by the names the API and the tests know them.
 segment = api.segment

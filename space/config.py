@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BENCHMARKS",
+    "DEMO_BRAIN_LABEL",
     "DEMO_LABEL",
     "UnknownModelError",
     "load_model_config",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 DEMO_LABEL = "demo model trained on synthetic data"
+DEMO_BRAIN_LABEL = "demo model trained on one brain MRI template (MNI ICBM152, grey/white matter on axial T1 slices)"
+DEMO_BRAIN_FOLDER = "demo_brain"  # the folder name of gms_hub.DEMO_BRAIN_PATH, which `load_model("demo-brain")` loads
 
 
 class UnknownModelError(ValueError):

@@ -349,7 +349,9 @@ def model_card_markdown(kind: str, location: str, revision: Optional[str] = None
     if path is None or not path.is_file():
         return f"This model has no model card (no README.md in `{location}`)."
     text = _card_body(path.read_text(encoding="utf-8", errors="replace"))
-    if kind == "demo" and "synthetic" not in text.lower():
+    if kind == "demo" and Path(location).name == "demo_brain" and "template" not in text.lower():
+        text = "**Demo model trained on one brain MRI template (MNI ICBM152).** Not for clinical use.\n\n" + text
+    elif kind == "demo" and Path(location).name != "demo_brain" and "synthetic" not in text.lower():
         # The demo model's plain statement must be on the page even if its card is edited.
         text = "**Demo model trained on synthetic data.** Not for clinical use.\n\n" + text
     return text

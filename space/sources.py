@@ -4,6 +4,7 @@ upload ready for it (`PreparedInput`), and the error when nothing loads (`ModelU
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from gms_hub.models.resolver import ModelSpec
 
-from .config import DEMO_LABEL
+from .config import DEMO_BRAIN_FOLDER, DEMO_BRAIN_LABEL, DEMO_LABEL
 
 __all__ = ["LoadedModel", "ModelSource", "ModelUnavailableError", "PreparedInput"]
 
@@ -46,7 +47,7 @@ class ModelSource:
             return f"the paper's published checkpoint ({self.location}), converted on first use"
         if self.kind in ("pth", "url"):
             return f"checkpoint {self.location}, converted on first use"
-        return DEMO_LABEL
+        return DEMO_BRAIN_LABEL if Path(self.location).name == DEMO_BRAIN_FOLDER else DEMO_LABEL
 
     @property
     def spec(self) -> ModelSpec:

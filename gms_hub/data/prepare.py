@@ -9,6 +9,7 @@ Usage:
     python -m gms_hub.data.prepare busi --multiclass --raw_dir Dataset_BUSI_with_GT --output_dir outputs/gms-busi-mc
     python -m gms_hub.data.prepare folder --images scans/images --masks scans/masks --mask_suffix _mask \
         --labels benign,malignant --output_dir outputs/my-dataset
+    python -m gms_hub.data.prepare mni152 --output_dir outputs/mni152-axial --plane axial --image_size 256
     python -m gms_hub.data.prepare folder --images ct/images --masks ct/masks --output_dir outputs/my-ct  # .dcm, .nii.gz
 """
 
@@ -59,7 +60,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         prog="python -m gms_hub.data.prepare",
         description="Convert a GMS benchmark (or generate the synthetic one) into a Hub-style dataset folder.",
     )
-    choices = "{" + ",".join([*CONVERTERS, "synthetic", "folder"]) + "}"
+    choices = "{" + ",".join([*CONVERTERS, "synthetic", "folder", "mni152"]) + "}"
     subparsers = parser.add_subparsers(dest="dataset", required=True, metavar=choices)
     for name, converter in CONVERTERS.items():
         sub = subparsers.add_parser(name, help=f"{converter.display_name}: {converter.layout}")
@@ -108,6 +109,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     sub.add_argument("--seed", type=int, default=2333, help="Seed of the split.")
     sub.add_argument("--slice_axis", type=int, default=-1, help="Axis 3D NIfTI images and masks are sliced along.")
     _add_common(sub)
+    sub = subparsers.add_parser("mni152", help="Grey/white matter slices of the MNI ICBM152 template (from nilearn).")
+    sub.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal"], help="Slicing plane.")
+    sub.add_argument("--image_size", type=int, default=256, help="Side of the square slices (0: the template's).")
+    sub.add_argument("--source", default=None,
+                     help="Folder of the three template files (default: the installed nilearn's data folder).")
+    sub.add_argument("--min_brain_fraction", type=float, default=0.02, help="Least share of a slice that is brain.")
+    sub.add_argument("--train_slab", type=int, default=20, help="Training slices per slab cycle.")
+    sub.add_argument("--held_out_slab", type=int, default=10, help="Slices per test or validation slab.")
+    sub.add_argument("--gap", type=int, default=5, help="Dropped slices on each side of a held-out slab (>= 5).")
+    sub.add_argument("--margin", type=int, default=4, help="Voxels kept around the brain's bounding box in-plane.")
+    _add_common(sub)
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_dataset_id:
         parser.error("--push_to_hub needs --hub_dataset_id (e.g. my-org/gms-busi).")
@@ -136,6 +148,10 @@ def _recorded_command(args: argparse.Namespace) -> str:
         if args.slice_axis != -1:
             parts += ["--slice_axis", str(args.slice_axis)]
         return " ".join(parts)
+    if args.dataset == "mni152":
+        for key in ("plane", "image_size", "min_brain_fraction", "train_slab", "held_out_slab", "gap", "margin"):
+            parts += [f"--{key}", str(getattr(args, key))]
+        return " ".join(parts + ["--output_dir", "OUTPUT_DIR"])
     if args.dataset == "synthetic":
         for key in ("num_train", "num_validation", "num_test", "seed", "image_size", "num_classes"):
             if getattr(args, key) is not None:
@@ -172,10 +188,27 @@ def _synthetic(args: argparse.Namespace) -> None:
     )
 
 
+def _mni152(args: argparse.Namespace) -> None:
+    from . import mni152
+
+    dataset_dict, provenance = mni152.make_mni152_dataset(
+        source=args.source, plane=args.plane, image_size=args.image_size or None,
+        min_brain_fraction=args.min_brain_fraction, train_slab=args.train_slab, held_out_slab=args.held_out_slab,
+        gap=args.gap, margin=args.margin,
+    )
+    card = DatasetCardInfo.from_mapping({**mni152.MNI152_CARD, "body": mni152.mni152_card_body(provenance)})
+    write_dataset_folder(
+        dataset_dict, args.output_dir, card, provenance={**provenance, "command": _recorded_command(args)},
+        max_shard_size=args.max_shard_size, overwrite=args.overwrite, id2label=mni152.MNI152_ID2LABEL,
+    )
+
+
 def main(args: argparse.Namespace) -> Path:
     """Run the conversion (and the push) described by parsed command-line arguments."""
     if args.dataset == "synthetic":
         _synthetic(args)
+    elif args.dataset == "mni152":
+        _mni152(args)
     elif args.dataset == "folder":
         convert_folder(
             images=args.images,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 from huggingface_hub import constants as hf_constants
 
-from .. import DEMO_MODEL_PATH
+from .. import DEMO_BRAIN_PATH, DEMO_MODEL_PATH
 from .reference import REFERENCE_NAMES
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["ACCEPTED_FORMS", "KINDS", "ModelSpec", "classify_spec", "load_model"]
 
 ACCEPTED_FORMS = (
-    "'demo' (the bundled offline demo model), a reference name (" + ", ".join(REFERENCE_NAMES) + "; any case), "
+    "'demo' (the bundled offline demo model), 'demo-brain' (the bundled grey/white matter model for T1 brain "
+    "slices), a reference name (" + ", ".join(REFERENCE_NAMES) + "; any case), "
     "a .pth checkpoint path or an http(s) URL to one, a local GMS folder (with config.json), or a Hub repo id "
     "with an optional @revision (e.g. org/gms-busi@main)"
 )
@@ -101,6 +102,8 @@ def classify_spec(spec: Union[str, os.PathLike, ModelSpec]) -> ModelSpec:
     lower = text.lower()
     if lower == "demo":
         return ModelSpec("demo", str(DEMO_MODEL_PATH))
+    if lower == "demo-brain":
+        return ModelSpec("demo", str(DEMO_BRAIN_PATH))
     if lower in REFERENCE_NAMES:
         return ModelSpec("reference", lower)
     if re.match(r"^https?://", text, flags=re.IGNORECASE):
@@ -144,7 +147,7 @@ def load_model(
     """Load the GMS that `spec` names: the demo model, a reference checkpoint, a `.pth`, a folder or a Hub repo.
 
     Args:
-        spec (`str`, `os.PathLike` or `ModelSpec`): `"demo"`, a reference name (`bus`, `busi`, `glas`, `ham10000`,
+        spec (`str`, `os.PathLike` or `ModelSpec`): `"demo"`, `"demo-brain"`, a reference name (`bus`, `busi`, `glas`, `ham10000`,
             `kvasir-instrument`), a `.pth` path or URL, a local GMS folder, or a Hub id with optional `@revision`.
         device (`str` or `torch.device`, *optional*): where to put the model (default: CPU).
         torch_dtype (`torch.dtype`, *optional*): dtype of the model (default: float32).
