@@ -58,7 +58,7 @@ def volume_row(volume: np.ndarray, names: Sequence[str], voxel_mm3: Optional[flo
             columns stay empty.
 
     Returns:
-        `dict`: `slices`, `voxel_mm3`, and per class `volume_ml_<name>` (rounded to 4 decimals),
+        `dict`: `slices`, `voxel_mm3`, and per class `volume_ml_<name>` (rounded to 6 decimals: 0.001 mm³),
         `components_<name>`, `largest_share_<name>` (largest component's voxels / the class's voxels, empty
         for an absent class).
 
@@ -74,7 +74,7 @@ def volume_row(volume: np.ndarray, names: Sequence[str], voxel_mm3: Optional[flo
         binary = volume == k
         voxels = int(binary.sum())
         _, count, sizes = _components(binary)
-        row[f"volume_ml_{name}"] = "" if voxel_mm3 is None else round(voxels * voxel_mm3 / 1000.0, 4)
+        row[f"volume_ml_{name}"] = "" if voxel_mm3 is None else round(voxels * voxel_mm3 / 1000.0, 6)
         row[f"components_{name}"] = int(count)
         row[f"largest_share_{name}"] = round(float(sizes.max()) / voxels, 4) if voxels else ""
     return row
