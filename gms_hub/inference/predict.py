@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.context import context_input
 from ..io.reading import IMAGE_EXTENSIONS, InputFile, list_input_files, read_input
 from ..io.series import SeriesFiles, group_dicom_series, open_series
 from ..io.mask_files import OUTPUT_FORMATS, MaskWriter, class_names
@@ -150,6 +151,7 @@ class Predictor:
         self.model, self.args, self.output_dir = model, args, output_dir
         self.num_classes = int(getattr(model, "num_classes", 1))
         self.labels = foreground_labels(model)
+        self.context = int(getattr(model, "context_slices", 0))  # 2.5D models see a volume's neighbouring slices
         self.generator = None
         if args.seed is not None:
             self.generator = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -228,6 +230,8 @@ class Predictor:
         row = job.writer.add(index, labels)
         if self.args.save_overlay:
             frame = job.opened.frames[index] if frame is None else frame
+            if self.context and self._holds_volume(job):
+                frame = np.asarray(frame)[..., self.context]  # the slice itself, not its neighbours
             stem, out = job.writer.frame_stem(index), self.output_dir
             from ..models.processing import to_float_rgb
             from ..io.visualize import label_colors, overlay_labels
@@ -262,6 +266,7 @@ class Predictor:
                 job.opened = open_series(job.series.order(), window=args.window)
             else:
                 job.opened = read_input(job.path, window=args.window, slice_axis=args.slice_axis)
+            job.opened = context_input(job.opened, self.context)
             job.writer = MaskWriter(job.opened, self.output_dir, job.stem, output_format=args.output_format,
                                     num_classes=self.num_classes, names=self.labels, model_id=str(args.model))
             if job.opened.num_frames < 1:
