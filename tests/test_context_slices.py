@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from gms_hub.data.context import context_frames, context_input, neighbour_indices, with_context_slices
+from gms_hub.inference.volumes import segment_volume
 from gms_hub.io.medical import FrameSequence
 from gms_hub.io.reading import read_input
 
@@ -173,3 +174,6 @@ def test_2_5d_round_trip_train_save_load_predict_a_volume(tmp_path, tiny_vae_dir
     assert seen == [(32, 32, 3)] * 6  # every slice went in with its two neighbours
     (row,) = list(__import__("csv").DictReader(open(tmp_path / "pred" / "volumes.csv")))
     assert row["slices"] == "6" and row["status"] == "ok"
+    labels = segment_volume(model, tmp_path / "ball.nii.gz", batch_size=4)  # the library route, same stacking
+    assert seen[6:] == [(32, 32, 3)] * 6
+    np.testing.assert_array_equal(np.moveaxis(labels, 0, -1), np.asarray(mask.dataobj))

@@ -89,7 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--output_format", choices=OUTPUT_FORMATS, default="auto",
                         help="auto (default): PNG for images and DICOM, NIfTI for NIfTI inputs; png; nifti "
-                             "(<name>_mask.nii.gz, NIfTI inputs only); dicom-seg (<name>_seg.dcm, DICOM inputs only).")
+                             "(<name>_mask.nii.gz, NIfTI inputs and DICOM series); dicom-seg (<name>_seg.dcm, DICOM "
+                             "inputs only; one per series).")
     parser.add_argument("--window", type=parse_window, default=None,
                         help="CENTER,WIDTH intensity window for DICOM/NIfTI (e.g. 40,400 for soft tissue in HU), "
                              "overriding the file's own.")

@@ -1,4 +1,5 @@
-"""Results per volume: mL per class, 3D connected components, and the optional largest-component postprocess.
+"""Results per volume: mL per class, 3D connected components, the optional largest-component postprocess, and
+`segment_volume`, which streams a volume through a model (with its context slices when it is 2.5D).
 
 A volume is any input with more than one slice (`MedicalImage.is_volume`): a DICOM series, a multi-frame DICOM
 file, a 3D NIfTI. `volume_row` measures its label volume (slices, rows, columns); `python -m gms_hub.predict`
@@ -19,8 +20,8 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["POSTPROCESS", "VOLUME_COLUMNS", "keep_largest_component", "volume_columns", "volume_row",
-           "write_volumes_csv"]
+__all__ = ["POSTPROCESS", "VOLUME_COLUMNS", "keep_largest_component", "segment_volume", "volume_columns",
+           "volume_row", "write_volumes_csv"]
 
 POSTPROCESS = ("none", "largest_component")
 """`--postprocess` choices: `none` (default, the model's masks as they are) or `largest_component` (per class,
@@ -120,3 +121,33 @@ def write_volumes_csv(rows: List[Dict[str, Any]], path: Path, names: Sequence[st
         writer.writerows(rows)
     logger.info("Wrote %d volume row(s) to %s", len(rows), path)
     return Path(path)
+
+
+def segment_volume(model, scan, *, batch_size: int = 8, window=None, slice_axis: int = -1, **segment_kwargs) -> np.ndarray:
+    """Segment every frame of a volume, streamed in batches, with the model's context slices (2.5D) if it has any.
+
+    Args:
+        model: a `GMS` (or anything with its `segment` and `context_slices`).
+        scan (`str`, `os.PathLike` or `InputFile`): a NIfTI, a DICOM file, or an input opened with `read_input`
+            or `gms_hub.io.series.open_series`.
+        batch_size (`int`, defaults to 8): frames per forward pass.
+        window, slice_axis: passed to `read_input` when `scan` is a path.
+        segment_kwargs: passed to `model.segment` (e.g. `threshold`).
+
+    Returns:
+        `np.ndarray` (frames, H, W) uint8 labels, frame k of the scan at index k.
+
+    Example:
+        >>> labels = segment_volume(model, "ct.nii.gz")
+        >>> volume_row(labels, ["liver"], read_input("ct.nii.gz").medical.voxel_volume_mm3)
+    """
+    from ..data.context import context_input
+    from ..io.reading import InputFile, read_input
+
+    opened = scan if isinstance(scan, InputFile) else read_input(scan, window=window, slice_axis=slice_axis)
+    opened = context_input(opened, int(getattr(model, "context_slices", 0)))
+    masks = []
+    for frames in opened.batches(batch_size):
+        result = model.segment(frames, value_range=opened.value_range, batch_size=batch_size, **segment_kwargs)
+        masks.extend(np.asarray(m).astype(np.uint8) for m in result)
+    return np.stack(masks)  # (F, H, W)

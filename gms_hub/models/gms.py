@@ -89,8 +89,9 @@ class GMS(
             defaults to `{0: "background", 1: "foreground"}` for binary and `class_1..class_K` otherwise.
         context_slices (`int`, defaults to 0): neighbouring slices on each side fed with a slice of a volume. 0 is
             the paper's 2D model; 1 (2.5D) fills the three input channels with slices k-1, k, k+1, ends repeated
-            (`gms_hub.data.context`). The predict CLI and `train/evaluate.py` read it from `config.json`; `segment`
-            itself takes images as given (stack them with `gms_hub.data.context.context_frames`).
+            (`gms_hub.data.context`). The predict CLI, `train/evaluate.py` and
+            `gms_hub.inference.volumes.segment_volume(model, "ct.nii.gz")` read it from `config.json`; `segment`
+            itself takes images as given (a single image is its own neighbour: three copies, the 2D input).
 
     The constructor's arguments are the configuration: `config.json` holds them (all but `vae_kwargs`, a loading
     option) plus the informational `model_type`, `gms_hub_version`, `scaling_factor` and `vae_bundled`, and
