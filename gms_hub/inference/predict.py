@@ -215,7 +215,8 @@ class Predictor:
             _png16(foreground, out / f"{stem}_prob.png")
         if uncertainty is not None:
             _png16(uncertainty, out / f"{stem}_uncertainty.png")
-        if self._holds_volume(job):
+        if self._holds_volume(job) and (job.writer.output == "png" or self.args.postprocess != "none"):
+            # a NIfTI / SEG writer holds the label volume already; PNGs and postprocessing need their own copy
             if job.volume is None:
                 job.volume = np.zeros((job.opened.num_frames, *labels.shape), dtype=np.uint8)  # (F, H, W)
             job.volume[index] = labels
@@ -248,13 +249,14 @@ class Predictor:
         if job.error is not None or job.writer is None:
             return
         try:
-            if job.volume is not None:
-                if self.args.postprocess == "largest_component":
-                    job.volume = volumes.keep_largest_component(job.volume, self.num_classes)
-                    for index, labels in enumerate(job.volume):
-                        self.write_labels(job, index, labels, None)
-                job.volume_row = volumes.volume_row(job.volume, self.labels, job.opened.medical.voxel_volume_mm3)
-                job.volume = None
+            if job.volume is not None and self.args.postprocess == "largest_component":
+                job.volume = volumes.keep_largest_component(job.volume, self.num_classes)
+                for index, labels in enumerate(job.volume):
+                    self.write_labels(job, index, labels, None)
+            volume = job.volume if job.volume is not None else job.writer.volume
+            if self._holds_volume(job) and volume is not None:
+                job.volume_row = volumes.volume_row(volume, self.labels, job.opened.medical.voxel_volume_mm3)
+            job.volume = None
             job.writer.close()
         except (OSError, ValueError) as err:
             job.error = str(err)
