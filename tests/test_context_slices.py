@@ -156,6 +156,18 @@ def test_2_5d_round_trip_train_save_load_predict_a_volume(tmp_path, tiny_vae_dir
     model = load_model(str(out))
     assert model.context_slices == 1
 
+    # evaluate.py reads the context from the model: the test split is scored on stacked slices, no flag given.
+    import gms_hub.data.context as context
+
+    stacked_splits = []
+    real = context.with_context_slices
+    monkeypatch.setattr(context, "with_context_slices",
+                        lambda split, k: stacked_splits.append((len(split), k)) or real(split, k))
+    evaluate = load_script("evaluate")
+    evaluate.main(evaluate.parse_args(["--model", str(out), "--dataset", str(data), "--split", "test",
+                                       "--output_dir", str(tmp_path / "eval"), "--no_masks"]))
+    assert stacked_splits == [(6, 1)]
+
     image, _ = ball_volume(centre=(3, 16, 16))  # (slices, rows, columns)
     nib.save(nib.Nifti1Image(np.transpose(image, (1, 2, 0)).astype(np.int16), np.eye(4)), tmp_path / "ball.nii.gz")
     seen = []
