@@ -113,6 +113,10 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     dataset_kwargs = {"revision": args.dataset_revision} if args.dataset_revision else {}
     dataset, id2label = load_gms_dataset(args.dataset, split=args.split, return_id2label=True, **dataset_kwargs)
     check_dataset_classes(model, id2label, args.dataset)
+    if getattr(model, "context_slices", 0):  # a 2.5D model sees each slice with its neighbours (config.json)
+        from gms_hub.data.context import with_context_slices
+
+        dataset = with_context_slices(dataset, model.context_slices)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     if len(dataset) == 0:

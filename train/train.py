@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base_channels", type=int, default=32, help="LMM width (32 in the paper).")
     parser.add_argument("--channel_mult", type=int, nargs="+", default=[1, 2, 4, 4], help="LMM width multipliers.")
     parser.add_argument("--threshold", type=float, default=0.5, help="Probability threshold for the binary mask.")
+    parser.add_argument("--context_slices", type=int, default=0,
+                        help="0 (default): the paper's 2D model; 1: 2.5D, the input channels carry slices k-1, k, k+1 "
+                             "of datasets whose rows are named <volume>_slice<k> (prepare folder on volumes).")
     parser.add_argument("--include_vae", action="store_true", help="Bundle the VAE into the saved model folder.")
     # optimisation
     parser.add_argument("--num_train_epochs", type=int, default=1000)
@@ -232,6 +235,7 @@ def prepare_model(args: argparse.Namespace, accelerator: Accelerator):
     model = GMS(
         vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision, image_size=args.image_size,
         base_channels=args.base_channels, channel_mult=tuple(args.channel_mult), threshold=args.threshold,
+        **({"context_slices": args.context_slices} if args.context_slices else {}),
         **({"num_classes": num_classes, "id2label": id2label} if id2label is not None else {}),
     )
     prepare_model_for_training(model, accelerator.device, gradient_checkpointing=args.gradient_checkpointing, fast=args.fast)
@@ -250,6 +254,7 @@ def prepare_data(args: argparse.Namespace, accelerator: Accelerator, num_classes
         args.dataset, select_on=args.select_on, revision=args.dataset_revision, seed=args.seed,
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         image_column=args.image_column, mask_column=args.mask_column, validation_fraction=args.validation_fraction,
+        context_slices=args.context_slices,
     )
     transform = TrainTransform(image_size=args.image_size, augment=not args.augment_on_device, num_classes=num_classes)
     train_dataset = SeededTrainDataset(train_split, transform, seed=args.seed)

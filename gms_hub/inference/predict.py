@@ -5,6 +5,11 @@ Usage:
     python -m gms_hub.predict --input ct.nii.gz --output_dir out/ --window 40,400       # -> out/ct_mask.nii.gz
     python -m gms_hub.predict --input study/ --output_dir out/ --output_format dicom-seg  # -> out/<name>_seg.dcm
 
+A folder (or glob) of single-frame DICOM files is grouped by series (`gms_hub.io.series`): each series is one
+input, one volume in spatial order, written as one DICOM SEG (or NIfTI, or PNGs per slice) named `series<n>`.
+Every volume (a series, a multi-frame DICOM, a 3D NIfTI) also gets a row in `volumes.csv` (mL, 3D components;
+`gms_hub.inference.volumes`).
+
 Frames and slices stream through the model in batches of `--batch_size` (a volume is never held as float); a
 file that cannot be read or written is reported in the log and in `predictions.csv`, skipped, and makes the
 exit code 1. Logs and the CSV name files only, never a value from a DICOM header.
@@ -27,10 +32,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.context import context_input
 from ..io.reading import IMAGE_EXTENSIONS, InputFile, list_input_files, read_input
+from ..io.series import SeriesFiles, group_dicom_series, open_series
 from ..io.mask_files import OUTPUT_FORMATS, MaskWriter, class_names
 from ..io.medical import strip_suffix
 from ..models.resolver import ACCEPTED_FORMS, load_model
+from . import volumes
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--output_format", choices=OUTPUT_FORMATS, default="auto",
                         help="auto (default): PNG for images and DICOM, NIfTI for NIfTI inputs; png; nifti "
-                             "(<name>_mask.nii.gz, NIfTI inputs only); dicom-seg (<name>_seg.dcm, DICOM inputs only).")
+                             "(<name>_mask.nii.gz, NIfTI inputs and DICOM series); dicom-seg (<name>_seg.dcm, DICOM "
+                             "inputs only; one per series).")
     parser.add_argument("--window", type=parse_window, default=None,
                         help="CENTER,WIDTH intensity window for DICOM/NIfTI (e.g. 40,400 for soft tissue in HU), "
                              "overriding the file's own.")
@@ -101,6 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="Seed of the posterior samples (same seed, same maps).")
     parser.add_argument("--save_overlay", action="store_true",
                         help="Also write <name>_overlay.png: the mask over the image, one colour per class.")
+    parser.add_argument("--postprocess", choices=volumes.POSTPROCESS, default="none",
+                        help="none (default); largest_component: per class, keep only the largest 3D connected "
+                             "component of each volume (DICOM series, multi-frame DICOM, 3D NIfTI).")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}.")
@@ -119,6 +131,9 @@ class _Job:
     writer: Optional[MaskWriter] = None  # PNGs per frame, or the NIfTI / DICOM SEG written when the file ends
     rows: List[Dict[str, Any]] = field(default_factory=list)
     error: Optional[str] = None
+    series: Optional[SeriesFiles] = None  # the files of a DICOM series, read as one volume
+    volume: Optional[np.ndarray] = None  # (F, H, W) uint8 labels of a volume, for volumes.csv and postprocessing
+    volume_row: Optional[Dict[str, Any]] = None
 
 
 def foreground_labels(model) -> List[str]:
@@ -137,6 +152,7 @@ class Predictor:
         self.model, self.args, self.output_dir = model, args, output_dir
         self.num_classes = int(getattr(model, "num_classes", 1))
         self.labels = foreground_labels(model)
+        self.context = int(getattr(model, "context_slices", 0))  # 2.5D models see a volume's neighbouring slices
         self.generator = None
         if args.seed is not None:
             self.generator = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -194,13 +210,31 @@ class Predictor:
         labels = np.asarray(mask).astype(np.uint8)  # (H, W): 0/1 binary, 0..K multi-class
         stem = job.writer.frame_stem(index)
         out = self.output_dir
-        row = job.writer.add(index, labels)  # writes the PNG now, or holds the frame for the file's NIfTI / SEG
         if prob is not None:
             foreground = prob if prob.ndim == 2 else 1.0 - prob[0]  # (H, W); multi-class: 1 - background
             _png16(foreground, out / f"{stem}_prob.png")
         if uncertainty is not None:
             _png16(uncertainty, out / f"{stem}_uncertainty.png")
+        if self._holds_volume(job) and (job.writer.output == "png" or self.args.postprocess != "none"):
+            # a NIfTI / SEG writer holds the label volume already; PNGs and postprocessing need their own copy
+            if job.volume is None:
+                job.volume = np.zeros((job.opened.num_frames, *labels.shape), dtype=np.uint8)  # (F, H, W)
+            job.volume[index] = labels
+            if self.args.postprocess != "none":
+                return  # the masks are written once the whole volume is postprocessed (finish)
+        self.write_labels(job, index, labels, frame)
+
+    def _holds_volume(self, job: _Job) -> bool:
+        return job.opened.medical is not None and job.opened.medical.is_volume
+
+    def write_labels(self, job: _Job, index: int, labels: np.ndarray, frame: Any) -> None:
+        """The mask of one frame (PNG now, or held for the file's NIfTI / SEG), its overlay and its CSV row."""
+        row = job.writer.add(index, labels)
         if self.args.save_overlay:
+            frame = job.opened.frames[index] if frame is None else frame
+            if self.context and self._holds_volume(job):
+                frame = np.asarray(frame)[..., self.context]  # the slice itself, not its neighbours
+            stem, out = job.writer.frame_stem(index), self.output_dir
             from ..models.processing import to_float_rgb
             from ..io.visualize import label_colors, overlay_labels
 
@@ -210,10 +244,19 @@ class Predictor:
         job.rows.append({"input": str(job.path), **row, "status": "ok"})
 
     def finish(self, job: _Job) -> None:
-        """Write the file-level output (NIfTI mask or DICOM SEG) once every frame of the file is segmented."""
+        """Postprocess and measure a volume, then write the file-level output (NIfTI mask or DICOM SEG), once every
+        frame of the file is segmented."""
         if job.error is not None or job.writer is None:
             return
         try:
+            if job.volume is not None and self.args.postprocess == "largest_component":
+                job.volume = volumes.keep_largest_component(job.volume, self.num_classes)
+                for index, labels in enumerate(job.volume):
+                    self.write_labels(job, index, labels, None)
+            volume = job.volume if job.volume is not None else job.writer.volume
+            if self._holds_volume(job) and volume is not None:
+                job.volume_row = volumes.volume_row(volume, self.labels, job.opened.medical.voxel_volume_mm3)
+            job.volume = None
             job.writer.close()
         except (OSError, ValueError) as err:
             job.error = str(err)
@@ -222,7 +265,11 @@ class Predictor:
     def run(self, job: _Job) -> None:
         args = self.args
         try:
-            job.opened = read_input(job.path, window=args.window, slice_axis=args.slice_axis)
+            if job.series is not None:
+                job.opened = open_series(job.series.order(), window=args.window)
+            else:
+                job.opened = read_input(job.path, window=args.window, slice_axis=args.slice_axis)
+            job.opened = context_input(job.opened, self.context)
             job.writer = MaskWriter(job.opened, self.output_dir, job.stem, output_format=args.output_format,
                                     num_classes=self.num_classes, names=self.labels, model_id=str(args.model))
             if job.opened.num_frames < 1:
@@ -256,6 +303,29 @@ def write_csv(jobs: List[_Job], path: Path, labels: List[str], num_classes: int)
                 writer.writerows(job.rows)
 
 
+def write_volumes(jobs: List[_Job], path: Path, labels: List[str]) -> None:
+    """`volumes.csv`: a row per volume segmented, and per series that failed; nothing when no input is a volume."""
+    rows = [{"input": str(job.path), **job.volume_row, "status": "ok"} for job in jobs
+            if job.volume_row is not None and job.error is None]
+    rows += [{"input": str(job.path), "status": job.error} for job in jobs
+             if job.error is not None and (job.series is not None or job.volume_row is not None)]
+    if rows:
+        volumes.write_volumes_csv(rows, path, labels)
+
+
+def make_jobs(files: List[Path]) -> List[_Job]:
+    """One job per input: a DICOM series (its single-frame files, grouped) or any other file."""
+    series, singles = group_dicom_series(files)
+    jobs = [_Job(path=path, stem=stem) for path, stem in zip(singles, output_stems(singles))]
+    taken = {job.stem for job in jobs}
+    for item in series:
+        stem = item.name if item.name not in taken else f"{item.name}_dicom"
+        folder = Path(os.path.commonpath([str(p.parent) for p in item.paths]))
+        jobs.append(_Job(path=folder / item.name, stem=stem, series=item))
+        taken.add(stem)
+    return jobs
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -269,11 +339,12 @@ def main(argv=None) -> int:
 
         optimize(model)
     predictor = Predictor(model, args, output_dir)
-    jobs = [_Job(path=path, stem=stem) for path, stem in zip(files, output_stems(files))]
+    jobs = make_jobs(files)
     for job in tqdm(jobs, desc="Segmenting", unit="file"):
         predictor.run(job)
     predictor.flush()
     write_csv(jobs, output_dir / "predictions.csv", predictor.labels, predictor.num_classes)
+    write_volumes(jobs, output_dir / "volumes.csv", predictor.labels)
     failures = [job for job in jobs if job.error is not None]
     logger.info("Wrote masks for %d file(s) to %s; %d file(s) failed.", len(jobs) - len(failures), output_dir,
                 len(failures))

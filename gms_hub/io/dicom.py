@@ -223,7 +223,28 @@ def read_dicom(path: PathLike, *, window: Optional[Tuple[float, float]] = None) 
     return MedicalImage(
         path=path, kind="dicom", frames=FrameSequence(num_frames, read_batch), spacing=pixel_spacing(ds),
         shape=(num_frames, int(ds.Rows), int(ds.Columns)) + ((3,) if colour else ()), dataset=ds,
+        slice_spacing=multiframe_slice_spacing(ds) if num_frames > 1 else None,
     )
+
+
+def multiframe_slice_spacing(ds: Dataset) -> Optional[float]:
+    """Distance in mm between the frames of an enhanced multi-frame file: the mean step of the per-frame
+    Image Position (Patient) along the slice normal, else Spacing Between Slices; `None` when the file says
+    neither (cine, where frames are times, not slices)."""
+    orientation = _functional_group_value(ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient")
+    orientation = orientation if orientation is not None else ds.get("ImageOrientationPatient")
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+    positions = [_functional_group_value(ds, k, "PlanePositionSequence", "ImagePositionPatient")
+                 for k in range(len(frames))]
+    if orientation is not None and len(positions) > 1 and all(p is not None for p in positions):
+        row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+        along = np.asarray(positions, float) @ np.cross(row, col)
+        steps = np.abs(np.diff(along))
+        if steps.size and steps.min() > 0:
+            return float(steps.mean())
+    value = ds.get("SpacingBetweenSlices", _functional_group_value(ds, 0, "PixelMeasuresSequence",
+                                                                   "SpacingBetweenSlices"))
+    return float(value) if value is not None and float(value) > 0 else None
 
 
 def read_dicom_labels(path: PathLike) -> np.ndarray:
@@ -355,7 +376,7 @@ def _build_segmentation(
     stacked = np.stack([array == k for k in range(1, len(labels) + 1)], axis=-1).astype(np.uint8)  # (F, H, W, K)
     try:
         return hd.seg.Segmentation(
-            source_images=[reference.dataset], pixel_array=stacked,
+            source_images=list(reference.datasets or [reference.dataset]), pixel_array=stacked,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=series_number,
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer=manufacturer,

@@ -43,13 +43,15 @@ def write_mask_png(mask: np.ndarray, path: PathLike) -> str:
     return str(path)
 
 
-def choose_output(requested: str, kind: str, name: str) -> str:
+def choose_output(requested: str, kind: str, name: str, series: bool = False) -> str:
     """The format a file of `kind` is written in, or a `ValueError` saying why `requested` does not fit it.
 
     Args:
         requested (`str`): one of `OUTPUT_FORMATS`.
         kind (`str`): the input's kind, `"image"`, `"dicom"` or `"nifti"` (`InputFile.kind`).
         name (`str`): the input's file name, for the message.
+        series (`bool`, defaults to `False`): the input is a DICOM series with its geometry
+            (`gms_hub.io.series`), which may also be written as NIfTI.
 
     Returns:
         `str`: `"png"`, `"nifti"` or `"dicom-seg"`.
@@ -62,8 +64,9 @@ def choose_output(requested: str, kind: str, name: str) -> str:
         raise ValueError(f"Output format {requested!r} is none of {', '.join(OUTPUT_FORMATS)}.")
     if requested == "auto":
         return "nifti" if kind == "nifti" else "png"
-    if requested == "nifti" and kind != "nifti":
-        raise ValueError(f"--output_format nifti needs a NIfTI input; '{name}' is {kind}. Use --output_format auto or png.")
+    if requested == "nifti" and kind != "nifti" and not series:
+        raise ValueError(f"--output_format nifti needs a NIfTI input or a DICOM series with positions; '{name}' is "
+                         f"{kind}. Use --output_format auto or png.")
     if requested == "dicom-seg" and kind != "dicom":
         raise ValueError(f"--output_format dicom-seg needs a DICOM input; '{name}' is {kind}. "
                          "Use --output_format auto or png.")
@@ -180,7 +183,9 @@ class MaskWriter:
         png_suffix: str = "",
     ):
         self.opened, self.output_dir, self.stem = opened, Path(output_dir), stem
-        self.output = choose_output(output_format, opened.kind, opened.path.name)
+        medical = opened.medical
+        series = medical is not None and medical.datasets is not None and medical.affine is not None
+        self.output = choose_output(output_format, opened.kind, opened.path.name, series=series)
         self.num_classes = int(num_classes)
         self.names = list(names) if names is not None else class_names(self.num_classes)
         self.model_id, self.png_suffix = str(model_id), png_suffix
@@ -229,7 +234,11 @@ class MaskWriter:
         if self.output == "png" or self.volume is None:
             return None
         path = self.output_dir / self.file_name
-        if self.output == "nifti":
+        if self.output == "nifti" and self.opened.kind == "dicom":
+            from .series import write_series_nifti
+
+            written = write_series_nifti(self.volume, self.opened.medical, path)
+        elif self.output == "nifti":
             from .nifti import write_nifti_mask
 
             written = write_nifti_mask(self.volume, self.opened.medical, path)

@@ -97,6 +97,11 @@ class MedicalImage:
         dataset (`pydicom.Dataset` or `None`): DICOM metadata without pixel data, kept to reference the source
             from a DICOM SEG. It holds patient data: never log, print or display it.
         header (`nibabel` header or `None`): NIfTI header, reused when writing the mask.
+        slice_spacing (`float` or `None`): distance in mm between consecutive frames of a volume (NIfTI: the
+            voxel size along the slice axis; a DICOM series or an enhanced multi-frame file: from the frames'
+            positions); `None` for a 2D image or frames that are not slices (cine).
+        datasets (`list` or `None`): a DICOM series' headers (no pixel data), one per frame in spatial order,
+            referenced by a DICOM SEG; `None` for a single file. They hold patient data: never log them.
     """
 
     path: Path
@@ -108,6 +113,8 @@ class MedicalImage:
     slice_axis: Optional[int] = None
     dataset: Any = field(default=None, repr=False)
     header: Any = field(default=None, repr=False)
+    slice_spacing: Optional[float] = None
+    datasets: Optional[List[Any]] = field(default=None, repr=False)
 
     value_range = (0.0, 1.0)
     """What `frames` hold: pass it to `to_float_rgb` / `segment` so the values are not stretched again."""
@@ -115,6 +122,19 @@ class MedicalImage:
     @property
     def num_frames(self) -> int:
         return len(self.frames)
+
+    @property
+    def is_volume(self) -> bool:
+        """True for a stack of more than one frame: a 3D NIfTI, a DICOM series or a multi-frame DICOM file."""
+        return self.num_frames > 1 and (self.kind == "dicom" or self.slice_axis is not None)
+
+    @property
+    def voxel_volume_mm3(self) -> Optional[float]:
+        """mm³ of one voxel (pixel area x slice spacing), or `None` when either is unknown."""
+        area = pixel_area_mm2(self.spacing)
+        if area is None or self.slice_spacing is None or not self.slice_spacing > 0:
+            return None
+        return area * float(self.slice_spacing)
 
     @property
     def frame_size(self) -> Tuple[int, int]:

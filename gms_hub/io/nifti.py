@@ -70,6 +70,7 @@ def read_nifti(
         path=path, kind="nifti", frames=FrameSequence(num_frames, slices.read_batch),
         spacing=_in_plane_spacing(opened.zooms, len(data_shape), axis), shape=opened.shape, affine=opened.affine,
         slice_axis=axis, header=opened.header,
+        slice_spacing=opened.zooms[axis] if axis is not None and opened.zooms[axis] > 0 else None,
     )
 
 

@@ -87,6 +87,11 @@ class GMS(
             `gms_hub.models.coding.MAX_CODED_CLASSES` (7) decode one colour-coded mask for all classes (`gms_hub.models.coding`).
         id2label (`dict`, *optional*): class names `{0: "background", 1: ..., K: ...}` (int or string keys);
             defaults to `{0: "background", 1: "foreground"}` for binary and `class_1..class_K` otherwise.
+        context_slices (`int`, defaults to 0): neighbouring slices on each side fed with a slice of a volume. 0 is
+            the paper's 2D model; 1 (2.5D) fills the three input channels with slices k-1, k, k+1, ends repeated
+            (`gms_hub.data.context`). The predict CLI, `train/evaluate.py` and
+            `gms_hub.inference.volumes.segment_volume(model, "ct.nii.gz")` read it from `config.json`; `segment`
+            itself takes images as given (a single image is its own neighbour: three copies, the 2D input).
 
     The constructor's arguments are the configuration: `config.json` holds them (all but `vae_kwargs`, a loading
     option) plus the informational `model_type`, `gms_hub_version`, `scaling_factor` and `vae_bundled`, and
@@ -114,8 +119,12 @@ class GMS(
         vae_class: Optional[str] = None,
         num_classes: int = 1,
         id2label: Optional[Dict[Any, str]] = None,
+        context_slices: int = 0,
     ):
         super().__init__()
+        from ..data.context import check_context_slices
+
+        self.context_slices = check_context_slices(context_slices)
         self.num_classes, self.id2label = resolve_classes(num_classes, id2label)
         check_hyperparameters(image_size, threshold)
         vae_model, vae_source = open_frozen_vae(

@@ -112,6 +112,7 @@ def load_training_splits(
     image_column: str = "image",
     mask_column: str = "mask",
     validation_fraction: Optional[float] = None,
+    context_slices: int = 0,
 ):
     """The train split and the evaluation splits (`validation`, `test`) of a dataset.
 
@@ -130,6 +131,9 @@ def load_training_splits(
         image_column (`str`, defaults to `"image"`) and mask_column (`str`, defaults to `"mask"`): the columns of a
             dataset not made by `prepare`.
         validation_fraction (`float`, *optional*): carve this share of train into validation when there is none.
+        context_slices (`int`, defaults to 0): K of a 2.5D model: every split's images carry their neighbouring
+            slices (`gms_hub.data.context.with_context_slices`), stacked before `max_*_samples` select rows so a
+            kept slice still finds its neighbours. 0 leaves the splits as they are.
 
     Returns:
         `tuple`: the train split and a dict `{split name: split}` of the evaluation splits found.
@@ -155,6 +159,12 @@ def load_training_splits(
         train_split = train_split.select([i for i, name in enumerate(names) if name not in chosen])
         logger.info("Carved a validation split of %d from %d train samples (fraction %.3g, seed %d).",
                     len(chosen), len(names), fraction, seed)
+    if context_slices:
+        from ..data.context import with_context_slices
+
+        train_split = with_context_slices(train_split, context_slices)
+        splits = {name: with_context_slices(split, context_slices) if name != "train" else split
+                  for name, split in splits.items()}
     if select_on not in splits:
         raise ValueError(
             f"{dataset} has no split {select_on!r}; it has {sorted(splits)}. Model selection needs the {select_on!r} "
