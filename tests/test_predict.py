@@ -48,7 +48,8 @@ def test_predict_cli_all_good_exits_zero(tiny_gms, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_bmp.png", "a_png.png", "predictions.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == ["a_bmp.png", "a_png.png",
+                                                                                              "predictions.csv"]
 
 
 def test_predict_cli_fast_gives_the_same_masks_with_the_demo_model(tmp_path):

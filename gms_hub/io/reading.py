@@ -43,6 +43,7 @@ __all__ = [
     "has_dicom_preamble",
     "is_input_file",
     "list_input_files",
+    "scan_input_folder",
     "read_image",
     "read_input",
     "read_label_frames",
@@ -132,6 +133,47 @@ def list_input_files(folder: PathLike) -> List[Path]:
         [PosixPath('scans/IM0001'), PosixPath('scans/ct.nii.gz'), PosixPath('scans/us.png')]
     """
     return sorted(p for p in Path(folder).iterdir() if is_input_file(p))
+
+
+def skip_reason(path: PathLike) -> Optional[str]:
+    """Why a folder entry that looks like an input cannot be read, or `None` when it is a readable file or not an
+    input at all: a dangling symbolic link, a symbolic link loop, or a folder named like an image (`x.png`)."""
+    path = Path(path)
+    if path.name.startswith("."):
+        return None
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "a symbolic link loop; point the link at a file"
+        except OSError as err:
+            if getattr(err, "errno", None) == 40:  # ELOOP
+                return "a symbolic link loop; point the link at a file"
+            return "a dangling symbolic link (its target does not exist); restore the target or remove the link"
+    if path.is_dir() and path.name.lower().endswith(IMAGE_EXTENSIONS + MEDICAL_EXTENSIONS):
+        return "a folder named like an image file; segment the files inside it with --input on the folder"
+    return None
+
+
+def scan_input_folder(folder: PathLike) -> Tuple[List[Path], List[Tuple[Path, str]]]:
+    """The files of `folder` that `read_input` may open, and the entries passed over with the reason (dangling or
+    looping symbolic links, folders named like images: `skip_reason`), both sorted by name.
+
+    Ordinary non-input files (`notes.txt`) and hidden entries are neither.
+
+    Example:
+        >>> files, skipped = scan_input_folder("scans/")
+        >>> skipped
+        [(PosixPath('scans/old.png'), 'a dangling symbolic link (its target does not exist); ...')]
+    """
+    files, skipped = [], []
+    for entry in sorted(Path(folder).iterdir()):
+        reason = skip_reason(entry)
+        if reason is not None:
+            skipped.append((entry, reason))
+        elif is_input_file(entry):
+            files.append(entry)
+    return files, skipped
 
 
 # ------------------------------------------------------------------------------ DICOM and NIfTI
