@@ -26,6 +26,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..io.safety import check_output_dir
 from .common import (
     SIZE_MISMATCH,
     UNREADABLE_FILE,
@@ -224,6 +225,7 @@ def convert_benchmark(
         >>> convert_benchmark(BUSIConverter(), "Dataset_BUSI_with_GT", "gms-busi", splits="busi.json")
     """
     raw_dir = Path(raw_dir)
+    check_output_dir(output_dir, [raw_dir], input_flag="--raw_dir")  # outputs never among the inputs
     index = scan_raw_dir(raw_dir, converter)  # first: a wrong --raw_dir fails before any download
     lists = load_split_lists(splits, dataset=converter.dataset)
     examples, split_names, columns, labels = _split_examples(converter, raw_dir, index, lists, validation_fraction, seed)

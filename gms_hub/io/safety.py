@@ -326,6 +326,10 @@ class OutputManifest:
         self.written[name] = None
         return path
 
+    def record(self, name: str) -> None:
+        """Record `name` as written by this run without the checks of `claim` (for a staging folder this run made)."""
+        self.written[name] = None
+
     def save(self) -> Path:
         """Record this run's files (and the earlier run's that are still there), atomically."""
         kept = [name for name in sorted(self.previous) if (self.folder / name).exists() and name not in self.written]
