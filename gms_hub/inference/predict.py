@@ -301,7 +301,11 @@ def main(argv=None) -> int:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = OutputManifest(output_dir, TOOL)
-    csv_path = manifest.claim("predictions.csv")  # an unrelated predictions.csv stops the run before any work
+    try:
+        csv_path = manifest.claim("predictions.csv")  # an unrelated predictions.csv stops the run before any work
+    except FileExistsError as err:
+        logger.error("--output_dir %s: %s", output_dir, err)
+        return 2
     model = load_model(args.model, device=device)
     if args.fast:
         from .fast import optimize
