@@ -326,3 +326,123 @@ def test_highdicom_info_lines_with_uids_do_not_reach_our_logs(tmp_path, caplog):
     uid = str(pydicom.dcmread(tmp_path / "src.dcm").SOPInstanceUID)
     assert uid not in caplog.text
     assert not [r for r in caplog.records if r.name.startswith("highdicom") and r.levelno < logging.WARNING]
+
+
+# ------------------------------------------------------------------ 60 mutated files + 5 good ones
+PREFIXES = ["", "with space ", "ünïcødé ", "-dash ", "=eq "]
+
+
+def _good_files(folder):
+    """Five good single-frame inputs: two PNGs, a JPEG, a DICOM and a 2-D NIfTI."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 36), dtype=np.uint8)).save(folder / "good1.png")
+    Image.fromarray(rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)).save(folder / "good2.png")
+    Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(folder / "good3.jpg", quality=90)
+    write_dicom(folder / "good4.dcm", rng.integers(0, 4096, (32, 28), dtype=np.uint16), bits_stored=12)
+    nib.save(nib.Nifti1Image(rng.normal(size=(30, 26)).astype(np.float32), np.eye(4)), folder / "good5.nii.gz")
+    return sorted(folder.iterdir())
+
+
+def _mutations(data: bytes, seed: int):
+    """Twelve broken versions of a file's bytes: truncated, bytes flipped, header zeroed, garbage, empty."""
+    rng = np.random.default_rng(seed)
+    n = len(data)
+    flipped = []
+    for position in (1, 20, n // 2):
+        raw = bytearray(data)
+        raw[position] ^= 0xFF
+        flipped.append(bytes(raw))
+    return {
+        "cut10": data[: n // 10], "cut50": data[: n // 2], "cut90": data[: n * 9 // 10],
+        "flip1": flipped[0], "flip20": flipped[1], "flipmid": flipped[2],
+        "zerohead": bytes(16) + data[16:], "doublehead": data[:200] + data,
+        "garbage": rng.integers(0, 256, n, dtype=np.uint8).tobytes(), "empty": b"",
+    }
+
+
+def make_mutated_folder(folder):
+    """60 mutated files (10 byte mutations and 2 swapped headers per good file, odd names) + the 5 good ones."""
+    folder.mkdir()
+    good = _good_files(folder)
+    suffix = {".png": ".png", ".jpg": ".jpg", ".dcm": ".dcm", ".gz": ".nii.gz"}
+    count = 0
+    for index, source in enumerate(good):
+        data, ext = source.read_bytes(), suffix[source.suffix]
+        other = [e for e in (".png", ".jpg", ".dcm", ".nii.gz") if e != ext]
+        items = list(_mutations(data, index).items()) + [(f"as{other[0][1:4]}", data), (f"as{other[1][1:4]}", data)]
+        for k, (mutation, content) in enumerate(items):
+            swapped = mutation.startswith("as")
+            name = f"{PREFIXES[(index + k) % len(PREFIXES)]}{source.name.split('.')[0]}_{mutation}"
+            target = folder / (name + (other[0] if mutation == items[-2][0] else other[1] if swapped else ext))
+            target.write_bytes(content)
+            count += 1
+    assert count == 60
+    return good
+
+
+def test_predict_on_60_mutated_files_and_5_good_ones_keeps_going_and_touches_no_input(binary, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    good = make_mutated_folder(inputs)
+    before = digests(inputs)
+    out = tmp_path / "out"
+    code = run("--input", inputs, "--output_dir", out)
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err + captured.out
+    rows = read_rows(out / "predictions.csv")
+    by_input = {}
+    for row in rows:
+        by_input.setdefault(os.path.basename(row["input"]), []).append(row)
+    assert sorted(by_input) == sorted(p.name for p in inputs.iterdir())  # one row (or a row per frame) each
+    assert all(len(r) == 1 for r in by_input.values() if r[0]["status"] != "ok")
+    for path in good:
+        (row,) = by_input[path.name]
+        assert row["status"] == "ok" and (out / row["mask_file"]).is_file()
+    assert digests(inputs) == before
+
+
+@pytest.fixture
+def app_module(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from _app_utils import make_tiny_model
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GMS_DEMO_MODEL", str(make_tiny_model(tmp_path / "tiny-gms")))
+    monkeypatch.setenv("GMS_MODELS_FILE", str(tmp_path / "none.json"))
+    monkeypatch.setenv("GMS_MAX_BATCH_FILES", "100")
+    monkeypatch.delenv("GMS_MODELS", raising=False)
+    monkeypatch.syspath_prepend(str(root))
+    sys.modules.pop("app", None)
+    module = importlib.import_module("app")
+    yield module
+    sys.modules.pop("app", None)
+    shutil.rmtree(module.OUTPUT_DIR, ignore_errors=True)
+
+
+def test_batch_endpoint_on_60_mutated_files_and_5_good_ones(app_module, tmp_path, caplog):
+    import zipfile
+
+    inputs = tmp_path / "in"
+    good = make_mutated_folder(inputs)
+    before = digests(inputs)
+    files = [str(p) for p in sorted(inputs.iterdir())]
+    with caplog.at_level(logging.INFO):
+        zip_path, csv_path, table = app_module.segment_batch(files, "busi", 0.5, progress=lambda *a, **k: None)
+    assert "Traceback" not in caplog.text
+    rows = read_rows(csv_path)
+    by_file = {}
+    for row in rows:
+        by_file.setdefault(row["file"].lstrip("'"), []).append(row)
+    assert sorted(by_file) == sorted(p.name for p in inputs.iterdir())
+    assert all(len(r) == 1 for r in by_file.values() if r[0]["error"])
+    with zipfile.ZipFile(zip_path) as archive:
+        names = set(archive.namelist())
+    for path in good:
+        (row,) = by_file[path.name]
+        assert not row["error"] and row["mask"] in names
+    assert digests(inputs) == before
