@@ -446,3 +446,48 @@ def test_batch_endpoint_on_60_mutated_files_and_5_good_ones(app_module, tmp_path
         (row,) = by_file[path.name]
         assert not row["error"] and row["mask"] in names
     assert digests(inputs) == before
+
+
+# ------------------------------------------------------------------ 8, 9. images as people see them
+def _phone_jpeg(path, orientation=6):
+    pixels = np.zeros((20, 32, 3), np.uint8)
+    pixels[:4, :8] = 255  # a bright block in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+    return path
+
+
+def test_exif_orientation_is_applied_when_an_image_is_read(tmp_path):
+    opened = read_input(_phone_jpeg(tmp_path / "phone.jpg"))
+    frame = np.asarray(opened.frames[0])
+    assert opened.frames[0].size == (20, 32)  # orientation 6: stored 32x20, shown 20x32 (turned 90° clockwise)
+    assert frame[:8, -4:].mean() > 200 and frame[-8:, :4].mean() < 50  # the block is now top-right
+
+
+def test_prepare_folder_stores_an_exif_rotated_image_as_shown(tmp_path):
+    from gms_hub.data.loading import load_gms_dataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for k in range(4):
+        _phone_jpeg(tmp_path / "images" / f"p{k}.jpg")
+        mask = np.zeros((32, 20), np.uint8)
+        mask[:8, -4:] = 255  # drawn on the image as shown
+        Image.fromarray(mask).save(tmp_path / "masks" / f"p{k}.png")
+    from gms_hub.data.folder import convert_folder
+
+    convert_folder(tmp_path / "images", tmp_path / "masks", tmp_path / "out", test_fraction=0.25,
+                   validation_fraction=0.0)
+    dataset = load_gms_dataset(str(tmp_path / "out"))
+    example = dataset["train"][0]
+    assert example["image"].size == example["mask"].size == (20, 32)
+
+
+def test_a_multi_picture_jpeg_reads_as_its_first_picture(tmp_path):
+    first = Image.fromarray(np.full((24, 24, 3), 200, np.uint8))
+    second = Image.fromarray(np.full((24, 24, 3), 10, np.uint8))
+    first.save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[second])
+    assert Image.open(tmp_path / "camera.jpg").format == "MPO"
+    frame = np.asarray(read_input(tmp_path / "camera.jpg").frames[0])
+    assert frame.shape == (24, 24, 3) and abs(float(frame.mean()) - 200) < 3

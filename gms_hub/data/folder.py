@@ -424,7 +424,7 @@ def _write_folder(found: FolderPairs, examples: Mapping[str, list[str]], split_f
                 for name in names:
                     image_path, mask_path = found.pairs[name]
                     if detect_medical_format(image_path) is None:
-                        image_bytes, suffix, _ = _read_image(image_path)
+                        image_bytes, suffix, _ = _read_image(image_path, exif=True)
                         images = [(image_bytes, suffix)]
                     else:  # frame by frame, as 8-bit PNGs
                         images = ((frame, ".png") for frame, _ in _read_scan_frames(image_path, slice_axis)[2])

@@ -11,17 +11,23 @@ import os
 import warnings
 from typing import Optional
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .medical import PathLike
 
-__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MIN_SIDE", "ImageReadError", "read_image"]
+__all__ = [
+    "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MIN_SIDE", "ImageReadError", "apply_exif_orientation",
+    "read_image",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions (lower case) of the image files we read: folder listings, upload pickers, raw datasets."""
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
-"""Container formats `read_image` decodes (what PIL reports in `Image.format`)."""
+ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
+"""Container formats `read_image` decodes (what PIL reports in `Image.format`). MPO is the multi-picture JPEG many
+cameras and phones write as `.jpg`: its first picture is read."""
+
+EXIF_ORIENTATION = 0x0112
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest accepted image (width x height). The size is read from the header before any decoding:
@@ -44,7 +50,8 @@ def read_image(path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, m
 
     Checks happen in order of cost: empty file, unreadable header, format, size (from the header, so a
     decompression bomb is rejected before any pixel is decoded), then a full decode that catches
-    truncated files. Multi-frame files (TIFF stacks) use the first frame.
+    truncated files. Multi-frame files (TIFF stacks, MPO) use the first frame. The EXIF orientation is applied
+    (`apply_exif_orientation`), so the pixels are as every viewer shows them.
 
     Args:
         path (`str` or `os.PathLike`): the image file.
@@ -65,7 +72,26 @@ def read_image(path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, m
     name = _check_file(path)
     image = _open_header(path, name, max_pixels)
     _check_header(image, name, max_pixels, min_side)
-    return _decode(image, name)
+    return apply_exif_orientation(_decode(image, name))
+
+
+def apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: turned by its EXIF Orientation tag (phone photos are stored in sensor
+    orientation), or the image itself when it has none (no copy).
+
+    Example:
+        >>> apply_exif_orientation(Image.open("phone.jpg")).size  # stored 4032x3024 with orientation 6
+        (3024, 4032)
+    """
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError):  # an unreadable EXIF block: the pixels as stored
+        return image
+    if orientation in (None, 1) or orientation not in range(2, 9):
+        return image
+    turned = ImageOps.exif_transpose(image)
+    image.close()
+    return turned
 
 
 def _check_file(path: Optional[PathLike]) -> str:
