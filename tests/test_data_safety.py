@@ -491,3 +491,43 @@ def test_a_multi_picture_jpeg_reads_as_its_first_picture(tmp_path):
     assert Image.open(tmp_path / "camera.jpg").format == "MPO"
     frame = np.asarray(read_input(tmp_path / "camera.jpg").frames[0])
     assert frame.shape == (24, 24, 3) and abs(float(frame.mean()) - 200) < 3
+
+
+# ------------------------------------------------------------------ 6. the Space forgets
+def test_prune_stale_deletes_only_old_gms_app_folders(tmp_path):
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from space.retention import prune_stale
+
+    old, fresh, other = tmp_path / "gms-app-old", tmp_path / "gms-app-fresh", tmp_path / "keep-old"
+    for folder in (old, fresh, other):
+        folder.mkdir()
+        (folder / "upload.dcm").write_bytes(b"patient")
+    past = time.time() - 7200
+    for folder in (old, other):
+        os.utime(folder, (past, past))
+    assert prune_stale(tmp_path, max_age_s=3600) == [old]
+    assert not old.exists() and fresh.exists() and other.exists()
+
+
+def test_the_space_deletes_its_uploads_results_and_gradio_cache_on_sigterm(tmp_path):
+    from _app_utils import AppServer, make_tiny_model
+    from gradio_client import Client, handle_file
+
+    server = AppServer(make_tiny_model(tmp_path / "tiny-gms"), tmp_path / "app.log")
+    scratch = tmp_path / "tmp"
+    try:
+        server.wait_ready(timeout_s=120)
+        image = png(tmp_path / "upload.png", size=(32, 32))
+        Client(server.url, verbose=False).predict(handle_file(str(image)), "busi", 0.5, api_name="/segment")
+        ours = sorted(p.name for p in scratch.rglob("gms-app-*"))
+        assert any(name.startswith("gms-app-gradio-") for name in ours) and len(ours) >= 2
+        assert [p for p in scratch.rglob("*.png") if p.name != "upload.png"]  # results and the upload exist now
+    finally:
+        server.stop()  # SIGTERM
+    assert server.process.returncode == 0, server.log()
+    assert not list(scratch.rglob("gms-app-*")), server.log()
+    assert not [p for p in scratch.rglob("*") if p.is_file()]  # no upload, no result, no staging file
