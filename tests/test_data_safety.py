@@ -531,3 +531,24 @@ def test_the_space_deletes_its_uploads_results_and_gradio_cache_on_sigterm(tmp_p
     assert server.process.returncode == 0, server.log()
     assert not list(scratch.rglob("gms-app-*")), server.log()
     assert not [p for p in scratch.rglob("*") if p.is_file()]  # no upload, no result, no staging file
+
+
+# ------------------------------------------------------------------ 13. prepare folder's messages and palette
+def test_a_mask_with_300_values_is_the_only_one_named_among_binary_masks():
+    from gms_hub.data.mask_encoding import detect_mask_encoding
+
+    values = {f"good{k}": (0, 255) for k in range(5)}
+    values["smooth"] = tuple(range(300))
+    encoding, problems = detect_mask_encoding(values)
+    (listed,) = problems.values()
+    assert encoding.kind == "binary" and len(listed) == 1 and listed[0].startswith("smooth")
+
+
+def test_palette_is_limited_to_the_classes_a_model_segments():
+    from gms_hub.data.mask_encoding import read_palette
+    from gms_hub.models.coding import MAX_CODED_CLASSES
+
+    colours = {f"c{k}": [k * 10 + 5, 0, 0] for k in range(MAX_CODED_CLASSES + 13)}
+    with pytest.raises(ValueError, match=f"at most {MAX_CODED_CLASSES}"):
+        read_palette(colours)
+    assert len(read_palette(dict(list(colours.items())[:MAX_CODED_CLASSES]))) == MAX_CODED_CLASSES
