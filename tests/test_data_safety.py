@@ -552,3 +552,43 @@ def test_palette_is_limited_to_the_classes_a_model_segments():
     with pytest.raises(ValueError, match=f"at most {MAX_CODED_CLASSES}"):
         read_palette(colours)
     assert len(read_palette(dict(list(colours.items())[:MAX_CODED_CLASSES]))) == MAX_CODED_CLASSES
+
+
+# ------------------------------------------------------------------ 11. bounded resources
+def test_a_volume_over_the_voxel_limit_is_refused_from_its_header(tmp_path):
+    import time
+
+    import nibabel as nib
+
+    from gms_hub.io.reading import VolumeTooLargeError
+
+    volume = nib.Nifti1Image(np.zeros((64, 64, 40), np.uint8), np.eye(4))
+    nib.save(volume, tmp_path / "ct.nii.gz")
+    start = time.perf_counter()
+    with pytest.raises(VolumeTooLargeError, match="40 frames of 64x64"):
+        read_input(tmp_path / "ct.nii.gz", max_voxels=64 * 64 * 39)
+    assert time.perf_counter() - start < 2.0
+    assert read_input(tmp_path / "ct.nii.gz", max_voxels=64 * 64 * 40).num_frames == 40
+
+
+def test_the_space_refuses_a_large_volume_with_the_command_to_run_instead(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    import nibabel as nib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import space.results as results
+
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.uint8), np.eye(4)), tmp_path / "big.nii.gz")
+    monkeypatch.setattr(results, "MAX_VOLUME_VOXELS", 64 * 64 * 10)
+    with pytest.raises(results.InputError, match=r"python -m gms_hub.predict --input big.nii.gz"):
+        results.open_upload(tmp_path / "big.nii.gz")
+
+
+def test_an_image_file_over_the_byte_limit_is_refused_before_decoding(tmp_path):
+    from gms_hub.io.images import ImageReadError
+
+    path = png(tmp_path / "a.png", size=(64, 64))
+    with pytest.raises(ImageReadError, match="MiB per image file"):
+        read_input(path, max_bytes=path.stat().st_size - 1)

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .medical import PathLike
 
 __all__ = [
-    "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MIN_SIDE", "ImageReadError", "apply_exif_orientation",
+    "ALLOWED_FORMATS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MIN_SIDE", "ImageReadError", "apply_exif_orientation",
     "read_image",
 ]
 
@@ -34,6 +34,10 @@ DEFAULT_MAX_PIXELS = 50_000_000
 a 50 MP RGB image already needs ~600 MB as float32 during preprocessing, and a 30000x30000 PNG of
 zeros (a decompression bomb) is ~1 MB on disk but 900 MP once decoded."""
 
+DEFAULT_MAX_BYTES = 1 << 30
+"""Largest accepted image file (1 GiB), checked before the header is read: a 50 MP 16-bit RGB TIFF stored
+uncompressed is 300 MB."""
+
 MIN_SIDE = 8
 """Smallest accepted width or height: the VAE downsamples by 8, so anything smaller carries no
 structure the model can see (and a 1x1 image is almost always a mistake)."""
@@ -45,7 +49,10 @@ class ImageReadError(ValueError):
     """An image file that cannot be segmented; the message says what is wrong and what to do."""
 
 
-def read_image(path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
+def read_image(
+    path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Image.Image:
     """Open an image file safely and decode it, keeping its bit depth (16-bit stays 16-bit).
 
     Checks happen in order of cost: empty file, unreadable header, format, size (from the header, so a
@@ -57,6 +64,7 @@ def read_image(path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, m
         path (`str` or `os.PathLike`): the image file.
         max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted width x height.
         min_side (`int`, defaults to `MIN_SIDE`): smallest accepted width and height.
+        max_bytes (`int`, defaults to `DEFAULT_MAX_BYTES`): largest accepted file size.
 
     Returns:
         `PIL.Image.Image`: the decoded image in its own mode (`L`, `RGB`, `RGBA`, `I;16`, `I`, ...).
@@ -70,6 +78,10 @@ def read_image(path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, m
         ('L', (128, 128))
     """
     name = _check_file(path)
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ImageReadError(f"'{name}' is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:g} MiB per image "
+                             "file. Downscale or compress it.")
     image = _open_header(path, name, max_pixels)
     _check_header(image, name, max_pixels, min_side)
     return apply_exif_orientation(_decode(image, name))
