@@ -592,3 +592,19 @@ def test_an_image_file_over_the_byte_limit_is_refused_before_decoding(tmp_path):
     path = png(tmp_path / "a.png", size=(64, 64))
     with pytest.raises(ImageReadError, match="MiB per image file"):
         read_input(path, max_bytes=path.stat().st_size - 1)
+
+
+def test_every_promise_in_the_readme_names_tests_that_exist():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    section = re.search(r"<!-- section: data-safety -->(.*?)<!-- /section: data-safety -->", text, re.S).group(1)
+    rows = [line for line in section.splitlines() if line.startswith("| **")]
+    assert len(rows) >= 10
+    defined = set(re.findall(r"^def (test_\w+)", "\n".join(p.read_text() for p in (root / "tests").glob("test_*.py")),
+                             re.M))
+    for row in rows:
+        named = re.findall(r"`(test_\w+)`", row)
+        assert named and set(named) <= defined, (row[:60], set(named) - defined)
