@@ -608,3 +608,18 @@ def test_every_promise_in_the_readme_names_tests_that_exist():
     for row in rows:
         named = re.findall(r"`(test_\w+)`", row)
         assert named and set(named) <= defined, (row[:60], set(named) - defined)
+
+
+def test_evaluate_refuses_an_output_folder_inside_the_dataset(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "train" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("gms_train_evaluate", script)
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.parse_args(["--model", "demo", "--dataset", str(tmp_path), "--output_dir", str(tmp_path / "eval")])
+    assert exit_info.value.code == 2 and "lies inside the input folder" in capsys.readouterr().err
