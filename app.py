@@ -10,11 +10,16 @@ segmenter in `space.handlers`, the API in `space.api`, the page's result in `spa
 `space.batch`, the model registry in `space.registry`, upload handling in `space.results`, rendering in
 `space.page`, settings in `space.config`). Environment: `GMS_MODELS`, `GMS_MODELS_FILE`,
 `GMS_DEMO_MODEL`, `GMS_DEVICE`, `GMS_PRECISION`, `GMS_MAX_IMAGE_PIXELS`, `GMS_MAX_BATCH_FILES`,
-`GMS_MAX_BATCH_FRAMES`, `GMS_CONCURRENCY`, `GMS_QUEUE_SIZE`, `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`,
+`GMS_MAX_BATCH_FRAMES`, `GMS_RETENTION_S`, `GMS_CONCURRENCY`, `GMS_QUEUE_SIZE`, `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`,
 `HF_HUB_OFFLINE` (see the README's `app` section).
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # before gradio is imported (it reads GRADIO_TEMP_DIR at import): a cache of our own
+    from space.retention import gradio_temp_dir
+
+    GRADIO_CACHE_DIR = gradio_temp_dir()
 
 try:  # ZeroGPU (imported before torch): borrow a GPU for the forward pass only; a no-op without `spaces`.
     import spaces
@@ -45,6 +50,7 @@ from space.page import DEFAULT_OPACITY
 from space.preview import UploadPreview
 from space.registry import ModelRegistry
 from space.results import InputError, read_upload
+from space.retention import RETENTION_S, prune_stale, remove_at_exit
 from space.views import ResultViews
 
 logger = logging.getLogger("gms_app")
@@ -67,6 +73,7 @@ MAX_SAMPLES = 16
 MAX_PIXELS = int(os.environ.get("GMS_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
 MAX_BATCH_FILES = int(os.environ.get("GMS_MAX_BATCH_FILES", 50))
 MAX_BATCH_FRAMES = int(os.environ.get("GMS_MAX_BATCH_FRAMES", 1000))
+prune_stale()  # results folders (gms-app-*) a killed run left behind, once older than RETENTION_S
 OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="gms-app-"))
 STATE_TTL_S = 1800
 
@@ -93,7 +100,8 @@ def _forward(model_name, pixel_values, num_samples=0, tta=False, seed=None):
     return registry.mask_probabilities(model_name, pixel_values, num_samples=num_samples, tta=tta, seed=seed)
 
 
-segmenter = Segmenter(registry, _forward, OUTPUT_DIR, MAX_PIXELS, max_samples=MAX_SAMPLES)
+segmenter = Segmenter(registry, _forward, OUTPUT_DIR, MAX_PIXELS, max_samples=MAX_SAMPLES,
+                      output_max_age_s=RETENTION_S)
 api = ApiEndpoints(segmenter)
 views = ResultViews(segmenter)
 previews = UploadPreview(segmenter)
@@ -142,7 +150,7 @@ CSS = """
 def build_demo() -> gr.Blocks:
     """The page: a header, the single-image tab, the batch tab, their events, and the queue."""
     model_choices = [(registry.label(key), key) for key in registry.names()]
-    with gr.Blocks(title="GMS: Generative Medical Segmentation", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="GMS: Generative Medical Segmentation", delete_cache=(min(RETENTION_S, 600), RETENTION_S)) as demo:
         page_header()
         with gr.Tabs():
             single = single_image_tab(model_choices)
@@ -377,6 +385,7 @@ def wire_batch_tab(tab: BatchTab) -> None:
 demo = build_demo()
 
 if __name__ == "__main__":
+    remove_at_exit(OUTPUT_DIR, GRADIO_CACHE_DIR)  # SIGTERM and Ctrl-C included
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         max_file_size="200mb",

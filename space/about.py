@@ -5,6 +5,12 @@ from __future__ import annotations
 from .config import UnknownModelError
 from .page import model_card_markdown
 from .registry import ModelRegistry
+from .retention import RETENTION_S
+
+RETENTION_NOTE = (
+    f"**Your data:** uploads and results are kept for {RETENTION_S // 60} minutes at most, and deleted when the "
+    "Space stops; nothing is stored anywhere else."
+)
 
 __all__ = ["ModelInfo"]
 
@@ -40,4 +46,5 @@ class ModelInfo:
                 return self.registry.describe(key)
             source = candidates[0]
         header = f"**{self.registry.label(key)}**, served by {source.label}.\n\n"
-        return header + model_card_markdown(source.kind, source.location, source.revision, online=self.registry.online)
+        card = model_card_markdown(source.kind, source.location, source.revision, online=self.registry.online)
+        return f"{header}{RETENTION_NOTE}\n\n{card}"

@@ -6,6 +6,8 @@ Both read the upload, segment it with `space.handlers.Segmenter` and return file
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +73,7 @@ class ApiEndpoints:
         segmenter = self.segmenter
         threshold = check_threshold(threshold)
         num_samples, tta = segmenter.check_samples(num_samples, tta)
-        try:
-            seed = int(seed)
-        except (TypeError, ValueError):
-            raise InputError(f"seed must be a whole number, got {seed!r}.") from None
+        seed = check_seed(seed)
         key = segmenter.registry.normalize(model_name)
         result = segmenter.run_model(image_file, key, check_frame(frame), num_samples, tta, seed)
         if result["uncertainty"] is None:  # no samples and no TTA: the entropy of the single pass
@@ -91,3 +90,18 @@ def uncertainty_png(result: dict, path: Path) -> str:
     full = resize_probabilities(torch.from_numpy(result["uncertainty"]), result["size"]).numpy()  # (H, W) in [0, 1]
     Image.fromarray(np.rint(full * 65535.0).astype(np.uint16)).save(path, format="PNG")
     return str(path)
+
+
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(seed) -> int:
+    """A page/API seed -> int, or an `InputError` for NaN, infinity, fractions and values outside 0..2**64 - 1."""
+    try:
+        value = float(seed)
+        number = int(value) if abs(value) < 2**64 else int(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"seed must be a whole number in 0..{MAX_SEED}, got {seed!r}.") from None
+    if not math.isfinite(value) or number != value or not 0 <= number <= MAX_SEED:
+        raise InputError(f"seed must be a whole number in 0..{MAX_SEED}, got {seed!r}.")
+    return number

@@ -9,7 +9,6 @@ file that could not be segmented, with the reason.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import zipfile
@@ -19,9 +18,10 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 import gradio as gr
 
 from gms_hub.io.mask_files import MaskWriter, class_names
+from gms_hub.io.safety import atomic_path, describe_error, output_stems, write_csv
 
 from .config import UnknownModelError
-from .handlers import Segmenter, upload_kind, upload_stem, user_error
+from .handlers import Segmenter, upload_kind, user_error
 from .registry import ModelUnavailableError
 from .results import InputError, check_threshold, mask_stats, open_upload, result_labels, upload_frame
 
@@ -62,17 +62,13 @@ def write_batch_outputs(rows: Sequence[Dict], masks: Mapping[str, PathLike], fol
     folder.mkdir(parents=True, exist_ok=True)
     zip_path, csv_path = folder / "masks.zip", folder / "stats.csv"
     # PNGs and .nii.gz are already compressed; storing them keeps the zip fast to write.
-    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:
+    with atomic_path(zip_path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, mask_path in masks.items():
             archive.write(mask_path, arcname=name)
     extra = list(dict.fromkeys(key for row in rows for key in row if key not in BATCH_COLUMNS))
     at = BATCH_COLUMNS.index("area_mm2") + 1
     columns = [*BATCH_COLUMNS[:at], *extra, *BATCH_COLUMNS[at:]]
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key, "") for key in columns})
+    write_csv(csv_path, rows, columns)  # cells starting with = + - @ are escaped for spreadsheets
     return str(zip_path), str(csv_path)
 
 
@@ -119,14 +115,10 @@ class BatchHandler:
         folder = self.segmenter.new_output_folder()
         rows: List[Dict] = []
         masks: Dict[str, str] = {}
-        stems = set()
-        for index, image_file in enumerate(files):
+        stems = output_stems(files, max_length=64)  # the predict CLI's collision-free naming rule
+        for index, (image_file, stem) in enumerate(zip(files, stems)):
             name = Path(str(image_file)).name
-            kind = upload_kind(image_file)  # decided once here, carried to the output names and the mask format
-            stem = upload_stem(image_file, kind)
-            if stem in stems:  # two uploads with the same name
-                stem = f"{stem}_{index}"
-            stems.add(stem)
+            kind = upload_kind(image_file)  # decided once here, carried to the mask format
             base = {"file": name, "model": key, "threshold": threshold}
             try:
                 file_rows, file_masks = self._segment_file(image_file, kind, key, threshold, stem, folder, base,
@@ -135,9 +127,9 @@ class BatchHandler:
             except InputError as err:
                 rows.append({**base, "error": str(err)})
                 continue
-            except Exception as err:  # one bad file must not lose the others
-                logger.exception("Batch segmentation of %s failed", name)
-                rows.append({**base, "error": f"{type(err).__name__}: {err}"})
+            except Exception as err:  # one bad file must not lose the others; its text may quote a header value
+                logger.error("Batch segmentation of %s failed (%s)", name, describe_error(err))
+                rows.append({**base, "error": f"'{name}' could not be segmented ({describe_error(err)})."})
                 continue
             rows.extend(file_rows)
             masks.update(file_masks)

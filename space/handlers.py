@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from gms_hub.io.mask_files import write_label_png
+from gms_hub.io.safety import describe_error
 from gms_hub.io.medical import MedicalImageError, strip_suffix
 from gms_hub.io.reading import detect_format
 from gms_hub.io.visualize import label_colors, overlay_labels
@@ -63,8 +64,9 @@ def guarded(fn):
         except gr.Error:
             raise
         except Exception as err:  # keep the server up and tell the user what happened
-            logger.exception("Segmentation failed")
-            raise gr.Error(f"Segmentation failed ({type(err).__name__}: {err}). Try another image or model.") from None
+            # a third-party text may quote a header value: the kind of error only, in the log and on the page
+            logger.error("Segmentation failed (%s)", describe_error(err))
+            raise gr.Error(f"Segmentation failed ({describe_error(err)}). Try another image or model.") from None
 
     return wrapper
 

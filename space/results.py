@@ -12,15 +12,28 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from gms_hub.io.reading import DEFAULT_MAX_PIXELS, ImageReadError, InputFile, read_image, read_input
+from gms_hub.io.reading import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    InputFile,
+    VolumeTooLargeError,
+    read_image,
+    read_input,
+)
 from gms_hub.io.medical import MedicalImageError, pixel_area_mm2
 from gms_hub.models.processing import postprocess_probabilities, resize_bilinear, resize_probabilities
+
+MAX_VOLUME_VOXELS = int(os.environ.get("GMS_MAX_VOLUME_VOXELS", 64_000_000))
+"""Largest DICOM/NIfTI volume the Space segments (frames x rows x columns; 512 x 512 x 244 by default), refused from
+the header in milliseconds with the predict command to run instead: one visitor's huge volume must not hold the
+server for everyone."""
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +131,10 @@ def open_upload(
     if path is None or str(path) == "":
         read_upload(path)  # raises the page's "No image was uploaded" message
     try:
-        opened = read_input(path, max_pixels=max_pixels, kind=kind)
+        opened = read_input(path, max_pixels=max_pixels, kind=kind, max_voxels=MAX_VOLUME_VOXELS)
+    except VolumeTooLargeError as err:  # refused from the header in milliseconds: say where it can run
+        raise InputError(f"{err} Or segment it on your machine: `python -m gms_hub.predict --input "
+                         f"{Path(str(path)).name} --output_dir masks/`.") from None
     except (ImageReadError, MedicalImageError, FileNotFoundError) as err:
         raise InputError(str(err)) from None
     return opened

@@ -314,15 +314,24 @@ def test_error_wrong_raw_dir(tmp_path):
 
 
 def test_error_existing_output_dir_needs_overwrite(tmp_path):
-    """Error path: a non-empty output folder is not replaced without --overwrite."""
+    """Error path: a non-empty output folder is not replaced without --overwrite, and --overwrite deletes only
+    what an earlier prepare run wrote there (its record), never another file."""
     split, subset = du.subset_split(tmp_path, "bus", 4, 2)
     raw = du.make_bus(tmp_path / "raw", subset["train"] + subset["test"])
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="--overwrite"):
         _convert(BUSConverter(), raw, tmp_path / "out", split)
-    _convert(BUSConverter(), raw, tmp_path / "out", split, overwrite=True)
-    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "README.md").exists()
+    with pytest.raises(FileExistsError, match="nothing in it is deleted"):
+        _convert(BUSConverter(), raw, tmp_path / "out", split, overwrite=True)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "x"
+    _convert(BUSConverter(), raw, tmp_path / "fresh", split)
+    (tmp_path / "fresh" / "notes.txt").write_text("mine")
+    stale = tmp_path / "fresh" / "data" / "stale.parquet"
+    stale.write_bytes(b"written by hand")
+    _convert(BUSConverter(), raw, tmp_path / "fresh", split, overwrite=True)
+    assert (tmp_path / "fresh" / "notes.txt").read_text() == "mine" and stale.read_bytes() == b"written by hand"
+    assert (tmp_path / "fresh" / "README.md").exists()
 
 
 # ---------------------------------------------------------------- command line

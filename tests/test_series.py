@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+from pathlib import Path
 
 import highdicom as hd
 import nibabel as nib
@@ -179,7 +180,8 @@ def test_predict_reports_an_inconsistent_series_and_still_segments_the_rest(mult
     assert run("--input", tmp_path / "study", "--output_dir", out) == 1
     rows = read_csv(out / "predictions.csv")
     assert [r["status"] for r in rows if r["input"].endswith("single.dcm")] == ["ok"]
-    (failed,) = [r for r in rows if r["input"].endswith("series4")]
-    assert "same position" in failed["status"]
+    failed = [r for r in rows if not r["input"].endswith("single.dcm")]  # every file of the series has its row
+    assert sorted(Path(r["input"]).name for r in failed) == sorted(Path(ds.filename).name for ds in written)
+    assert all(r["status"].startswith("series4: ") and "same position" in r["status"] for r in failed)
     (volume,) = read_csv(out / "volumes.csv")
     assert volume["input"].endswith("series4") and "same position" in volume["status"]

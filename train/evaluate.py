@@ -83,6 +83,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.vae_subfolder = None
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}.")
+    from gms_hub.io.safety import UnsafeOutputError, check_output_dir
+
+    local = [path for path in (args.dataset, args.model) if os.path.exists(path)]  # Hub ids are not folders here
+    try:  # the report never lands in (or replaces) the dataset or model it reads
+        check_output_dir(args.output_dir, local, input_flag="--dataset/--model")
+    except UnsafeOutputError as err:
+        parser.error(str(err))
     return args
 
 

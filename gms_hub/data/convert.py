@@ -26,6 +26,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..io.images import apply_exif_orientation
+from ..io.safety import check_output_dir
 from .common import (
     SIZE_MISMATCH,
     UNREADABLE_FILE,
@@ -53,15 +55,17 @@ def _encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _read_image(path: Path) -> tuple[bytes, str, tuple[int, int]]:
+def _read_image(path: Path, exif: bool = False) -> tuple[bytes, str, tuple[int, int]]:
     """The bytes to store for an image (original JPEG/PNG bytes when already RGB or L), its suffix and size.
 
-    Raises whatever PIL raises for a file that does not fully decode.
+    With `exif`, an image with an EXIF orientation is stored turned as viewers show it (re-encoded as PNG); the
+    benchmarks' converters keep the paper's bytes. Raises whatever PIL raises for a file that does not fully decode.
     """
     data = path.read_bytes()
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()  # decode everything: a truncated file fails here, not during training
-        if image.format in KEPT_FORMATS and image.mode in ("RGB", "L"):
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()  # decode everything: a truncated file fails here, not during training
+        image = apply_exif_orientation(opened) if exif else opened
+        if image is opened and image.format in KEPT_FORMATS and image.mode in ("RGB", "L"):
             return data, path.suffix.lower(), image.size
         if image.mode in ("RGB", "L"):
             converted = image
@@ -106,7 +110,7 @@ def _image_frame_sizes(path: Path, slice_axis: int = -1) -> tuple[Optional[str],
     if detect_medical_format(path) is None:
         with Image.open(path) as image:
             image.load()
-            return None, [image.size]
+            return None, [apply_exif_orientation(image).size]  # the size as viewers show it
     kind, _, frames = _read_scan_frames(path, slice_axis)
     return kind, [size for _, size in frames]
 
@@ -224,6 +228,7 @@ def convert_benchmark(
         >>> convert_benchmark(BUSIConverter(), "Dataset_BUSI_with_GT", "gms-busi", splits="busi.json")
     """
     raw_dir = Path(raw_dir)
+    check_output_dir(output_dir, [raw_dir], input_flag="--raw_dir")  # outputs never among the inputs
     index = scan_raw_dir(raw_dir, converter)  # first: a wrong --raw_dir fails before any download
     lists = load_split_lists(splits, dataset=converter.dataset)
     examples, split_names, columns, labels = _split_examples(converter, raw_dir, index, lists, validation_fraction, seed)

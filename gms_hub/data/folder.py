@@ -39,6 +39,7 @@ from typing import Mapping, Optional, Sequence
 from PIL import Image
 
 from ..io.reading import detect_medical_format, is_input_file
+from ..io.safety import check_output_dir
 from ..io.medical import frame_stem, strip_suffix
 from .common import (
     DUPLICATE_NAME,
@@ -298,6 +299,8 @@ def convert_folder(
         >>> load_id2label("my-dataset")
         {0: 'background', 1: 'benign', 2: 'malignant'}
     """
+    check_output_dir(output_dir, [images], input_flag="--images")  # before anything is read or written
+    check_output_dir(output_dir, [masks], input_flag="--masks")
     label_names = parse_labels(labels)
     colours = read_palette(palette) if palette is not None else None
     if colours is not None and label_names is not None:
@@ -421,7 +424,7 @@ def _write_folder(found: FolderPairs, examples: Mapping[str, list[str]], split_f
                 for name in names:
                     image_path, mask_path = found.pairs[name]
                     if detect_medical_format(image_path) is None:
-                        image_bytes, suffix, _ = _read_image(image_path)
+                        image_bytes, suffix, _ = _read_image(image_path, exif=True)
                         images = [(image_bytes, suffix)]
                     else:  # frame by frame, as 8-bit PNGs
                         images = ((frame, ".png") for frame, _ in _read_scan_frames(image_path, slice_axis)[2])

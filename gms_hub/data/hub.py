@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from ..io.safety import MANIFEST_NAME, OutputManifest, replace_recorded_folder
 from .card import DatasetCardInfo, render_dataset_card
 from .parquet import DEFAULT_MAX_SHARD_SIZE, ROWS_PER_GROUP, ParquetShardWriter, SplitStats
 
@@ -45,20 +46,35 @@ ID2LABEL_FILE = "id2label.json"
 SPLIT_ORDER = ("train", "validation", "test")
 
 
+PREPARE_TOOL = "gms_hub.data.prepare"
+
+
 @contextlib.contextmanager
 def staged_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh staging folder beside `output_dir`; on success it replaces `output_dir`, on error it is removed.
+    """Yield a fresh staging folder beside `output_dir`; on success its files go into `output_dir`, on error it is
+    removed. A failed conversion therefore never leaves a half-written dataset behind.
 
-    A failed conversion therefore never leaves a half-written dataset behind.
+    The folder records what it wrote (`gms_hub.io.safety.MANIFEST_NAME`). With `overwrite`, only the files an
+    earlier `prepare` run recorded there are replaced; any other file stays, and a folder without that record is
+    refused (nothing in it is deleted).
 
     Args:
         output_dir (`str` or `os.PathLike`): the final folder.
-        overwrite (`bool`, defaults to `False`): replace an existing non-empty `output_dir`.
+        overwrite (`bool`, defaults to `False`): replace the outputs of an earlier run in a non-empty `output_dir`.
     """
     output_dir = Path(output_dir).resolve()
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"--output_dir {output_dir} is a file, not a folder. Choose another --output_dir.")
+    non_empty = output_dir.exists() and any(output_dir.iterdir())
+    if non_empty and not overwrite:
         raise FileExistsError(
-            f"Output folder {output_dir} exists and is not empty. Choose another --output_dir or pass --overwrite."
+            f"Output folder {output_dir} exists and is not empty. Choose another --output_dir or pass --overwrite "
+            "(which replaces only what an earlier prepare run wrote there)."
+        )
+    if non_empty and not OutputManifest.read(output_dir, PREPARE_TOOL):
+        raise FileExistsError(
+            f"--overwrite replaces only a folder that {PREPARE_TOOL} wrote (it keeps a record, {MANIFEST_NAME}); "
+            f"{output_dir} has none, so nothing in it is deleted. Choose another --output_dir."
         )
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}"
@@ -67,12 +83,17 @@ def staged_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) ->
     staging.mkdir()
     try:
         yield staging
+        manifest = OutputManifest(staging, PREPARE_TOOL)
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            manifest.record(path.relative_to(staging).as_posix())
+        manifest.save()
+        if non_empty:
+            replace_recorded_folder(staging, output_dir, PREPARE_TOOL)
+        else:
+            staging.replace(output_dir)  # a new or empty folder: one atomic rename
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if output_dir.exists():
-        shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
-    staging.replace(output_dir)
 
 
 def _ordered(names: Sequence[str]) -> list[str]:
@@ -203,6 +224,7 @@ def push_dataset_folder(
         revision=revision,
         commit_message=commit_message,
         delete_patterns=["data/*.parquet"],
+        ignore_patterns=[MANIFEST_NAME],  # the local record of what prepare wrote
     )
     logger.info("Pushed %s to %s", folder, commit.commit_url)
     return commit.commit_url

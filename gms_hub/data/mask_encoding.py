@@ -139,6 +139,11 @@ def read_palette(palette: str | os.PathLike | Mapping) -> dict[str, tuple[int, i
         raise ValueError(f"--palette gives the same colour to several classes: {repeated}.")
     if not colours:
         raise ValueError("--palette has no foreground colour (black is background).")
+    from ..models.coding import MAX_CODED_CLASSES
+
+    if len(colours) > MAX_CODED_CLASSES:
+        raise ValueError(f"--palette names {len(colours)} classes; a GMS model segments at most {MAX_CODED_CLASSES} "
+                         "foreground classes. Merge classes or give fewer colours.")
     return colours
 
 
@@ -200,6 +205,19 @@ def _format_values(values: Sequence, limit: int = 8) -> str:
     return "{" + text + (f", ... ({len(values)} values)" if len(values) > limit else "") + "}"
 
 
+def _majority_binary(values_by_name: Mapping[str, Sequence]) -> Optional[int]:
+    """The foreground value `v` when more than half of the masks are `{0, v}` (or empty) for one `v`, else `None`."""
+    foregrounds = Counter()
+    for values in values_by_name.values():
+        nonzero = [v for v in set(values) if v != 0]
+        if len(nonzero) == 1 and isinstance(nonzero[0], (int, np.integer)):
+            foregrounds[int(nonzero[0])] += 1
+    if not foregrounds:
+        return None
+    value, count = foregrounds.most_common(1)[0]
+    return value if count * 2 > len(values_by_name) else None
+
+
 def detect_mask_encoding(
     values_by_name: Mapping[str, Sequence],
     labels: Optional[Sequence[str]] = None,
@@ -250,6 +268,10 @@ def detect_mask_encoding(
             k = max(union)
             encoding = MaskEncoding("index", {0: "background", **{i: f"class_{i}" for i in range(1, k + 1)}})
             declared = f"class indices 0..{k}"
+        elif _majority_binary(values_by_name) is not None:  # a few bad masks must not make the good ones "bad"
+            foreground = _majority_binary(values_by_name)
+            encoding = MaskEncoding("binary", {0: "background", 1: "class_1"}, foreground)
+            declared = f"binary {{0, {foreground}}}, as most masks are"
         else:
             encoding = None
             declared = (

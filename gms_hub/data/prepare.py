@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..io.safety import UnsafeOutputError
 from .benchmarks import BENCHMARKS
 from .bus import BUSConverter
 from .busi import BUSIConverter
@@ -255,6 +256,9 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         main(args)
+    except UnsafeOutputError as err:  # an argument that would put the inputs at risk: a usage error
+        logger.error("%s", err)
+        return 2
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:
         logger.error("%s", err)
         return 1

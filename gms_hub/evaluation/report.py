@@ -19,6 +19,7 @@ import torch
 from .calibration import CALIBRATION_PROTOCOL, spearman
 from .protocol import MULTICLASS_PROTOCOL, EvaluationStats, evaluate_dataset, model_num_classes, summarize_records
 from ..inference.uncertainty import num_passes
+from ..io.safety import write_text_atomic
 
 
 #: Columns of `per_image.csv` for a binary model, in order (a multi-class one adds `dsc_<label>`, `iou_<label>`
@@ -43,7 +44,7 @@ def write_per_image_csv(path: Union[str, os.PathLike], records: List[Dict[str, A
     Example:
         >>> write_per_image_csv("eval/per_image.csv", records)
     """
-    import csv
+    from ..io.safety import write_csv
 
     labels = list(records[0]["per_class"]) if records and "per_class" in records[0] else []
     columns = list(PER_IMAGE_COLUMNS[:-1]) + [f"{m}_{label}" for label in labels for m in ("dsc", "iou")]
@@ -54,14 +55,13 @@ def write_per_image_csv(path: Union[str, os.PathLike], records: List[Dict[str, A
             return ABSENT if math.isnan(value) else f"{value:.6f}"
         return value
 
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for record in records:
-            row = {k: cell(v) for k, v in record.items() if k != "per_class"}
-            for label, scores in record.get("per_class", {}).items():
-                row[f"dsc_{label}"], row[f"iou_{label}"] = cell(scores["dsc"]), cell(scores["iou"])
-            writer.writerow(row)
+    rows = []
+    for record in records:
+        row = {k: cell(v) for k, v in record.items() if k != "per_class"}
+        for label, scores in record.get("per_class", {}).items():
+            row[f"dsc_{label}"], row[f"iou_{label}"] = cell(scores["dsc"]), cell(scores["iou"])
+        rows.append(row)
+    write_csv(path, rows, columns)  # atomic, and a name like '=1+2' cannot run as a spreadsheet formula
 
 
 def _json_number(value: Optional[float]) -> Optional[float]:
@@ -212,7 +212,7 @@ def _write_report(output_dir: Path, metrics, records, stats: EvaluationStats, in
     """`metrics.json`, `per_image.csv` and `reliability.png` (the main process only)."""
     from .reliability import reliability_diagram
 
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_per_image_csv(output_dir / "per_image.csv", records)
     count = metrics["passes_per_image"]
     passes = f"{count} pass{'es' if count > 1 else ''} per image" + (f" (N={num_samples}, TTA)" if tta else "")

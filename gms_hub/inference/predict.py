@@ -11,14 +11,19 @@ Every volume (a series, a multi-frame DICOM, a 3D NIfTI) also gets a row in `vol
 `gms_hub.inference.volumes`).
 
 Frames and slices stream through the model in batches of `--batch_size` (a volume is never held as float); a
-file that cannot be read or written is reported in the log and in `predictions.csv`, skipped, and makes the
-exit code 1. Logs and the CSV name files only, never a value from a DICOM header.
+file that cannot be read or written, and a folder entry passed over (a dangling symbolic link, a folder named
+`x.png`), is reported in the log and in `predictions.csv` and makes the exit code 1. Logs and the CSV name files
+only, never a value from a DICOM header.
+
+Your files are safe (`gms_hub.io.safety`): an `--output_dir` that is, contains or lies inside an input is refused
+(exit code 2); output names follow one collision-free rule (`output_stems`); every file is written atomically;
+a rerun replaces only what an earlier run wrote into that folder (recorded in `.gms_hub_outputs.json`) and never
+any other file; CSV cells cannot run as spreadsheet formulas.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import logging
 import os
@@ -33,10 +38,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.context import context_input
-from ..io.reading import IMAGE_EXTENSIONS, InputFile, list_input_files, read_input
 from ..io.series import SeriesFiles, group_dicom_series, open_series
 from ..io.mask_files import OUTPUT_FORMATS, MaskWriter, class_names
-from ..io.medical import strip_suffix
+from ..io.reading import InputFile, read_input, scan_input_folder, skip_reason
+from ..io.safety import (
+    OutputManifest,
+    UnsafeOutputError,
+    atomic_path,
+    check_output_dir,
+    describe_error,
+    output_stems,
+    write_csv,
+)
 from ..models.resolver import ACCEPTED_FORMS, load_model
 from . import volumes
 
@@ -45,24 +58,37 @@ logger = logging.getLogger(__name__)
 CSV_COLUMNS = ["input", "frame", "mask_file", "area_px", "area_mm2", "status"]
 
 
-def find_inputs(pattern: str) -> List[Path]:
-    """A file, a folder (its image, DICOM and NIfTI files, sorted) or a glob pattern -> list of files."""
+TOOL = "gms_hub.predict"
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
+
+
+def find_inputs(pattern: str) -> Tuple[List[Path], List[Tuple[Path, str]]]:
+    """A file, a folder (its image, DICOM and NIfTI files, sorted) or a glob pattern -> (files, entries passed
+    over with the reason: dangling or looping symbolic links, folders named like images)."""
     path = Path(pattern)
     if path.is_file():
-        return [path]
+        return [path], []
     if path.is_dir():
-        return list_input_files(path)
-    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-    if not matches:
+        return scan_input_folder(path)
+    reason = skip_reason(path) if os.path.lexists(path) else None
+    if reason is not None:
+        return [], [(path, reason)]
+    entries = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+    files = [p for p in entries if p.is_file()]
+    skipped = [(p, r) for p in entries if (r := skip_reason(p)) is not None]
+    if not files and not skipped:
         raise FileNotFoundError(f"--input {pattern!r} matches no file (give a file, a folder or a glob like 'dir/*.png').")
-    return matches
+    return files, skipped
 
 
-def output_stems(files: List[Path]) -> List[str]:
-    """`<name>` per input (`ct.nii.gz` -> `ct`); inputs sharing a name (a.png, a.jpg) get their extension appended."""
-    names = [strip_suffix(f.name) if not f.name.lower().endswith(IMAGE_EXTENSIONS) else f.stem for f in files]
-    suffixes = [f.name[len(n):].lstrip(".").lower().replace(".", "_") for f, n in zip(files, names)]
-    return [f"{n}_{s}" if names.count(n) > 1 and s else n for n, s in zip(names, suffixes)]
+def parse_seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed takes a whole number in 0..{MAX_SEED}, got {text!r}.") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"--seed takes a whole number in 0..{MAX_SEED} (2**64 - 1), got {text}.")
+    return seed
 
 
 
@@ -107,7 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tta", action="store_true", help="Also average over the 8 flips and quarter turns.")
     parser.add_argument("--save_uncertainty", action="store_true",
                         help="Also write <name>_uncertainty.png: normalised predictive entropy, 16-bit (value / 65535).")
-    parser.add_argument("--seed", type=int, default=None, help="Seed of the posterior samples (same seed, same maps).")
+    parser.add_argument("--seed", type=parse_seed, default=None, help="Seed of the posterior samples (same seed, same maps).")
     parser.add_argument("--save_overlay", action="store_true",
                         help="Also write <name>_overlay.png: the mask over the image, one colour per class.")
     parser.add_argument("--postprocess", choices=volumes.POSTPROCESS, default="none",
@@ -118,6 +144,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}.")
     if args.num_samples < 0:
         parser.error(f"--num_samples must be >= 0, got {args.num_samples}.")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:  # NaN fails both comparisons
+        parser.error(f"--threshold must be a probability in 0..1, got {args.threshold}.")
+    try:
+        args.files, args.skipped = find_inputs(args.input)
+        check_output_dir(args.output_dir, [args.input] if Path(args.input).is_dir() else args.files)
+    except (FileNotFoundError, UnsafeOutputError) as err:
+        parser.error(str(err))
     return args
 
 
@@ -142,14 +175,16 @@ def foreground_labels(model) -> List[str]:
 
 
 def _png16(values: np.ndarray, path: Path) -> None:
-    Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 65535).astype(np.uint16)).save(path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 65535).astype(np.uint16)).save(temporary, format="PNG")
 
 
 class Predictor:
     """Streams the frames of many files through one model and writes every output as its frames come back."""
 
-    def __init__(self, model, args: argparse.Namespace, output_dir: Path):
+    def __init__(self, model, args: argparse.Namespace, output_dir: Path, manifest: Optional[OutputManifest] = None):
         self.model, self.args, self.output_dir = model, args, output_dir
+        self.manifest = manifest if manifest is not None else OutputManifest(output_dir, TOOL)
         self.num_classes = int(getattr(model, "num_classes", 1))
         self.labels = foreground_labels(model)
         self.context = int(getattr(model, "context_slices", 0))  # 2.5D models see a volume's neighbouring slices
@@ -195,6 +230,7 @@ class Predictor:
                 self.write_frame(job, index, frame, *output)
             except (OSError, ValueError) as err:
                 job.error = f"writing its outputs failed: {err}"
+                logger.error("Writing the outputs of %s failed: %s", job.path.name, err)
 
     def add(self, job: _Job, index: int, frame: Any) -> None:
         value_range = job.opened.value_range
@@ -209,12 +245,12 @@ class Predictor:
     def write_frame(self, job: _Job, index: int, frame: Any, mask, prob, uncertainty) -> None:
         labels = np.asarray(mask).astype(np.uint8)  # (H, W): 0/1 binary, 0..K multi-class
         stem = job.writer.frame_stem(index)
-        out = self.output_dir
+        claim = self.manifest.claim
         if prob is not None:
             foreground = prob if prob.ndim == 2 else 1.0 - prob[0]  # (H, W); multi-class: 1 - background
-            _png16(foreground, out / f"{stem}_prob.png")
+            _png16(foreground, claim(f"{stem}_prob.png"))
         if uncertainty is not None:
-            _png16(uncertainty, out / f"{stem}_uncertainty.png")
+            _png16(uncertainty, claim(f"{stem}_uncertainty.png"))
         if self._holds_volume(job) and (job.writer.output == "png" or self.args.postprocess != "none"):
             # a NIfTI / SEG writer holds the label volume already; PNGs and postprocessing need their own copy
             if job.volume is None:
@@ -229,18 +265,20 @@ class Predictor:
 
     def write_labels(self, job: _Job, index: int, labels: np.ndarray, frame: Any) -> None:
         """The mask of one frame (PNG now, or held for the file's NIfTI / SEG), its overlay and its CSV row."""
+        claim = self.manifest.claim
         row = job.writer.add(index, labels)
         if self.args.save_overlay:
             frame = job.opened.frames[index] if frame is None else frame
             if self.context and self._holds_volume(job):
                 frame = np.asarray(frame)[..., self.context]  # the slice itself, not its neighbours
-            stem, out = job.writer.frame_stem(index), self.output_dir
+            stem = job.writer.frame_stem(index)
             from ..models.processing import to_float_rgb
             from ..io.visualize import label_colors, overlay_labels
 
             display = np.rint(to_float_rgb(frame, job.opened.value_range) * 255).astype(np.uint8)  # (H, W, 3)
             overlay = overlay_labels(display, labels, colors=label_colors(self.num_classes))
-            Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
+            with atomic_path(claim(f"{stem}_overlay.png")) as temporary:
+                Image.fromarray(overlay).save(temporary, format="PNG")
         job.rows.append({"input": str(job.path), **row, "status": "ok"})
 
     def finish(self, job: _Job) -> None:
@@ -271,7 +309,8 @@ class Predictor:
                 job.opened = read_input(job.path, window=args.window, slice_axis=args.slice_axis)
             job.opened = context_input(job.opened, self.context)
             job.writer = MaskWriter(job.opened, self.output_dir, job.stem, output_format=args.output_format,
-                                    num_classes=self.num_classes, names=self.labels, model_id=str(args.model))
+                                    num_classes=self.num_classes, names=self.labels, model_id=str(args.model),
+                                    claim=self.manifest.claim)
             if job.opened.num_frames < 1:
                 raise ValueError(f"'{job.path.name}' holds no frame. Export a file with at least one image.")
             index = 0
@@ -281,48 +320,57 @@ class Predictor:
                     index += 1
                 if job.error is not None:
                     return
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, FileNotFoundError) as err:  # our readers' own wording: the file and the fix
             job.error = job.error or str(err)
+            return
+        except Exception as err:  # a third-party reader's text may quote a header value: the kind of error only
+            job.error = job.error or f"'{job.path.name}' could not be read ({describe_error(err)}); export it again."
             return
         if job.opened.kind != "image":
             self.flush()  # a volume's frames are all segmented before its file is written
             self.finish(job)
 
 
-def write_csv(jobs: List[_Job], path: Path, labels: List[str], num_classes: int) -> None:
+def write_predictions_csv(jobs: List[_Job], path: Path, labels: List[str], num_classes: int) -> None:
+    """`predictions.csv`: one row per frame, one per failed or skipped input with the reason (`safety.write_csv`);
+    a DICOM series that failed gives a row for each of its files."""
     columns = list(CSV_COLUMNS)
     if num_classes > 1:
         columns[5:5] = [f"{unit}_{label}" for label in labels for unit in ("area_px", "area_mm2")]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-        writer.writeheader()
-        for job in jobs:
-            if job.error is not None:
-                writer.writerow({"input": str(job.path), "status": job.error})
-            else:
-                writer.writerows(job.rows)
+    rows = []
+    for job in jobs:
+        if job.error is None:
+            rows.extend(job.rows)
+        elif job.series is not None:  # a series that is not one volume: every file of it has its row and the reason
+            rows.extend({"input": str(file), "status": f"{job.series.name}: {job.error}"}
+                        for file in sorted(job.series.paths, key=str))
+        else:
+            rows.append({"input": str(job.path), "status": job.error})
+    write_csv(path, rows, columns)
 
 
-def write_volumes(jobs: List[_Job], path: Path, labels: List[str]) -> None:
+def write_volumes(jobs: List[_Job], output_dir: Path, labels: List[str], manifest: OutputManifest) -> None:
     """`volumes.csv`: a row per volume segmented, and per series that failed; nothing when no input is a volume."""
     rows = [{"input": str(job.path), **job.volume_row, "status": "ok"} for job in jobs
             if job.volume_row is not None and job.error is None]
     rows += [{"input": str(job.path), "status": job.error} for job in jobs
              if job.error is not None and (job.series is not None or job.volume_row is not None)]
     if rows:
-        volumes.write_volumes_csv(rows, path, labels)
+        volumes.write_volumes_csv(rows, manifest.claim("volumes.csv"), labels)
 
 
 def make_jobs(files: List[Path]) -> List[_Job]:
-    """One job per input: a DICOM series (its single-frame files, grouped) or any other file."""
+    """One job per input: a DICOM series (its single-frame files, grouped, named `series<n>`) or any other file;
+    the output names of all of them come from the one naming rule (`gms_hub.io.safety.output_stems`)."""
     series, singles = group_dicom_series(files)
-    jobs = [_Job(path=path, stem=stem) for path, stem in zip(singles, output_stems(singles))]
-    taken = {job.stem for job in jobs}
+    paths = list(singles)
     for item in series:
-        stem = item.name if item.name not in taken else f"{item.name}_dicom"
         folder = Path(os.path.commonpath([str(p.parent) for p in item.paths]))
-        jobs.append(_Job(path=folder / item.name, stem=stem, series=item))
-        taken.add(stem)
+        paths.append(folder / item.name)
+    stems = output_stems(paths)
+    jobs = [_Job(path=path, stem=stem) for path, stem in zip(singles, stems)]
+    jobs += [_Job(path=path, stem=stem, series=item)
+             for path, stem, item in zip(paths[len(singles):], stems[len(singles):], series)]
     return jobs
 
 
@@ -330,21 +378,32 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    files = find_inputs(args.input)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    manifest = OutputManifest(output_dir, TOOL)
+    try:
+        csv_path = manifest.claim("predictions.csv")  # an unrelated predictions.csv stops the run before any work
+    except FileExistsError as err:
+        logger.error("--output_dir %s: %s", output_dir, err)
+        return 2
     model = load_model(args.model, device=device)
     if args.fast:
         from .fast import optimize
 
         optimize(model)
-    predictor = Predictor(model, args, output_dir)
-    jobs = make_jobs(files)
-    for job in tqdm(jobs, desc="Segmenting", unit="file"):
-        predictor.run(job)
-    predictor.flush()
-    write_csv(jobs, output_dir / "predictions.csv", predictor.labels, predictor.num_classes)
-    write_volumes(jobs, output_dir / "volumes.csv", predictor.labels)
+    predictor = Predictor(model, args, output_dir, manifest)
+    jobs = make_jobs(args.files)
+    skipped = [_Job(path=path, stem="", error=f"skipped: {reason}") for path, reason in args.skipped]
+    try:
+        for job in tqdm(jobs, desc="Segmenting", unit="file"):
+            predictor.run(job)
+        predictor.flush()
+    finally:  # what was written is recorded even when the run stops early
+        manifest.save()
+    jobs = sorted(jobs + skipped, key=lambda job: str(job.path))
+    write_predictions_csv(jobs, csv_path, predictor.labels, predictor.num_classes)
+    write_volumes(jobs, output_dir, predictor.labels, manifest)
+    manifest.save()
     failures = [job for job in jobs if job.error is not None]
     logger.info("Wrote masks for %d file(s) to %s; %d file(s) failed.", len(jobs) - len(failures), output_dir,
                 len(failures))

@@ -10,13 +10,14 @@ are separate components).
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from ..io.safety import write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +116,7 @@ def write_volumes_csv(rows: List[Dict[str, Any]], path: Path, names: Sequence[st
         ...                   Path("out/volumes.csv"), ["organ"])
         PosixPath('out/volumes.csv')
     """
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=volume_columns(names), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, volume_columns(names))  # atomic, spreadsheet-safe cells
     logger.info("Wrote %d volume row(s) to %s", len(rows), path)
     return Path(path)
 

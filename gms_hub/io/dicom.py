@@ -18,10 +18,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, iter_pixels
 
 from .medical import FrameSequence, MedicalImage, MedicalImageError, PathLike, check_masks, normalise
+from .safety import atomic_path, describe_error, muted_loggers
 
 logger = logging.getLogger(__name__)
 
 PIXEL_DATA_TAG = 0x7FE00010
+DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: offsets are in the inflated stream
 DEFER_SIZE = 1 << 20  # elements over 1 MiB (the pixel data) stay on disk until decoded
 
 # pip packages that provide pydicom decoders, by the names pydicom gives its plugins.
@@ -129,6 +131,16 @@ def _colour_to_unit(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     return normalise(arr, 0.0, 2.0 ** int(ds.BitsStored) - 1)
 
 
+def _number_of_frames(path: Path, ds: Dataset) -> int:
+    """Number of Frames (1 when absent), or an error saying the attribute is not a whole number."""
+    try:
+        value = ds.get("NumberOfFrames")
+        return 1 if value is None or str(value).strip() == "" else int(str(value).strip())
+    except (ValueError, TypeError):
+        raise _error(path, "the Number of Frames attribute is not a whole number; the file is corrupt or was edited. "
+                     "Export it again from the source.") from None
+
+
 def pixel_spacing(ds: Dataset) -> Optional[Tuple[float, float]]:
     """(row, column) spacing in mm: Pixel Spacing (top level or functional groups), Imager Pixel Spacing, or a
     single ultrasound region calibrated in cm; `None` when none is present."""
@@ -182,15 +194,16 @@ def read_dicom(path: PathLike, *, window: Optional[Tuple[float, float]] = None) 
                      "or the file is truncated before it. Segment an image object (CT, MR, US, XC, SC ...).")
     length = getattr(raw, "length", None)
     value_tell = getattr(raw, "value_tell", None)
-    if length is not None and length != 0xFFFFFFFF and value_tell is not None and value_tell + length > path.stat().st_size:
+    deflated = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")) == DEFLATED_SYNTAX
+    if (not deflated and length is not None and length != 0xFFFFFFFF and value_tell is not None
+            and value_tell + length > path.stat().st_size):
         raise _error(path, f"the pixel data is truncated ({path.stat().st_size - value_tell} of {length} bytes "
                      "present). Copy or export the file again.")
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
         if keyword not in ds:
             raise _error(path, f"the Image Pixel attribute {keyword} is missing; the file cannot be decoded. "
                          "Export it again from the source.")
-    number_of_frames = ds.get("NumberOfFrames")
-    num_frames = 1 if number_of_frames is None else int(number_of_frames)
+    num_frames = _number_of_frames(path, ds)
     if num_frames < 1 or int(ds.Rows) == 0 or int(ds.Columns) == 0:
         raise _error(path, f"the file holds no image ({num_frames} frames of {ds.Rows}x{ds.Columns}). "
                      "Export a file with at least one frame.")
@@ -208,7 +221,8 @@ def read_dicom(path: PathLike, *, window: Optional[Tuple[float, float]] = None) 
     def read_batch(start: int, stop: int) -> List[np.ndarray]:
         frames = []
         try:
-            for offset, arr in enumerate(iter_pixels(path, indices=range(start, stop))):
+            source = pydicom.dcmread(path) if deflated else path  # a deflated file is decoded from memory
+            for offset, arr in enumerate(iter_pixels(source, indices=range(start, stop))):
                 if colour:
                     frames.append(_colour_to_unit(arr, ds))
                 else:
@@ -216,7 +230,7 @@ def read_dicom(path: PathLike, *, window: Optional[Tuple[float, float]] = None) 
         except MedicalImageError:
             raise
         except Exception as err:  # decoders raise many types; the user needs the file and the fix
-            raise _error(path, f"frames {start + 1}..{stop} cannot be decoded ({type(err).__name__}: {err}). The "
+            raise _error(path, f"frames {start + 1}..{stop} cannot be decoded ({describe_error(err)}). The "
                          "file may be truncated or corrupt; export it again.") from err
         return frames
 
@@ -267,7 +281,8 @@ def read_dicom_labels(path: PathLike) -> np.ndarray:
         raise _error(image.path, f"the mask is {image.dataset.PhotometricInterpretation} colour; a DICOM mask holds "
                      "one class value per pixel (grayscale). Save it as grayscale class values.")
     try:
-        frames = [np.asarray(arr) for arr in iter_pixels(image.path)]
+        deflated = str(image.dataset.file_meta.get("TransferSyntaxUID", "")) == DEFLATED_SYNTAX
+        frames = [np.asarray(arr) for arr in iter_pixels(pydicom.dcmread(image.path) if deflated else image.path)]
     except Exception as err:  # decoders raise many types
         raise _error(image.path, f"the mask's frames cannot be decoded ({type(err).__name__}); export it again.") from err
     return np.stack(frames)  # (F, H, W)
@@ -307,15 +322,25 @@ def write_dicom_seg(
         >>> write_dicom_seg(masks, image, "out/", labels=["lesion"], model_id="user/gms-busi")
         PosixPath('out/scan_seg.dcm')
     """
+    from .patient_module import seg_source_copy
+
     array, labels = _check_seg_inputs(masks, reference, labels)
     if software_version is None:
         software_version = _installed_version()
-    seg = _build_segmentation(array, reference, labels, model_id, series_number, manufacturer, software_version)
-    _check_segmentation(seg, reference, len(labels))
+    source, notes = seg_source_copy(reference.dataset)  # the SEG's copy: values invalid for their VR repaired/dropped
+    if notes:
+        logger.info("'%s': the SEG's copy of the patient and study attributes: %s", reference.path.name, ", ".join(notes))
+    # A series references every instance, each with the same repaired patient/study module.
+    sources = [source] if not reference.datasets else [seg_source_copy(ds)[0] for ds in reference.datasets]
+    with muted_loggers(("highdicom",)), pydicom.config.disable_value_validation():  # both would quote values/UIDs
+        seg = _build_segmentation(array, reference, sources, labels, model_id, series_number, manufacturer,
+                                  software_version)
+        _check_segmentation(seg, reference, len(labels))
     path = Path(path)
     if path.is_dir():
         path = path / f"{reference.name}_seg.dcm"
-    seg.save_as(path)
+    with atomic_path(path) as temporary:
+        seg.save_as(temporary)
     logger.info("Wrote a DICOM SEG with %d segment(s) x %d frame(s) to %s", len(labels), reference.num_frames, path)
     return path
 
@@ -354,8 +379,8 @@ def _installed_version() -> str:
 
 
 def _build_segmentation(
-    array: np.ndarray, reference: MedicalImage, labels: List[str], model_id: str, series_number: int,
-    manufacturer: str, software_version: str,
+    array: np.ndarray, reference: MedicalImage, sources: List[Dataset], labels: List[str], model_id: str,
+    series_number: int, manufacturer: str, software_version: str,
 ):
     """The highdicom Segmentation: one binary segment per label, every source frame kept (empty ones too)."""
     import highdicom as hd
@@ -376,7 +401,7 @@ def _build_segmentation(
     stacked = np.stack([array == k for k in range(1, len(labels) + 1)], axis=-1).astype(np.uint8)  # (F, H, W, K)
     try:
         return hd.seg.Segmentation(
-            source_images=list(reference.datasets or [reference.dataset]), pixel_array=stacked,
+            source_images=sources, pixel_array=stacked,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=series_number,
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer=manufacturer,
@@ -384,7 +409,7 @@ def _build_segmentation(
             series_description="GMS segmentation", content_label="GMS", omit_empty_frames=False,
         )
     except (ValueError, TypeError, AttributeError, KeyError) as err:
-        raise _error(reference.path, f"highdicom cannot build a DICOM SEG from this source ({err}). "
+        raise _error(reference.path, f"highdicom cannot build a DICOM SEG from this source ({describe_error(err)}). "
                      "Write PNG or NIfTI masks instead.") from None
 
 
@@ -400,5 +425,5 @@ def _check_segmentation(seg, reference: MedicalImage, num_labels: int) -> None:
     try:  # what highdicom writes but cannot read back (e.g. pixel measures without a slice thickness) is refused
         hd.seg.Segmentation.from_dataset(seg, copy=True)
     except (ValueError, TypeError, AttributeError, KeyError) as err:
-        raise _error(reference.path, f"the DICOM SEG built from this source does not read back ({err}); the source "
+        raise _error(reference.path, f"the DICOM SEG built from this source does not read back ({describe_error(err)}); the source "
                      "lacks attributes a SEG needs. Write PNG or NIfTI masks instead.") from None

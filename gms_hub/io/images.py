@@ -11,22 +11,32 @@ import os
 import warnings
 from typing import Optional
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .medical import PathLike
 
-__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MIN_SIDE", "ImageReadError", "read_image"]
+__all__ = [
+    "ALLOWED_FORMATS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "MIN_SIDE", "ImageReadError", "apply_exif_orientation",
+    "read_image",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions (lower case) of the image files we read: folder listings, upload pickers, raw datasets."""
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
-"""Container formats `read_image` decodes (what PIL reports in `Image.format`)."""
+ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
+"""Container formats `read_image` decodes (what PIL reports in `Image.format`). MPO is the multi-picture JPEG many
+cameras and phones write as `.jpg`: its first picture is read."""
+
+EXIF_ORIENTATION = 0x0112
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest accepted image (width x height). The size is read from the header before any decoding:
 a 50 MP RGB image already needs ~600 MB as float32 during preprocessing, and a 30000x30000 PNG of
 zeros (a decompression bomb) is ~1 MB on disk but 900 MP once decoded."""
+
+DEFAULT_MAX_BYTES = 1 << 30
+"""Largest accepted image file (1 GiB), checked before the header is read: a 50 MP 16-bit RGB TIFF stored
+uncompressed is 300 MB."""
 
 MIN_SIDE = 8
 """Smallest accepted width or height: the VAE downsamples by 8, so anything smaller carries no
@@ -39,17 +49,22 @@ class ImageReadError(ValueError):
     """An image file that cannot be segmented; the message says what is wrong and what to do."""
 
 
-def read_image(path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
+def read_image(
+    path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Image.Image:
     """Open an image file safely and decode it, keeping its bit depth (16-bit stays 16-bit).
 
     Checks happen in order of cost: empty file, unreadable header, format, size (from the header, so a
     decompression bomb is rejected before any pixel is decoded), then a full decode that catches
-    truncated files. Multi-frame files (TIFF stacks) use the first frame.
+    truncated files. Multi-frame files (TIFF stacks, MPO) use the first frame. The EXIF orientation is applied
+    (`apply_exif_orientation`), so the pixels are as every viewer shows them.
 
     Args:
         path (`str` or `os.PathLike`): the image file.
         max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted width x height.
         min_side (`int`, defaults to `MIN_SIDE`): smallest accepted width and height.
+        max_bytes (`int`, defaults to `DEFAULT_MAX_BYTES`): largest accepted file size.
 
     Returns:
         `PIL.Image.Image`: the decoded image in its own mode (`L`, `RGB`, `RGBA`, `I;16`, `I`, ...).
@@ -63,9 +78,32 @@ def read_image(path: Optional[PathLike], max_pixels: int = DEFAULT_MAX_PIXELS, m
         ('L', (128, 128))
     """
     name = _check_file(path)
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise ImageReadError(f"'{name}' is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:g} MiB per image "
+                             "file. Downscale or compress it.")
     image = _open_header(path, name, max_pixels)
     _check_header(image, name, max_pixels, min_side)
-    return _decode(image, name)
+    return apply_exif_orientation(_decode(image, name))
+
+
+def apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: turned by its EXIF Orientation tag (phone photos are stored in sensor
+    orientation), or the image itself when it has none (no copy).
+
+    Example:
+        >>> apply_exif_orientation(Image.open("phone.jpg")).size  # stored 4032x3024 with orientation 6
+        (3024, 4032)
+    """
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError):  # an unreadable EXIF block: the pixels as stored
+        return image
+    if orientation in (None, 1) or orientation not in range(2, 9):
+        return image
+    turned = ImageOps.exif_transpose(image)
+    image.close()
+    return turned
 
 
 def _check_file(path: Optional[PathLike]) -> str:

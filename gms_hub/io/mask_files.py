@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
 
 from .medical import frame_stem, pixel_area_mm2
 from .reading import InputFile
+from .safety import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def write_mask_png(mask: np.ndarray, path: PathLike) -> str:
         >>> write_mask_png(np.ones((3, 5), bool), "mask.png")
         'mask.png'
     """
-    Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(path, format="PNG")
+    with atomic_path(path) as temporary:  # a kill mid-write leaves no half-written mask under the real name
+        Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(temporary, format="PNG")
     return str(path)
 
 
@@ -116,7 +118,8 @@ def write_label_png(labels: np.ndarray, path: PathLike, num_classes: int = 1) ->
     labels = np.asarray(labels)
     if num_classes == 1:
         return write_mask_png(labels.astype(bool), path)
-    Image.fromarray(labels.astype(np.uint8), mode="L").save(path, format="PNG")  # index PNG, values 0..K
+    with atomic_path(path) as temporary:
+        Image.fromarray(labels.astype(np.uint8), mode="L").save(temporary, format="PNG")  # index PNG, values 0..K
     return str(path)
 
 
@@ -161,6 +164,8 @@ class MaskWriter:
         names (`Sequence[str]`, *optional*): class names (`class_names`); the default names them generically.
         model_id (`str`, defaults to `""`): the model's Hub id or path, recorded in a DICOM SEG.
         png_suffix (`str`, defaults to `""`): added to PNG names (`"_mask"` gives `us_mask.png`).
+        claim (`Callable[[str], Path]`, *optional*): turns an output's file name into the path to write, raising
+            when that is unsafe (`gms_hub.io.safety.OutputManifest.claim`); default: the name in `output_dir`.
 
     Example:
         >>> scan = read_input("ct.nii.gz")
@@ -181,6 +186,7 @@ class MaskWriter:
         names: Optional[Sequence[str]] = None,
         model_id: str = "",
         png_suffix: str = "",
+        claim: Optional[Callable[[str], Path]] = None,
     ):
         self.opened, self.output_dir, self.stem = opened, Path(output_dir), stem
         medical = opened.medical
@@ -189,6 +195,7 @@ class MaskWriter:
         self.num_classes = int(num_classes)
         self.names = list(names) if names is not None else class_names(self.num_classes)
         self.model_id, self.png_suffix = str(model_id), png_suffix
+        self.claim = claim if claim is not None else (lambda name: self.output_dir / name)
         self.pixel_area = pixel_area_mm2(opened.spacing)
         self.volume: Optional[np.ndarray] = None  # (F, H, W) uint8, held for a file-level output only
 
@@ -213,7 +220,7 @@ class MaskWriter:
         labels = np.asarray(labels).astype(np.uint8)  # (H, W): 0/1 binary, 0..K multi-class
         if self.output == "png":
             mask_file = self.png_name(index)
-            write_label_png(labels, self.output_dir / mask_file, self.num_classes)
+            write_label_png(labels, self.claim(mask_file), self.num_classes)
         else:
             if self.volume is None:
                 self.volume = np.zeros((self.opened.num_frames, *labels.shape), dtype=np.uint8)  # (F, H, W)
@@ -233,7 +240,7 @@ class MaskWriter:
         """
         if self.output == "png" or self.volume is None:
             return None
-        path = self.output_dir / self.file_name
+        path = self.claim(self.file_name)
         if self.output == "nifti" and self.opened.kind == "dicom":
             from .series import write_series_nifti
 
@@ -256,6 +263,6 @@ class MaskWriter:
         names = []
         for index, labels in enumerate(self.volume):
             names.append(self.png_name(index))
-            write_label_png(labels, self.output_dir / names[-1], self.num_classes)
+            write_label_png(labels, self.claim(names[-1]), self.num_classes)
         self.volume = None
         return names

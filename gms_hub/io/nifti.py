@@ -257,6 +257,9 @@ def write_nifti_mask(
     path = Path(path)
     if path.is_dir():
         path = path / f"{reference.name}_mask.nii.gz"
-    nib.save(output, path)
+    from .safety import atomic_path
+
+    with atomic_path(path) as temporary:  # the temporary name keeps `.nii.gz`, so nibabel still compresses
+        nib.save(output, temporary)
     logger.info("Wrote a %s uint8 mask to %s", volume.shape, path)
     return path

@@ -17,7 +17,15 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .images import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MIN_SIDE, ImageReadError, read_image
+from .images import (
+    ALLOWED_FORMATS,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    MIN_SIDE,
+    ImageReadError,
+    read_image,
+)
 from .medical import (
     DICOM_SUFFIXES,
     INPUT_KINDS,
@@ -32,7 +40,9 @@ from .medical import (
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_VOXELS",
     "IMAGE_EXTENSIONS",
     "MEDICAL_EXTENSIONS",
     "MIN_SIDE",
@@ -43,6 +53,8 @@ __all__ = [
     "has_dicom_preamble",
     "is_input_file",
     "list_input_files",
+    "VolumeTooLargeError",
+    "scan_input_folder",
     "read_image",
     "read_input",
     "read_label_frames",
@@ -54,7 +66,16 @@ MEDICAL_EXTENSIONS = (".dcm", ".dicom", ".nii", ".nii.gz")
 recognised by their `DICM` preamble (`is_input_file`); `Path.suffix` cannot see `.nii.gz`, so match with
 `str.endswith`."""
 
+DEFAULT_MAX_VOXELS = 2_000_000_000
+"""Largest accepted DICOM/NIfTI volume (frames x rows x columns), read from the header before any voxel is decoded:
+the intensity range of a NIfTI volume is a pass over every voxel, and its masks are held as uint8 (2 GB here).
+The Space sets a far lower limit (`GMS_MAX_VOLUME_VOXELS`)."""
+
 logger = logging.getLogger(__name__)
+
+
+class VolumeTooLargeError(MedicalImageError):
+    """A DICOM/NIfTI volume over the voxel limit, refused from its header before any voxel is decoded."""
 
 
 # ------------------------------------------------------------------------------ deciding the format
@@ -132,6 +153,47 @@ def list_input_files(folder: PathLike) -> List[Path]:
         [PosixPath('scans/IM0001'), PosixPath('scans/ct.nii.gz'), PosixPath('scans/us.png')]
     """
     return sorted(p for p in Path(folder).iterdir() if is_input_file(p))
+
+
+def skip_reason(path: PathLike) -> Optional[str]:
+    """Why a folder entry that looks like an input cannot be read, or `None` when it is a readable file or not an
+    input at all: a dangling symbolic link, a symbolic link loop, or a folder named like an image (`x.png`)."""
+    path = Path(path)
+    if path.name.startswith("."):
+        return None
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "a symbolic link loop; point the link at a file"
+        except OSError as err:
+            if getattr(err, "errno", None) == 40:  # ELOOP
+                return "a symbolic link loop; point the link at a file"
+            return "a dangling symbolic link (its target does not exist); restore the target or remove the link"
+    if path.is_dir() and path.name.lower().endswith(IMAGE_EXTENSIONS + MEDICAL_EXTENSIONS):
+        return "a folder named like an image file; segment the files inside it with --input on the folder"
+    return None
+
+
+def scan_input_folder(folder: PathLike) -> Tuple[List[Path], List[Tuple[Path, str]]]:
+    """The files of `folder` that `read_input` may open, and the entries passed over with the reason (dangling or
+    looping symbolic links, folders named like images: `skip_reason`), both sorted by name.
+
+    Ordinary non-input files (`notes.txt`) and hidden entries are neither.
+
+    Example:
+        >>> files, skipped = scan_input_folder("scans/")
+        >>> skipped
+        [(PosixPath('scans/old.png'), 'a dangling symbolic link (its target does not exist); ...')]
+    """
+    files, skipped = [], []
+    for entry in sorted(Path(folder).iterdir()):
+        reason = skip_reason(entry)
+        if reason is not None:
+            skipped.append((entry, reason))
+        elif is_input_file(entry):
+            files.append(entry)
+    return files, skipped
 
 
 # ------------------------------------------------------------------------------ DICOM and NIfTI
@@ -265,6 +327,8 @@ def read_input(
     slice_axis: int = -1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     kind: Optional[str] = None,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> InputFile:
     """Open any input GMS segments: PNG/JPEG/BMP/TIFF (`read_image`), DICOM or NIfTI (`read_medical_image`).
 
@@ -280,6 +344,9 @@ def read_input(
         max_pixels (`int`, defaults to `DEFAULT_MAX_PIXELS`): largest accepted image or DICOM/NIfTI frame
             (width x height); sides below `MIN_SIDE` are refused for both too.
         kind (`str`, *optional*): `"image"`, `"dicom"` or `"nifti"` from `detect_format`; detected when `None`.
+        max_voxels (`int`, defaults to `DEFAULT_MAX_VOXELS`): largest accepted DICOM/NIfTI volume (frames x
+            rows x columns), checked from the header.
+        max_bytes (`int`, defaults to `DEFAULT_MAX_BYTES`): largest accepted image file, checked before decoding.
 
     Returns:
         `InputFile`.
@@ -300,23 +367,29 @@ def read_input(
         raise FileNotFoundError(f"'{path}' is not a file. Pass an image (PNG, JPEG, BMP, TIFF), DICOM or NIfTI file.")
     kind = _decided(kind, path)
     if kind != "image":
-        return _open_medical(path, kind, window, slice_axis, max_pixels)
-    return _open_image(path, window, max_pixels)
+        return _open_medical(path, kind, window, slice_axis, max_pixels, max_voxels)
+    return _open_image(path, window, max_pixels, max_bytes)
 
 
 def _open_medical(
-    path: Path, kind: str, window: Optional[Tuple[float, float]], slice_axis: int, max_pixels: int
+    path: Path, kind: str, window: Optional[Tuple[float, float]], slice_axis: int, max_pixels: int, max_voxels: int
 ) -> InputFile:
     image = read_medical_image(path, window=window, slice_axis=slice_axis, kind=kind)
     _check_frame_size(image, max_pixels)
+    rows, cols = image.frame_size
+    if image.num_frames * rows * cols > max_voxels:
+        raise VolumeTooLargeError(
+            f"'{path.name}' holds {image.num_frames} frames of {cols}x{rows} = {image.num_frames * rows * cols / 1e6:.0f} "
+            f"million voxels; the limit here is {max_voxels / 1e6:g} million. Crop or downsample the volume."
+        )
     return InputFile(path=path, kind=image.kind, frames=image.frames, value_range=image.value_range,
                      spacing=image.spacing, medical=image)
 
 
-def _open_image(path: Path, window: Optional[Tuple[float, float]], max_pixels: int) -> InputFile:
+def _open_image(path: Path, window: Optional[Tuple[float, float]], max_pixels: int, max_bytes: int) -> InputFile:
     if window is not None:
         logger.info("'%s' is an ordinary image; the window applies to DICOM and NIfTI only.", path.name)
-    pil_image = read_image(path, max_pixels=max_pixels)
+    pil_image = read_image(path, max_pixels=max_pixels, max_bytes=max_bytes)
     frames = FrameSequence(1, lambda start, stop: [pil_image])
     return InputFile(path=path, kind="image", frames=frames)
 

@@ -113,7 +113,8 @@ def group_dicom_series(paths: Sequence[PathLike]) -> Tuple[List[SeriesFiles], Li
     """Gather single-frame DICOM files into series; everything else stays a file of its own.
 
     Only headers are read. Files are grouped by Series Instance UID; a group of two or more single-frame images
-    is a series, a group of one stays a single file, as do multi-frame files, NIfTI, ordinary images and files
+    that can be ordered (`_could_be_slices`: a position, or distinct Instance Numbers) is a series; a group of one,
+    or of files with neither, stays single files, as do multi-frame files, NIfTI, ordinary images and files
     whose header cannot be read (their reader reports them). Order and check each series with
     `SeriesFiles.order()`, which raises for geometry that does not make one volume.
 
@@ -141,12 +142,22 @@ def group_dicom_series(paths: Sequence[PathLike]) -> Tuple[List[SeriesFiles], Li
         groups.setdefault(str(ds.SeriesInstanceUID), []).append((index, path, ds))
     series: List[SeriesFiles] = []
     for members in groups.values():
-        if len(members) == 1:
-            singles.append(members[0][:2])
+        if len(members) == 1 or not _could_be_slices([ds for _, _, ds in members]):
+            singles.extend(member[:2] for member in members)
         else:
             series.append(SeriesFiles("series", [p for _, p, _ in members], [d for _, _, d in members]))
     _name_series(series)
     return series, [path for _, path in sorted(singles, key=lambda item: item[0])]
+
+
+def _could_be_slices(datasets: List[Dataset]) -> bool:
+    """Whether files sharing a Series Instance UID can be ordered as slices: some carry Image Position (Patient),
+    or their Instance Numbers differ. Files with neither (copies of one image, screenshots exported one by one)
+    stay single files, each segmented on its own."""
+    if any("ImagePositionPatient" in ds for ds in datasets):
+        return True
+    numbers = [ds.get("InstanceNumber") for ds in datasets]
+    return None not in numbers and len({str(n) for n in numbers}) == len(numbers)
 
 
 def _name_series(series: List[SeriesFiles]) -> None:
@@ -371,6 +382,9 @@ def write_series_nifti(masks: Union[np.ndarray, Sequence[np.ndarray]], reference
     image.set_sform(reference.affine, code=1)
     image.header.set_xyzt_units("mm")
     path = Path(path)
-    nib.save(image, path)
+    from .safety import atomic_path
+
+    with atomic_path(path) as temporary:  # the temporary name keeps `.nii.gz`, so nibabel still compresses
+        nib.save(image, temporary)
     logger.info("Wrote a %s uint8 mask of a DICOM series to %s", volume.shape, path)
     return path
