@@ -89,6 +89,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=None, help="Probability threshold (default: the model's, 0.5).")
     parser.add_argument("--batch_size", type=int, default=8, help="Frames/slices per forward pass (bounds memory).")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--num_threads", type=int, default=0,
+                        help="CPU threads for the model (torch.set_num_threads). Default 0: torch's default, one per "
+                             "core; on a machine shared with other work pass fewer (e.g. 1 or 2) to avoid "
+                             "oversubscription.")
     parser.add_argument("--fast", action="store_true",
                         help="Apply gms_hub.inference.fast.optimize (exact rewrites: probabilities equal to float rounding).")
     parser.add_argument("--save_probabilities", action="store_true",
@@ -106,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}.")
     if args.num_samples < 0:
         parser.error(f"--num_samples must be >= 0, got {args.num_samples}.")
+    if args.num_threads < 0:
+        parser.error(f"--num_threads must be >= 0 (0: torch's default), got {args.num_threads}.")
     return args
 
 
@@ -142,6 +148,7 @@ class Predictor:
             self.generator = torch.Generator(device=model.device).manual_seed(args.seed)
         self.pending: List[Tuple[_Job, int, Any]] = []  # (job, frame index, frame)
         self.pending_range = None
+        self.progress = None  # a tqdm bar of frames: its total grows as files are opened, it moves as frames are done
 
     # ---------------------------------------------------------------- the model
     def _segment(self, frames: List[Any], value_range):
@@ -179,6 +186,8 @@ class Predictor:
                 self.write_frame(job, index, frame, *output)
             except (OSError, ValueError) as err:
                 job.error = f"writing its outputs failed: {err}"
+        if self.progress is not None:
+            self.progress.update(len(batch))
 
     def add(self, job: _Job, index: int, frame: Any) -> None:
         value_range = job.opened.value_range
@@ -227,6 +236,9 @@ class Predictor:
                                     num_classes=self.num_classes, names=self.labels, model_id=str(args.model))
             if job.opened.num_frames < 1:
                 raise ValueError(f"'{job.path.name}' holds no frame. Export a file with at least one image.")
+            if self.progress is not None:
+                self.progress.total = (self.progress.total or 0) + job.opened.num_frames
+                self.progress.refresh()
             index = 0
             for frames in job.opened.batches(args.batch_size):
                 for frame in frames:
@@ -250,15 +262,28 @@ def write_csv(jobs: List[_Job], path: Path, labels: List[str], num_classes: int)
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         for job in jobs:
-            if job.error is not None:
-                writer.writerow({"input": str(job.path), "status": job.error})
+            if job.error is not None:  # one line: a cell spanning lines breaks line-based readers of the CSV
+                writer.writerow({"input": str(job.path), "status": " ".join(job.error.split())})
             else:
                 writer.writerows(job.rows)
 
 
 def main(argv=None) -> int:
+    """The CLI: exit 0 when every input was segmented, 1 when some failed (see `predictions.csv`), 2 when nothing
+    could run (no input, no model, an unusable output folder): then the cause is one line, in our words."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ValueError, RuntimeError) as err:  # third-party errors included: one line, no traceback
+        logger.error("%s", " ".join(str(err).split()) or type(err).__name__)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every input of parsed `args`; returns the exit code (1 when some input failed)."""
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     files = find_inputs(args.input)
     output_dir = Path(args.output_dir)
@@ -270,9 +295,11 @@ def main(argv=None) -> int:
         optimize(model)
     predictor = Predictor(model, args, output_dir)
     jobs = [_Job(path=path, stem=stem) for path, stem in zip(files, output_stems(files))]
-    for job in tqdm(jobs, desc="Segmenting", unit="file"):
-        predictor.run(job)
-    predictor.flush()
+    with tqdm(total=0, desc="Segmenting", unit="frame") as progress:  # counts frames done, not files opened
+        predictor.progress = progress
+        for job in jobs:
+            predictor.run(job)
+        predictor.flush()
     write_csv(jobs, output_dir / "predictions.csv", predictor.labels, predictor.num_classes)
     failures = [job for job in jobs if job.error is not None]
     logger.info("Wrote masks for %d file(s) to %s; %d file(s) failed.", len(jobs) - len(failures), output_dir,
