@@ -71,9 +71,10 @@ def _decode_error(path: Path, ds: Dataset, start: int, stop: int, err: Exception
         tried = [line.split(":")[0].strip() for line in text.splitlines()[1:] if ":" in line]
         bits = int(ds.get("BitsStored", 8))
         depth = f" with {bits}-bit samples" if uid.name.startswith("JPEG") and bits > 8 else ""
+        # DCMTK's dcmdjpeg decodes 12-bit JPEG that pydicom's plugins refuse (pydicom's JPEG-lossy.dcm, checked).
         return _error(path, f"no installed decoder reads its {uid.name} ({uid}) frames{depth} (tried: "
-                      f"{', '.join(tried) or 'none'}). GDCM decodes it: pip install python-gdcm; or transcode the "
-                      "file to an uncompressed syntax (`gdcmconv --raw`, or dcmtk's `dcmdjpeg`).")
+                      f"{', '.join(tried) or 'none'}). DCMTK decodes it: `dcmdjpeg {path.name} decoded.dcm` (package "
+                      "dcmtk: apt, conda or brew) writes an uncompressed copy that this reads.")
     return _error(path, f"frames {start + 1}..{stop} cannot be decoded ({type(err).__name__}: "
                   f"{' '.join(text.split())}). The file may be truncated or corrupt; export it again.")
 

@@ -74,7 +74,7 @@ def build_saved_config(
     `save_pretrained` / `push_to_hub`, a dict or a dataclass) written over it, and `vae_bundled` with `include_vae`.
 
     Raises a `ValueError` when the VAE can be neither referenced nor bundled; warns when the reference is a path
-    on this machine.
+    on this machine. A bundled VAE keeps its Hub reference, but never a local path (`vae` is then `null`).
     """
     if is_dataclass(overrides) and not isinstance(overrides, type):
         overrides = asdict(overrides)
@@ -86,6 +86,8 @@ def build_saved_config(
     saved.pop("vae_bundled", None)
     if include_vae:
         saved["vae_bundled"] = True
+        if is_local_reference(saved.get("vae")):  # a path of this machine: no use elsewhere, and not to publish
+            saved.update(vae=None, vae_subfolder=None, vae_revision=None)
     elif saved.get("vae") is None:
         raise ValueError(
             "This GMS was built from an autoencoder object, so config.json cannot reference its VAE; "
