@@ -10,7 +10,8 @@ segmenter in `space.handlers`, the API in `space.api`, the page's result in `spa
 `space.batch`, the model registry in `space.registry`, upload handling in `space.results`, rendering in
 `space.page`, settings in `space.config`). Environment: `GMS_MODELS`, `GMS_MODELS_FILE`,
 `GMS_DEMO_MODEL`, `GMS_DEVICE`, `GMS_PRECISION`, `GMS_MAX_IMAGE_PIXELS`, `GMS_MAX_BATCH_FILES`,
-`GMS_MAX_BATCH_FRAMES`, `GMS_RETENTION_S`, `GMS_CONCURRENCY`, `GMS_QUEUE_SIZE`, `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`,
+`GMS_MAX_BATCH_FRAMES`, `GMS_RETENTION_S`, `GMS_CONCURRENCY`, `GMS_QUEUE_SIZE`, `GMS_NUM_THREADS`, `GRADIO_SERVER_NAME`,
+`GRADIO_SERVER_PORT`,
 `HF_HUB_OFFLINE` (see the README's `app` section).
 """
 
@@ -182,6 +183,13 @@ def about_panel() -> gr.Markdown:
 
 
 def configure_queue(demo: gr.Blocks) -> None:
+    # CPU threads per forward pass: GMS_NUM_THREADS, 0 (the default) keeps torch's, one per core. On a machine shared
+    # with other work, fewer threads avoid oversubscription (the passes of GMS_CONCURRENCY requests share the cores).
+    threads = int(os.environ.get("GMS_NUM_THREADS", 0))
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     # The queue bounds concurrent forward passes (and so memory); extra requests wait, beyond max_size they are refused.
     demo.queue(
         default_concurrency_limit=int(os.environ.get("GMS_CONCURRENCY", 2)),

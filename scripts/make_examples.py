@@ -4,7 +4,9 @@ Usage:
     python -m scripts.make_examples [--output_dir examples] [--seed 5]   (from the repo root)
 
 The files are small on purpose (a few KB to ~20 KB): the Space shows them as clickable examples and
-the app's float16 check runs on them.
+the app's float16 check runs on them. `examples/own-data/` is the README's "Train on your own data" input, in the
+layout a user brings: `scans/<case>.png` with binary 0/255 masks in `labels/<case>_mask.png`, and 2-class index
+masks (0 background, 1, 2) of other scans in `scans-2class/` + `labels-2class/`; 64 px, a few KB each.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from gms_hub.data.synthetic import generate_example
 
 logger = logging.getLogger(__name__)
 
+OWN_DATA_CASES = 16  # per folder: enough for a seeded train/validation/test split and a batch of 4
+OWN_DATA_SIZE = 64
 # (file name, generator kind, size in pixels)
 EXAMPLES = [
     ("ultrasound.png", "ultrasound", 128),
@@ -56,6 +60,20 @@ def main(args: argparse.Namespace) -> None:
         else:
             image.save(path, format="PNG", optimize=True)
         logger.info("%s: %s %s, %d bytes", path, image.mode, image.size, path.stat().st_size)
+    write_own_data(output_dir / "own-data", args.seed)
+
+
+def write_own_data(folder: Path, seed: int) -> None:
+    """Binary (0/255) and 2-class (0/1/2) image + mask folders for the README's own-data recipe."""
+    for num_classes, images, masks in ((1, "scans", "labels"), (2, "scans-2class", "labels-2class")):
+        (folder / images).mkdir(parents=True, exist_ok=True)
+        (folder / masks).mkdir(parents=True, exist_ok=True)
+        for case in range(OWN_DATA_CASES):
+            rng = np.random.default_rng([seed, 100 * num_classes, case])
+            image, mask = generate_example("ultrasound", rng, image_size=OWN_DATA_SIZE, num_classes=num_classes)
+            image.save(folder / images / f"case{case:02d}.png", format="PNG", optimize=True)
+            mask.save(folder / masks / f"case{case:02d}_mask.png", format="PNG", optimize=True)
+    logger.info("%s: %d binary and %d 2-class cases", folder, OWN_DATA_CASES, OWN_DATA_CASES)
 
 
 if __name__ == "__main__":

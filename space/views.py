@@ -112,7 +112,7 @@ def dicom_seg_views(result: dict, labels: np.ndarray, folder: Path):
         return hidden, gr.update(visible=True, value=(
             f"No DICOM SEG for one frame of a {result['num_frames']}-frame file: a SEG must cover every frame. "
             "Segment every frame in the Batch tab (a SEG where the file allows one) or with "
-            "`python -m gms_hub.predict FILE --output_format dicom-seg`."))
+            "`python -m gms_hub.predict --input FILE --output_dir OUT --output_format dicom-seg`."))
     from gms_hub.io.reading import read_medical_image
 
     names = [result["id2label"][k] for k in sorted(result["id2label"]) if k > 0]

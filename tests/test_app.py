@@ -425,7 +425,7 @@ def test_read_image_keeps_16_bit_and_rejects_before_decoding(tmp_path):
     Image.fromarray(_noise(16, 16, 3)).save(tmp_path / "c.gif")
     with pytest.raises(ImageReadError, match="GIF"):
         read_image(tmp_path / "c.gif")
-    with pytest.raises(ImageReadError, match="Use a PNG, JPEG, BMP or TIFF image"):
+    with pytest.raises(ImageReadError, match=r"Use a PNG, JPEG, BMP or TIFF image, a DICOM file .* or a NIfTI image"):
         read_image(None)
 
 

@@ -237,6 +237,11 @@ def test_from_pretrained_overrides_and_explicit_vae(tiny_gms, tiny_vae_dir, tmp_
     assert explicit.config["vae"] == str(other) and explicit.config["vae_subfolder"] == "vae"
     x = _pixels()
     assert not torch.equal(explicit(x).mask_probs, tiny_gms(x).mask_probs)
-    # Re-saving the model loaded from the bundle keeps the portable reference of the original.
+    # The bundle's reference is a local path (this machine's, or another's): it is dropped on load, and re-saving
+    # bundles the VAE again instead of writing the path.
     reloaded = GMS.from_pretrained(tmp_path / "bundle")
-    assert reloaded.config["vae"] == str(tiny_vae_dir) and reloaded.config["vae_subfolder"] is None
+    assert reloaded.config["vae"] is None and reloaded.config["vae_subfolder"] is None
+    reloaded.save_pretrained(tmp_path / "resaved")
+    resaved = json.loads((tmp_path / "resaved" / "config.json").read_text())
+    assert resaved["vae"] is None and resaved["vae_bundled"] is True
+    assert (tmp_path / "resaved" / "vae" / "diffusion_pytorch_model.safetensors").is_file()

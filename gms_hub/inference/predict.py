@@ -124,6 +124,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=None, help="Probability threshold (default: the model's, 0.5).")
     parser.add_argument("--batch_size", type=int, default=8, help="Frames/slices per forward pass (bounds memory).")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--num_threads", type=int, default=0,
+                        help="CPU threads for the model (torch.set_num_threads). Default 0: torch's default, one per "
+                             "core; on a machine shared with other work pass fewer (e.g. 1 or 2) to avoid "
+                             "oversubscription.")
     parser.add_argument("--fast", action="store_true",
                         help="Apply gms_hub.inference.fast.optimize (exact rewrites: probabilities equal to float rounding).")
     parser.add_argument("--save_probabilities", action="store_true",
@@ -151,6 +155,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         check_output_dir(args.output_dir, [args.input] if Path(args.input).is_dir() else args.files)
     except (FileNotFoundError, UnsafeOutputError) as err:
         parser.error(str(err))
+    if args.num_threads < 0:
+        parser.error(f"--num_threads must be >= 0 (0: torch's default), got {args.num_threads}.")
     return args
 
 
@@ -193,6 +199,7 @@ class Predictor:
             self.generator = torch.Generator(device=model.device).manual_seed(args.seed)
         self.pending: List[Tuple[_Job, int, Any]] = []  # (job, frame index, frame)
         self.pending_range = None
+        self.progress = None  # a tqdm bar of frames: its total grows as files are opened, it moves as frames are done
 
     # ---------------------------------------------------------------- the model
     def _segment(self, frames: List[Any], value_range):
@@ -231,6 +238,8 @@ class Predictor:
             except (OSError, ValueError) as err:
                 job.error = f"writing its outputs failed: {err}"
                 logger.error("Writing the outputs of %s failed: %s", job.path.name, err)
+        if self.progress is not None:
+            self.progress.update(len(batch))
 
     def add(self, job: _Job, index: int, frame: Any) -> None:
         value_range = job.opened.value_range
@@ -313,6 +322,9 @@ class Predictor:
                                     claim=self.manifest.claim)
             if job.opened.num_frames < 1:
                 raise ValueError(f"'{job.path.name}' holds no frame. Export a file with at least one image.")
+            if self.progress is not None:
+                self.progress.total = (self.progress.total or 0) + job.opened.num_frames
+                self.progress.refresh()
             index = 0
             for frames in job.opened.batches(args.batch_size):
                 for frame in frames:
@@ -342,10 +354,10 @@ def write_predictions_csv(jobs: List[_Job], path: Path, labels: List[str], num_c
         if job.error is None:
             rows.extend(job.rows)
         elif job.series is not None:  # a series that is not one volume: every file of it has its row and the reason
-            rows.extend({"input": str(file), "status": f"{job.series.name}: {job.error}"}
+            rows.extend({"input": str(file), "status": one_line(f"{job.series.name}: {job.error}")}
                         for file in sorted(job.series.paths, key=str))
         else:
-            rows.append({"input": str(job.path), "status": job.error})
+            rows.append({"input": str(job.path), "status": one_line(job.error)})
     write_csv(path, rows, columns)
 
 
@@ -353,7 +365,7 @@ def write_volumes(jobs: List[_Job], output_dir: Path, labels: List[str], manifes
     """`volumes.csv`: a row per volume segmented, and per series that failed; nothing when no input is a volume."""
     rows = [{"input": str(job.path), **job.volume_row, "status": "ok"} for job in jobs
             if job.volume_row is not None and job.error is None]
-    rows += [{"input": str(job.path), "status": job.error} for job in jobs
+    rows += [{"input": str(job.path), "status": one_line(job.error)} for job in jobs
              if job.error is not None and (job.series is not None or job.volume_row is not None)]
     if rows:
         volumes.write_volumes_csv(rows, manifest.claim("volumes.csv"), labels)
@@ -374,9 +386,27 @@ def make_jobs(files: List[Path]) -> List[_Job]:
     return jobs
 
 
+def one_line(text: str) -> str:
+    """A status cell on one line: a cell spanning lines breaks line-based readers of the CSV."""
+    return " ".join(str(text).split())
+
+
 def main(argv=None) -> int:
+    """The CLI: exit 0 when every input was segmented, 1 when some failed (see `predictions.csv`), 2 when nothing
+    could run (no input, no model, an unusable output folder): then the cause is one line, in our words."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ValueError, RuntimeError) as err:  # third-party errors included: one line, no traceback
+        logger.error("%s", " ".join(str(err).split()) or type(err).__name__)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every input of parsed `args`; returns the exit code (1 when some input failed)."""
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -395,9 +425,11 @@ def main(argv=None) -> int:
     jobs = make_jobs(args.files)
     skipped = [_Job(path=path, stem="", error=f"skipped: {reason}") for path, reason in args.skipped]
     try:
-        for job in tqdm(jobs, desc="Segmenting", unit="file"):
-            predictor.run(job)
-        predictor.flush()
+        with tqdm(total=0, desc="Segmenting", unit="frame") as progress:  # counts frames done, not files opened
+            predictor.progress = progress
+            for job in jobs:
+                predictor.run(job)
+            predictor.flush()
     finally:  # what was written is recorded even when the run stops early
         manifest.save()
     jobs = sorted(jobs + skipped, key=lambda job: str(job.path))

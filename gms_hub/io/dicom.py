@@ -64,6 +64,39 @@ def _check_decodable(path: Path, ds: Dataset) -> None:
                      f"Install one of: {'; '.join(f'pip install {m}' for m in missing)}.")
 
 
+def _decode_error(path: Path, ds: Dataset, start: int, stop: int, err: Exception) -> MedicalImageError:
+    """The one-line error for frames no decoder could read: the cause in our words, and the fix."""
+    text = str(err)
+    uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if "exceptions were raised by all available plugins" in text and uid is not None:
+        # pydicom tried every installed plugin: the syntax (and its bit depth) is the cause, not the file.
+        tried = [line.split(":")[0].strip() for line in text.splitlines()[1:] if ":" in line]
+        bits = int(ds.get("BitsStored", 8))
+        depth = f" with {bits}-bit samples" if uid.name.startswith("JPEG") and bits > 8 else ""
+        # DCMTK's dcmdjpeg decodes 12-bit JPEG that pydicom's plugins refuse (pydicom's JPEG-lossy.dcm, checked).
+        return _error(path, f"no installed decoder reads its {uid.name} ({uid}) frames{depth} (tried: "
+                      f"{', '.join(tried) or 'none'}). DCMTK decodes it: `dcmdjpeg {path.name} decoded.dcm` (package "
+                      "dcmtk: apt, conda or brew) writes an uncompressed copy that this reads.")
+    return _error(path, f"frames {start + 1}..{stop} cannot be decoded ({describe_error(err)}). The file may be "
+                  "truncated or corrupt; export it again.")  # the kind of error only: its text may quote a value
+
+
+class _ThirdPartyRecords(logging.Filter):
+    """Drops two kinds of third-party log records: highdicom's `copy <IE>-related attributes from dataset
+    "<SOP Instance UID>"` (a UID identifies a study and stays out of logs like any other header value), and the
+    traceback pydicom logs for each decoder plugin that fails (the failure comes back as one error, `_decode_error`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "highdicom.base":
+            return not (isinstance(record.msg, str) and record.msg.startswith("copy ") and "from dataset" in record.getMessage())
+        return record.exc_info is None
+
+
+for _name in ("highdicom.base", "pydicom.pixels.decoders.base"):
+    if not any(isinstance(f, _ThirdPartyRecords) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_ThirdPartyRecords())
+
+
 def _functional_group_value(ds: Dataset, index: int, sequence: str, keyword: str):
     """A per-frame value of an enhanced multi-frame file: per-frame group first, then the shared group."""
     for groups, item_index in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
@@ -230,8 +263,7 @@ def read_dicom(path: PathLike, *, window: Optional[Tuple[float, float]] = None) 
         except MedicalImageError:
             raise
         except Exception as err:  # decoders raise many types; the user needs the file and the fix
-            raise _error(path, f"frames {start + 1}..{stop} cannot be decoded ({describe_error(err)}). The "
-                         "file may be truncated or corrupt; export it again.") from err
+            raise _decode_error(path, ds, start, stop, err) from None
         return frames
 
     return MedicalImage(

