@@ -105,7 +105,7 @@ def test_progress_counts_frames_done_and_threads_hold(binary, tmp_path, monkeypa
 
 def test_a_failed_inputs_status_is_one_line(tmp_path):
     job = predict._Job(path=tmp_path / "x.dcm", stem="x", error="first line\n  second line")
-    predict.write_csv([job], tmp_path / "p.csv", ["foreground"], 1)
+    predict.write_predictions_csv([job], tmp_path / "p.csv", ["foreground"], 1)
     (row,) = _rows(tmp_path / "p.csv")
     assert row["status"] == "first line second line"
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 2

@@ -16,12 +16,10 @@ describe hard decisions).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List, Optional
 

@@ -105,8 +105,15 @@ def parse_window(text: Optional[str]) -> Optional[Tuple[float, float]]:
     return center, width
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block): what was wrong, and where to look."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         description="Segment images, DICOM files and NIfTI volumes (a file, a folder or a glob) with a GMS model."
     )
     parser.add_argument("--model", default="demo", help=f"The model (default: demo): {ACCEPTED_FORMS}.")
