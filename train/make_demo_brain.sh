@@ -10,8 +10,8 @@
 # model with the VAE frozen (train/train.py, selected on the validation slab); save the GMS with the VAE bundled and
 # fp16 weights; score it with train/evaluate.py on the test slabs (its metrics.json goes into the model folder);
 # measure the VAE alone on the same test masks (encode the coded mask, decode, arg-max): the ceiling of any LMM on it.
-# Measured: 45.8 minutes on 2 CPU cores shared with other work (load average 8-14; VAE 14, LMM 29); the target is
-# 30 minutes on 2 quiet cores, not verified.
+# Measured: 13.9 minutes on 2 otherwise idle CPU cores (VAE 3.6, LMM 9.5), bit-identical to the bundled model;
+# 45.8 minutes on 2 cores shared with other work (load average 8-14).
 # NUM_PROCESSES=1 runs one process with two threads instead of two processes (same batches in total, slower).
 set -euo pipefail
 {  # parsed whole before it runs, so editing this file during a build cannot change the build
