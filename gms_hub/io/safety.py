@@ -30,6 +30,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Union
 
+from .images import IMAGE_EXTENSIONS
+from .medical import DICOM_SUFFIXES, NIFTI_SUFFIXES
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -51,7 +54,8 @@ PathLike = Union[str, os.PathLike]
 MANIFEST_NAME = ".gms_hub_outputs.json"
 """The record a tool keeps, in its output folder, of the files it wrote there (`OutputManifest`)."""
 
-_FORMAT_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# The suffixes of every format we read, longest first (`.nii.gz` before `.nii`), from the readers' own tables.
+_FORMAT_SUFFIXES = tuple(sorted({*NIFTI_SUFFIXES, *DICOM_SUFFIXES, *IMAGE_EXTENSIONS}, key=lambda s: (-len(s), s)))
 
 # What a tool appends to an input's output name: an optional frame/slice part, then an optional kind of output
 # (`cine_frame3_prob.png`, `ct_mask.nii.gz`, `us_overlay.png`). Two names collide when one is the other plus such
