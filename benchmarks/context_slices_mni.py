@@ -94,8 +94,7 @@ def print_table(results, pairs: int, split: str) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in results:
-        cells = [Path(row["model"]).name if row is not results[0] else Path(row["model"]).name + " (baseline)",
-                 str(row["context_slices"])]
+        cells = [_short(row["model"]) + (" (baseline)" if row is results[0] else ""), str(row["context_slices"])]
         cells += [percent(row["dsc"][c]) for c in classes] + [percent(row["dsc_mean"])]
         for c in classes:
             item = row["consistency"][c]
@@ -103,9 +102,14 @@ def print_table(results, pairs: int, split: str) -> None:
         print("| " + " | ".join(cells) + " |")
     base = results[0]
     for row in results[1:]:
-        print(f"{Path(row['model']).name} vs baseline: DSC mean {100 * (row['dsc_mean'] - base['dsc_mean']):+.1f} points; "
+        print(f"{_short(row['model'])} vs baseline: DSC mean {100 * (row['dsc_mean'] - base['dsc_mean']):+.1f} points; "
               + ", ".join(f"{c} mean abs diff {100 * (row['consistency'][c]['abs_difference'] - base['consistency'][c]['abs_difference']):+.1f}"
                           for c in classes))
+
+
+def _short(model: str) -> str:
+    """The model folder's last two parts (`brain_k1/demo_fp16`): builds name their folders alike."""
+    return "/".join(Path(model).parts[-2:])
 
 
 if __name__ == "__main__":
