@@ -189,3 +189,24 @@ def test_2_5d_round_trip_train_save_load_predict_a_volume(tmp_path, tiny_vae_dir
     labels = segment_volume(model, tmp_path / "ball.nii.gz", batch_size=4)  # the library route, same stacking
     assert seen[6:] == [(32, 32, 3)] * 6
     np.testing.assert_array_equal(np.moveaxis(labels, 0, -1), np.asarray(mask.dataobj))
+
+
+def test_a_split_where_no_row_finds_a_neighbour_is_warned_about(caplog):
+    """K > 0 on rows that never find each other would silently train a 2D model: that is a warning."""
+    with caplog.at_level("WARNING", logger="gms_hub.data.context"):
+        with_context_slices(slice_split(["a_slice0", "b_slice3", "c_slice7"]), 1)
+    assert any("none of the 3 rows" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gms_hub.data.context"):
+        with_context_slices(slice_split(["a_slice0", "a_slice1"]), 1)
+    assert not any("none of the" in r.getMessage() for r in caplog.records)
+
+
+def test_plane_slice_names_parse_as_slices_of_one_volume():
+    from gms_hub.data.context import parse_slice_name
+
+    assert parse_slice_name("mni152_axial_010") == ("mni152_axial", 10)
+    assert parse_slice_name("mni152_coronal_7") == ("mni152_coronal", 7)
+    assert parse_slice_name("case_slice3") == ("case", 3)
+    assert parse_slice_name("scan_frame2") == ("scan", 2)
+    assert parse_slice_name("us_001") is None and parse_slice_name("axial_3") is None

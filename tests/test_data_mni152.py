@@ -105,3 +105,27 @@ def test_real_template_from_nilearn(tmp_path):
     assert counts[1] > 0 and counts[2] > 0 and counts[0] > counts[1]
     images = np.stack([np.asarray(i) for i in test["image"]])
     assert images[labels == 2].mean() > images[labels == 1].mean()  # T1: white matter is brighter than grey
+
+
+def test_mni152_rows_get_their_true_neighbours_as_context_slices(tmp_path):
+    """`mni152_axial_010` is slice 10 of the volume `mni152_axial`: with context_slices=1 its channels carry slices
+    9, 10, 11 of the same split (the end slice of a slab repeats), not three copies of itself."""
+    from gms_hub.data.context import parse_slice_name, with_context_slices
+
+    splits, _ = make_mni152_dataset(source=_stand_in(tmp_path / "mni"), image_size=32, train_slab=8, held_out_slab=4)
+    for name, split in splits.items():
+        gray = {row["slice_index"]: np.asarray(row["image"]) for row in split}
+        stacked = with_context_slices(split, 1)
+        assert stacked["name"] == split["name"]
+        found_neighbour = False
+        for row in stacked:
+            volume, index = parse_slice_name(row["name"])
+            assert (volume, index) == (f"mni152_{row['plane']}", row["slice_index"])
+            channels = np.asarray(row["image"])
+            for channel, offset in enumerate((-1, 0, 1)):
+                expected = gray.get(index + offset, gray[index])  # outside the slab: the slice itself
+                np.testing.assert_array_equal(channels[..., channel], expected)
+            found_neighbour |= (index - 1 in gray or index + 1 in gray)
+        assert found_neighbour, name
+        # neighbouring template slices differ, so the stacking is not three copies
+        assert any((np.asarray(r["image"])[..., 0] != np.asarray(r["image"])[..., 1]).any() for r in stacked), name

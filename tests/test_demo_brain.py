@@ -65,3 +65,19 @@ def test_space_says_what_it_was_trained_on():
 
     assert "MNI" in ModelSource("demo", str(DEMO_BRAIN_PATH)).label
     assert "synthetic" in ModelSource("demo", "gms_hub/demo_model").label
+
+
+def test_the_2_5d_build_refuses_to_replace_the_bundled_2d_model(tmp_path):
+    """`CONTEXT_SLICES=1 bash train/make_demo_brain.sh` without its own DEMO_DIR stops before anything is touched."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "train" / "make_demo_brain.sh"
+    env = {**os.environ, "CONTEXT_SLICES": "1", "WORK_DIR": str(tmp_path / "work")}
+    env.pop("DEMO_DIR", None)
+    before = {p: p.stat().st_mtime_ns for p in DEMO_BRAIN_PATH.rglob("*")}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "DEMO_DIR" in done.stderr and "bundled 2D demo-brain" in done.stderr
+    assert not (tmp_path / "work").exists()
+    assert {p: p.stat().st_mtime_ns for p in DEMO_BRAIN_PATH.rglob("*")} == before

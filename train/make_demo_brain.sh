@@ -13,6 +13,9 @@
 # Measured: 13.9 minutes on 2 otherwise idle CPU cores (VAE 3.6, LMM 9.5), bit-identical to the bundled model;
 # 45.8 minutes on 2 cores shared with other work (load average 8-14).
 # NUM_PROCESSES=1 runs one process with two threads instead of two processes (same batches in total, slower).
+# CONTEXT_SLICES=1 trains the 2.5D variant (the LMM's three input channels carry slices k-1, k, k+1; README,
+# "2D vs 2.5D"); it needs its own DEMO_DIR so that it never replaces the bundled 2D model. The default, 0, is the
+# bundled model's build, unchanged.
 set -euo pipefail
 {  # parsed whole before it runs, so editing this file during a build cannot change the build
 
@@ -20,6 +23,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK_DIR="${WORK_DIR:-$REPO/outputs/demo_brain_build}"
 DEMO_DIR="${DEMO_DIR:-$REPO/gms_hub/demo_brain}"
 NUM_PROCESSES="${NUM_PROCESSES:-2}"
+CONTEXT_SLICES="${CONTEXT_SLICES:-0}"   # 0: the paper's 2D model (the bundled demo-brain); 1: 2.5D
+if [ "$CONTEXT_SLICES" != 0 ] && [ "$DEMO_DIR" = "$REPO/gms_hub/demo_brain" ]; then
+    echo "CONTEXT_SLICES=$CONTEXT_SLICES builds a 2.5D variant; set DEMO_DIR (and WORK_DIR) to another folder so that" \
+         "the bundled 2D demo-brain model is not replaced, e.g. WORK_DIR=/tmp/brain_k1 DEMO_DIR=/tmp/brain_k1/model." >&2
+    exit 2
+fi
+CONTEXT_ARGS=()  # no flag at all for the default, so the recorded training command stays the bundled model's
+if [ "$CONTEXT_SLICES" != 0 ]; then CONTEXT_ARGS=(--context_slices "$CONTEXT_SLICES"); fi
 
 # Everything about the demo-brain model, in one place.
 IMAGE_SIZE=128         # GMS input size; latents 16x16 (slices cropped to the brain, so the brain fills the frame)
@@ -70,7 +81,7 @@ stamp "3/6 latent mapping model"
     --image_size "$IMAGE_SIZE" --base_channels "$LMM_BASE_CHANNELS" --channel_mult 1 2 4 4 \
     --train_batch_size $((4 / NUM_PROCESSES)) --eval_batch_size 4 --learning_rate 2e-3 --lr_warmup_epochs 0 \
     --max_train_steps "$LMM_STEPS" --validation_epochs 2 --select_on validation --checkpointing_steps 100000 \
-    --report_to none --include_vae --output_dir "$WORK_DIR/gms" --seed "$SEED"
+    --report_to none --include_vae --output_dir "$WORK_DIR/gms" --seed "$SEED" ${CONTEXT_ARGS[@]+"${CONTEXT_ARGS[@]}"}
 fi
 
 if step 4; then
@@ -94,6 +105,7 @@ model = GMS(
     base_channels=trained["base_channels"], channel_mult=tuple(trained["channel_mult"]),
     threshold=trained["threshold"], norm_num_groups=trained["norm_num_groups"],
     num_classes=trained["num_classes"], id2label=trained["id2label"],
+    context_slices=trained.get("context_slices", 0),
 )
 model.load_lmm_state_dict(load_file(str(work / "gms" / "model.safetensors")), source="the trained LMM")
 model.save_pretrained(work / "demo_fp16", include_vae=True, save_dtype=torch.float16)

@@ -218,6 +218,10 @@ def _provenance_section(provenance: Mapping[str, Any]) -> list[str]:
     lines += _split_provenance_lines(provenance)
     if provenance.get("scan_frames"):
         lines.append(str(provenance["scan_frames"]))
+    series = provenance.get("dicom_series")
+    if series:
+        listed = ", ".join(f"`{name}` ({entry['slices']} slices)" for name, entry in series["series"].items())
+        lines.append(f"DICOM series as volumes: {series['rule']} Series: {listed}.")
     if provenance.get("mask_encoding"):
         lines.append(f"Masks were read as: {provenance['mask_encoding']}.")
     if provenance.get("command"):

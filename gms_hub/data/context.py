@@ -5,10 +5,12 @@ volume, the grayscale slices k-1, k, k+1 as its red, green and blue channels (K 
 channels, so K = 1 is the only context there is room for). At the ends of the volume the missing neighbour is the
 end slice itself. The same stacking is applied everywhere the model meets slices:
 
-- training and evaluation (`with_context_slices` on a dataset split): a row named `<volume>_slice<k>` (NIfTI, from
-  `prepare folder`; k from 0) or `<volume>_frame<k>` (DICOM; k from 1) gets its neighbours from the rows of the
-  same volume in the same split; a row whose name is not a slice name, or whose neighbour is not in the split,
-  repeats itself, as at a volume's end;
+- training and evaluation (`with_context_slices` on a dataset split): a row named `<volume>_slice<k>` (NIfTI volumes
+  and DICOM series, from `prepare folder`; k from 0), `<volume>_frame<k>` (DICOM; k from 1) or
+  `<volume>_<axial|coronal|sagittal>_<k>` (`prepare mni152`, e.g. `mni152_axial_010`) gets its neighbours from the
+  rows of the same volume in the same split; a row whose name is not a slice name, or whose neighbour is not in the
+  split, repeats itself, as at a volume's end. A split in which no row finds a neighbour is warned about: the
+  2.5D model would then see exactly what a 2D model sees;
 - prediction on a volume (`context_frames`): the frames are streamed with their neighbours read alongside.
 
 Fallback for a single 2D image given to a 2.5D model: it is its own neighbour on both sides, i.e. the three
@@ -35,7 +37,11 @@ __all__ = ["MAX_CONTEXT_SLICES", "check_context_slices", "context_frames", "cont
 MAX_CONTEXT_SLICES = 1
 """Neighbours on each side the three VAE input channels hold: k-1, k, k+1."""
 
-SLICE_NAME = re.compile(r"^(?P<volume>.+)_(?:slice|frame)(?P<index>\d+)$")
+SLICE_NAME = re.compile(r"^(?:(?P<volume>.+)_(?:slice|frame)(?P<index>\d+)"
+                        r"|(?P<plane_volume>.+_(?:axial|coronal|sagittal))_(?P<plane_index>\d+))$")
+"""A slice's name: `<volume>_slice<k>` (`prepare folder`), `<volume>_frame<k>` (DICOM frames) or
+`<volume>_<plane>_<k>` with plane axial, coronal or sagittal (`prepare mni152`: `mni152_axial_010` is slice 10 of the
+volume `mni152_axial`)."""
 
 
 def check_context_slices(value: int) -> int:
@@ -102,14 +108,19 @@ def context_frames(frames: FrameSequence, context_slices: int) -> FrameSequence:
 
 
 def parse_slice_name(name: str) -> Optional[Tuple[str, int]]:
-    """`(volume, k)` for a slice name `<volume>_slice<k>` / `<volume>_frame<k>`, else `None`.
+    """`(volume, k)` for a slice name (`SLICE_NAME`: `<volume>_slice<k>`, `<volume>_frame<k>`, `<volume>_<plane>_<k>`),
+    else `None`.
 
     Example:
-        >>> parse_slice_name("case7_slice12"), parse_slice_name("us_001")
-        (('case7', 12), None)
+        >>> parse_slice_name("case7_slice12"), parse_slice_name("mni152_axial_010"), parse_slice_name("us_001")
+        (('case7', 12), ('mni152_axial', 10), None)
     """
     match = SLICE_NAME.match(str(name))
-    return (match["volume"], int(match["index"])) if match else None
+    if match is None:
+        return None
+    if match["volume"] is not None:
+        return match["volume"], int(match["index"])
+    return match["plane_volume"], int(match["plane_index"])
 
 
 def _neighbour_rows(names: Sequence[str], context_slices: int) -> List[List[int]]:
@@ -167,8 +178,18 @@ def with_context_slices(split, context_slices: int):
     stacks = _neighbour_rows(names, context_slices)
     lone = sum(1 for n in names if parse_slice_name(n) is None)
     if lone:
-        logger.warning("%d of %d rows have no slice name (<volume>_slice<k>); they are their own neighbours "
-                       "(three copies, as a 2D model sees them).", lone, len(names))
+        logger.warning("%d of %d rows have no slice name (<volume>_slice<k>, <volume>_frame<k> or "
+                       "<volume>_<axial|coronal|sagittal>_<k>); they are their own neighbours (three copies, as a 2D "
+                       "model sees them).", lone, len(names))
+    with_neighbour = sum(1 for row, stack in enumerate(stacks) if any(j != row for j in stack))
+    if names and with_neighbour == 0:
+        logger.warning("context_slices=%d, but none of the %d rows of this split found a neighbouring slice (row "
+                       "names such as %r); every row is its own neighbour, so the 2.5D model sees what a 2D model "
+                       "sees. Name rows <volume>_slice<k> (as `prepare folder` does for volumes) so that slices of "
+                       "one volume find each other.", context_slices, len(names), names[0])
+    else:
+        logger.info("Context slices: %d of %d rows have at least one neighbouring slice in the split.",
+                    with_neighbour, len(names))
     images = split.select_columns(["image"])
 
     def stack_row(row, index):

@@ -19,9 +19,19 @@
    ``labels`` names the foreground classes in index order (default ``class_1..class_K``) and, for grey masks,
    declares K: one label means binary, several mean class indices ``0..K``. Without it, one foreground value
    is binary and values ``0..K`` (K <= `MAX_INFERRED_CLASSES`) are class indices.
-4. **Splits**: a split list (``--splits``, the JSON/pickle forms of the benchmarks, see
+4. **DICOM series** (`group_series`): single-frame DICOM images sharing a Series Instance UID are one volume, grouped
+   and put in spatial order by the rules of the predict CLI (`gms_hub.io.series`: Image Position (Patient) along
+   the slice normal, Instance Number only as the documented fallback). The series ``IMAGES/case1/*.dcm`` is named
+   ``case1/series<Series Number>`` (``series<n>`` when the numbers are not distinct, as predict names it) and its
+   rows ``case1/series7_slice<k>``, k from 0 in spatial order, so that 2.5D training (`context_slices`) finds each
+   slice's neighbours. Each slice file pairs with its own mask file (same relative path and stem, rule 1; PNG or
+   single-frame DICOM); one mask volume for a whole series is not paired. A series whose geometry is not one
+   volume (mixed sizes or orientations, two slices at one position, missing slices) is an error naming the files.
+5. **Splits**: a split list (``--splits``, the JSON/pickle forms of the benchmarks, see
    `gms_hub.data.splits.load_split_lists`) plus a seeded validation carve-out, or a seeded split of all pairs
    by ``test_fraction`` and ``validation_fraction``. The card and ``splits.json`` record which, with the seed.
+   A split is drawn by file, and by series for a DICOM series: all slices of a volume stay in one split (a split
+   list names a series as ``case1/series7``).
 
 Multi-class folders carry ``id2label.json`` (``{"0": "background", "1": ...}``) and the same mapping in the
 card's metadata; `gms_hub.data.load_id2label` reads it back.
@@ -38,7 +48,8 @@ from typing import Mapping, Optional, Sequence
 
 from PIL import Image
 
-from ..io.reading import detect_medical_format, is_input_file
+from ..io.medical import MedicalImageError
+from ..io.reading import detect_format, detect_medical_format, is_input_file
 from ..io.safety import check_output_dir
 from ..io.medical import frame_stem, strip_suffix
 from .common import (
@@ -71,6 +82,7 @@ __all__ = [
     "MaskEncoding",
     "convert_folder",
     "detect_mask_encoding",
+    "group_series",
     "pair_folder",
     "parse_labels",
     "read_palette",
@@ -80,6 +92,7 @@ __all__ = [
 UNPAIRED_IMAGE = "unpaired image"
 UNPAIRED_MASK = "unpaired mask"
 AMBIGUOUS_PAIR = "image matching several masks"
+INCONSISTENT_SERIES = "DICOM series that is not one volume"
 
 
 @dataclass(frozen=True)
@@ -174,6 +187,70 @@ def pair_folder(
     return FolderPairs(pairs=pairs, images_dir=images_dir, masks_dir=masks_dir), problems
 
 
+# ---------------------------------------------------------------------------------------------- DICOM series
+@dataclass(frozen=True)
+class SeriesVolume:
+    """The paired single-frame DICOM files of one series, as one volume.
+
+    Attributes:
+        name (`str`): the volume's name, its folder relative to the images plus `series<n>` (``case1/series7``).
+        pairs (`tuple[str, ...]`): the pair names of its files (keys of `FolderPairs.pairs`), in spatial order.
+        ordered_by (`str`): `"position"` or `"instance_number"` (`gms_hub.io.series.DicomSeries.ordered_by`).
+    """
+
+    name: str
+    pairs: tuple
+    ordered_by: str
+
+    @property
+    def example_names(self) -> list[str]:
+        """The rows' names, ``<name>_slice<k>``, k from 0 in spatial order."""
+        return [f"{self.name}_slice{k}" for k in range(len(self.pairs))]
+
+
+def group_series(found: FolderPairs) -> tuple[list[SeriesVolume], list[str]]:
+    """Group the paired images that are single-frame DICOM files of one series into volumes in spatial order.
+
+    The grouping and ordering are the predict CLI's (`gms_hub.io.series.group_dicom_series`, `order_series`):
+    files sharing a Series Instance UID that can be ordered as slices are a series; any other file stays an
+    example of its own.
+
+    Args:
+        found (`FolderPairs`): from `pair_folder`.
+
+    Returns:
+        `tuple[list[SeriesVolume], list[str]]`: the series, and one problem per series whose geometry does not make
+        one volume (its files named, what to do said), for `RawDatasetError`.
+
+    Example:
+        >>> pairs, _ = pair_folder("study/images", "study/masks")
+        >>> volumes, problems = group_series(pairs)
+        >>> volumes[0].name, volumes[0].example_names[:2]
+        ('case1/series7', ['case1/series7_slice0', 'case1/series7_slice1'])
+    """
+    from ..io.series import group_dicom_series
+
+    name_of = {image: name for name, (image, _) in found.pairs.items()}
+    candidates = [image for image in name_of if detect_format(image) == "dicom"]
+    if len(candidates) < 2:
+        return [], []
+    series, _ = group_dicom_series(candidates)
+    volumes, problems = [], []
+    for item in series:
+        folder = Path(os.path.commonpath([str(p.parent) for p in item.paths]))
+        name = (folder / item.name).relative_to(found.images_dir).as_posix()
+        try:
+            ordered = item.order()
+        except MedicalImageError as err:
+            where = folder.relative_to(found.images_dir).as_posix()
+            problems.append(f"{name}, {len(item.paths)} files in {where or '.'}/ ({err})")
+            continue
+        volumes.append(SeriesVolume(name=name, pairs=tuple(name_of[p] for p in ordered.paths),
+                                    ordered_by=ordered.ordered_by))
+        logger.info("DICOM series %s: %d slices, ordered by %s", name, len(ordered.paths), ordered.ordered_by)
+    return volumes, problems
+
+
 # ---------------------------------------------------------------------------------------------- splits
 def _folder_splits(
     names: Sequence[str],
@@ -192,8 +269,9 @@ def _folder_splits(
                 format_problems(
                     f"The split list {lists.source} names pairs that are not in the folder:",
                     {"missing pair": missing},
-                    "Names are image paths relative to --images, without extension (e.g. sub/a). Fix the list "
-                    "or the folders.",
+                    "Names are image paths relative to --images, without extension (e.g. sub/a), and for a "
+                    "DICOM series its folder plus series<n> (e.g. case1/series7; its slices are not listed one by "
+                    "one). Fix the list or the folders.",
                 ),
                 {"missing pair": missing},
             )
@@ -306,10 +384,17 @@ def convert_folder(
     if colours is not None and label_names is not None:
         raise ValueError("Pass either --labels or --palette: the palette's keys already name the classes.")
     found, problems = pair_folder(images, masks, mask_suffix)
-    values_by_name, examples = _check_pairs(found, problems, colour=colours is not None, slice_axis=slice_axis)
+    volumes, problems[INCONSISTENT_SERIES] = group_series(found)
+    renames = {pair: example for volume in volumes for pair, example in zip(volume.pairs, volume.example_names)}
+    values_by_name, examples = _check_pairs(found, problems, colour=colours is not None, slice_axis=slice_axis,
+                                            renames=renames)
     encoding = _check_mask_values(found, values_by_name, label_names, colours)
-    split_files, provenance = _folder_splits(list(found.pairs), splits, test_fraction, validation_fraction, seed)
-    provenance = _record_provenance(provenance, examples, encoding, command)
+    # Splits are drawn by unit: a file, or a whole DICOM series (its slices in spatial order).
+    units = {name: [name] for name in found.pairs if name not in renames}
+    units.update({volume.name: list(volume.pairs) for volume in volumes})
+    split_units, provenance = _folder_splits(sorted(units), splits, test_fraction, validation_fraction, seed)
+    split_files = {split: [pair for unit in names for pair in units[unit]] for split, names in split_units.items()}
+    provenance = _record_provenance(provenance, examples, encoding, command, volumes)
     info = card or DatasetCardInfo(
         pretty_name=Path(output_dir).name,
         license="unknown",
@@ -324,10 +409,12 @@ def convert_folder(
 
 
 def _check_pairs(
-    found: FolderPairs, problems: dict[str, list[str]], colour: bool, slice_axis: int
+    found: FolderPairs, problems: dict[str, list[str]], colour: bool, slice_axis: int,
+    renames: Optional[Mapping[str, str]] = None,
 ) -> tuple[dict[str, tuple], dict[str, list[str]]]:
     """Read every pair's frame sizes and mask values, adding to `problems` (unreadable files, size mismatches,
-    duplicate example names) and raising them all in one `RawDatasetError`.
+    duplicate example names) and raising them all in one `RawDatasetError`. `renames` gives the example name of a
+    single-frame pair that is a slice of a DICOM series (``case1/series7_slice3``).
 
     Returns:
         `(values_by_name, examples)`: the mask values per example (a frame of a multi-frame file is an example),
@@ -351,7 +438,10 @@ def _check_pairs(
         if len(masks) != len(sizes):
             problems[SIZE_MISMATCH].append(f"{name} (image {len(sizes)} frames, mask {len(masks)} frames)")
             continue
-        names = [frame_stem(name, kind, index, len(sizes)) for index in range(len(sizes))]
+        if renames and name in renames and len(sizes) == 1:
+            names = [renames[name]]
+        else:
+            names = [frame_stem(name, kind, index, len(sizes)) for index in range(len(sizes))]
         for example, size, pixels in zip(names, sizes, masks):
             mask_size = (pixels.shape[1], pixels.shape[0])
             if mask_size != size:
@@ -367,7 +457,9 @@ def _check_pairs(
         problems,
         "Every image needs exactly one mask of its size, with the same relative path and stem (or the stem plus "
         "--mask_suffix), and every mask an image; a multi-frame DICOM or 3D NIfTI image needs a mask file of the "
-        "same format with as many frames.",
+        "same format with as many frames; each slice file of a DICOM series needs its own mask file (one mask "
+        "volume for a whole series is not paired), and a series must make one volume (one size and orientation, "
+        "evenly spaced slices, none missing or duplicated).",
     )
     if not values_by_name:
         raise ValueError(f"No image files (png, jpg, bmp, tif, DICOM, NIfTI) under {images_dir}.")
@@ -396,11 +488,19 @@ def _check_mask_values(
 
 
 def _record_provenance(provenance: dict, examples: Mapping[str, list[str]], encoding: MaskEncoding,
-                       command: Optional[str]) -> dict:
-    """Add the frame naming (for multi-frame files), the mask encoding and the command to the split provenance."""
+                       command: Optional[str], volumes: Sequence[SeriesVolume] = ()) -> dict:
+    """Add the frame naming (for multi-frame files and DICOM series), the mask encoding and the command to the split
+    provenance."""
     if any(len(names) > 1 for names in examples.values()):
         provenance["scan_frames"] = ("DICOM frames (<file>_frame<k>, k from 1) and NIfTI slices (<file>_slice<k>, k "
                                      "from 0) are examples of their own; the split is drawn by file.")
+    if volumes:
+        provenance["dicom_series"] = {
+            "rule": ("single-frame DICOM files sharing a Series Instance UID are one volume, rows <folder>/series<n>"
+                     "_slice<k> with k from 0 in spatial order (Image Position (Patient) along the slice normal; "
+                     "Instance Number when no file has a position); a series stays whole in one split."),
+            "series": {volume.name: {"slices": len(volume.pairs), "ordered_by": volume.ordered_by} for volume in volumes},
+        }
     provenance["mask_encoding"] = encoding.describe()
     provenance["command"] = command or "python -m gms_hub.data.prepare folder --images IMAGES --masks MASKS --output_dir OUTPUT_DIR"
     return provenance

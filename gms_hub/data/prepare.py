@@ -92,10 +92,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     sub = subparsers.add_parser("folder", help="Your own folder of images and masks (binary or multi-class).")
     sub.add_argument("--images", required=True,
                      help="Folder of images (any nesting; png, jpg, bmp, tif, DICOM, NIfTI: a multi-frame DICOM or a "
-                          "3D NIfTI gives one example per frame/slice, stored as 8-bit PNG).")
+                          "3D NIfTI gives one example per frame/slice, stored as 8-bit PNG; the single-frame DICOM files of one "
+                          "series are one volume, rows <folder>/series<n>_slice<k> in spatial order).")
     sub.add_argument("--masks", required=True,
                      help="Folder of masks mirroring --images' sub-folders (image files, or DICOM/NIfTI holding class "
-                          "values, frame for frame).")
+                          "values, frame for frame; a mask file per slice file of a DICOM series).")
     sub.add_argument("--mask_suffix", default=None, help="Suffix of mask stems, e.g. _mask or _seg.")
     sub.add_argument("--labels", default=None,
                      help="Foreground class names in index order, e.g. benign,malignant (default class_1..class_K).")
