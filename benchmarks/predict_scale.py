@@ -65,6 +65,7 @@ from volume_memory import save_tiny_model  # noqa: E402
 SECTIONS = ("throughput", "processes", "memory", "resume")
 THROUGHPUT_GOAL = 0.9  # end-to-end frames/s over model-only frames/s
 MEMORY_GOAL = 1.10  # peak RSS of the large run over the small one
+LAUNCHER_GRACE_S = 30  # after one launcher of a multi-machine run fails, the others get this long to end
 SHARDING_MARKERS = ("PartialState", "split_between_processes")  # what predict code that shards uses
 
 
@@ -343,8 +344,10 @@ class Run:
         return self.log.read()
 
     def last_line(self) -> str:
-        lines = [line for line in self.output().splitlines() if line.strip()]
-        return lines[-1][:200] if lines else ""
+        """The last error line it printed (a launcher's banner and tracebacks end with other lines), else its last."""
+        lines = [line.strip() for line in self.output().splitlines() if line.strip()]
+        errors = [line for line in lines if re.match(r"(ERROR|\w*Error\b)", line)]
+        return (errors or lines or [""])[-1][:240]
 
 
 def cli_command(argv: List[str]) -> List[str]:
@@ -480,19 +483,24 @@ def launch(args, model_spec: str, inputs: Path, out: Path, processes: int, threa
         [launch_command(processes, port, argv)]
     start = time.perf_counter()
     runs = [Run(command, env) for command in commands]
-    for run in runs:
-        run.wait(args.timeout)
+    failed_at = None
+    while not all(run.poll() for run in runs):
+        now = time.perf_counter()
+        if failed_at is None and any(run.returncode not in (None, 0) for run in runs):
+            failed_at = now  # the other machine's launcher would wait for it at its exit barrier (minutes)
+        if now - start > args.timeout or (failed_at is not None and now - failed_at > LAUNCHER_GRACE_S):
+            for run in runs:
+                run.kill()
+        time.sleep(0.05)
     return time.perf_counter() - start, runs
 
 
 def run_processes(args, model_spec: str, inputs: Path, work: Path, frames: int) -> None:
     available, reason = sharding_support()
-    if not available and args.assume_sharding:
-        print(f"\nprocesses: run with --assume_sharding although {reason}")
-    elif not available:
+    if not available and not args.assume_sharding:
         print(f"\n== processes\nnot available: {reason}")
         return
-    print(f"\nsharding: {reason}")
+    print(f"\nsharding: {reason}" + ("" if available else " (run anyway: --assume_sharding)"))
     half = max(1, args.threads // 2)
     start_up_inputs = work / "start_up_inputs"  # one small image per process: start-up, model load, a frame
     write_small_images(start_up_inputs, 2)
@@ -510,14 +518,16 @@ def run_processes(args, model_spec: str, inputs: Path, work: Path, frames: int) 
         rows.append({"run": name, "processes x threads": f"{processes} x {threads}",
                      "exit": ",".join(str(run.returncode) for run in runs),
                      "frames ok": f"{ok_rows(out / 'predictions.csv')}/{frames}", "wall s": f"{seconds:.1f}",
-                     "start-up s": f"{start_up:.1f}", "frames/s": f"{frames / max(seconds - start_up, 1e-3):.1f}",
+                     "start-up s": f"{start_up:.1f}",
+                     "frames/s": f"{frames / (seconds - start_up):.1f}" if seconds > start_up else "n/a",
                      "outputs vs 1 process": "(reference)" if first else compare_outputs(reference, hashes),
-                     "_seconds": max(seconds - start_up, 1e-3)})
-        for run in runs:
-            if run.returncode != 0:
-                print(f"{name}: exit {run.returncode}: {run.last_line()}")
-    for row in rows:
-        row["ratio"] = f"{rows[0]['_seconds'] / row['_seconds']:.3f}"
+                     "_seconds": seconds - start_up})
+        failed = next((run for run in runs if run.returncode != 0), None)
+        if failed is not None:
+            print(f"{name}: exit {failed.returncode}: {failed.last_line()}")
+    for row in rows:  # n/a where the start-up run took longer than the job (raise --num_inputs)
+        usable = row["_seconds"] > 0 and rows[0]["_seconds"] > 0
+        row["ratio"] = f"{rows[0]['_seconds'] / row['_seconds']:.3f}" if usable else "n/a"
     command = " ".join(launch_command(2, 29500, predict_argv(args, model_spec, inputs, Path("OUT"), half)))
     show(f"processes: frames/s against 1 process x {args.threads} threads; frames/s = frames / (wall - start-up), "
          "start-up = the same launch on 2 small images", rows,
