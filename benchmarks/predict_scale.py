@@ -1,4 +1,4 @@
-"""Predict at scale: the predict CLI's throughput, processes, memory and resume, each against a baseline of the same run.
+"""The predict CLI at scale: throughput, processes, memory and resume, each against a baseline of the same run.
 
 Four sections (`--sections`, all by default), each a table with the baseline, the measured values and the ratio:
 
@@ -11,9 +11,11 @@ Four sections (`--sections`, all by default), each a table with the baseline, th
 2. processes: under `accelerate launch`, 1 process x T threads against 2 processes x T/2 threads, and a simulated
    2-machine launch over loopback (two launchers, `--num_machines 2 --machine_rank 0/1 --main_process_ip
    127.0.0.1`, one shared output folder), with every output file and `predictions.csv` hashed against the
-   1-process run. Wall times include start-up and model load. Run only when the predict code shards (it uses
+   1-process run; frames/s = frames / (wall time - start-up), start-up being the same launch over 2 small images
+   (Python, Accelerate, the model load). Run only when the predict code shards (it uses
    Accelerate's `PartialState` or `split_between_processes`); otherwise a "not available" line says why (every
-   process would run the whole job into the same folder).
+   process would run the whole job into the same folder; `--assume_sharding` runs it anyway). A loopback launcher
+   whose partner failed is killed after 30 s; one whose own worker failed can sit in Torch's exit barrier (5 min).
 3. memory: peak RSS of `python -m gms_hub.predict` (its own max RSS from `os.wait4`, and the sampled sum over its
    process tree, DataLoader workers included) for `--memory_inputs` small 2-D images (100 and 2,000); goal: the
    large run within 10% of the small one.
@@ -24,12 +26,12 @@ Four sections (`--sections`, all by default), each a table with the baseline, th
 
 Files under a name starting with "." (the output record `.gms_hub_outputs.json`, per-run records) are left out of
 the identical-outputs checks. The model: `--model tiny` (default) is a random GMS around the tests' tiny VAE, 64x64
-input: a few ms a frame, so file I/O weighs as much as it can against compute (the harsh case); `--model demo`
-is the bundled demo model (128x128 input, several times the compute); or a model folder.
+input: ~20 ms a frame on a CPU core, so file I/O weighs as much as it can against compute (the harsh case);
+`--model demo` is the bundled demo model (128x128 input, several times the compute); or a model folder.
 
 Usage:
-    python benchmarks/predict_scale.py                                   # all sections, tiny model (~15 min, 2 cores)
-    python benchmarks/predict_scale.py --quick                           # smoke configuration (~2 min)
+    python benchmarks/predict_scale.py               # all sections, tiny model (~10 min on 2 idle cores)
+    python benchmarks/predict_scale.py --quick       # smoke configuration (~2 min)
     python benchmarks/predict_scale.py --sections throughput --model demo --num_inputs 120
     python benchmarks/predict_scale.py --sections memory --memory_inputs 100,2000
 """
@@ -58,6 +60,7 @@ from typing import Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TQDM_DISABLE", "1")  # the CLI's progress bar, in this process: set before tqdm is imported
 
 from _speed_utils import machine_description, median_ratio, print_table  # noqa: E402
 from volume_memory import save_tiny_model  # noqa: E402
@@ -456,7 +459,8 @@ def run_throughput(args, model_spec: str, inputs: Path, work: Path, flags: set, 
                 start = time.perf_counter()
                 seconds = step()
                 times[name].append(seconds if name in variants else time.perf_counter() - start)
-            print(f"round {round_index + 1}/{args.repeats}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()))
+            print(f"round {round_index + 1}/{args.repeats}: "
+                  + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()))
     finally:
         logging.disable(logging.NOTSET)
     baseline = times["model forward (baseline)"]
@@ -468,7 +472,8 @@ def run_throughput(args, model_spec: str, inputs: Path, work: Path, flags: set, 
                      "goal": "" if name.startswith("model") else f">= {THROUGHPUT_GOAL}"})
     show(f"throughput: end-to-end / model-only frames/s (median of {args.repeats} alternating rounds; CLI times "
          f"minus the model load, {load_s:.2f} s)", rows, ["path", "frames", "seconds", "frames/s", "ratio", "goal"],
-         f"gms_hub.inference.predict.main({' '.join(predict_argv(args, model_spec, inputs, Path('OUT'), args.threads))})")
+         "gms_hub.inference.predict.main("
+         f"{' '.join(predict_argv(args, model_spec, inputs, Path('OUT'), args.threads))})".replace(str(work), "WORK"))
 
 
 def launch(args, model_spec: str, inputs: Path, out: Path, processes: int, threads: int, ranks) -> Tuple[float, list]:
@@ -587,8 +592,9 @@ def run_resume(args, model_spec: str, inputs: Path, work: Path, flags: set, fram
     if finished_early:
         print(f"note: the run ended before half its outputs existed ({at_kill}/{expected}); raise --num_inputs")
     rows = [
-        {"run": "uninterrupted (baseline)", "exit": full.returncode, "frames ok": f"{ok_rows(full_out / 'predictions.csv')}/{frames}",
-         "wall s": f"{full.seconds:.1f}", "ratio": "1.000", "outputs vs uninterrupted": f"(reference, {expected} outputs)"},
+        {"run": "uninterrupted (baseline)", "exit": full.returncode,
+         "frames ok": f"{ok_rows(full_out / 'predictions.csv')}/{frames}", "wall s": f"{full.seconds:.1f}",
+         "ratio": "1.000", "outputs vs uninterrupted": f"(reference, {expected} outputs)"},
         {"run": f"killed (SIGKILL at {at_kill}/{expected} outputs)", "exit": killed.returncode,
          "wall s": f"{killed.seconds:.1f}", "ratio": f"{killed.seconds / full.seconds:.3f}",
          "outputs vs uninterrupted": f"{partial_after_kill} partial file(s) left by the kill"},
@@ -610,7 +616,6 @@ def run_resume(args, model_spec: str, inputs: Path, work: Path, flags: set, fram
 def main(argv=None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the CLI's bar, in process
     import torch
 
     torch.set_num_threads(args.threads)
