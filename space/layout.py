@@ -42,12 +42,15 @@ class ResultOutputs:
     mask_file: gr.File
     seg_file: gr.File
     seg_note: gr.Markdown
+    slice_slider: gr.Slider
+    volume_files: gr.File
 
 
 @dataclass
 class ApiComponents:
-    """The API endpoints' own (hidden) outputs and buttons."""
+    """The API endpoints' own (hidden) upload, outputs and buttons."""
 
+    image_file: gr.File
     overlay: gr.Image
     mask: gr.File
     prob: gr.Image
