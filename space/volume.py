@@ -280,14 +280,14 @@ class VolumeViews:
         if not 0 <= index < len(probs):
             raise InputError(f"The volume has {len(probs)} slices; slice {index + 1} does not exist.")
         shown = np.asarray(display[index])
-        return {**result, "probs": np.asarray(probs[index]), "frame": index,
+        return {**result, "probs": np.array(probs[index]), "frame": index,
                 "display": np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown,
                 "stem": f"{result['stem']}_slice{index + 1}"}
 
     def volume_labels(self, result: dict, threshold: float) -> np.ndarray:
         """(F, H, W) uint8 labels of every slice at `threshold` (arg-max for a multi-class model)."""
         probs = np.load(result["probs_path"], mmap_mode="r")
-        return np.stack([np.asarray(result_labels({"probs": np.asarray(p), "size": result["size"]}, threshold),
+        return np.stack([np.asarray(result_labels({"probs": np.array(p), "size": result["size"]}, threshold),
                                     dtype=np.uint8) for p in probs])
 
     def write_volume_files(self, result: dict, labels: np.ndarray, folder: Path) -> Tuple[List[str], dict]:
