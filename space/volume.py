@@ -32,7 +32,7 @@ from gms_hub.io.reading import InputFile
 from gms_hub.io.series import group_dicom_series, open_series
 
 from .handlers import check_frame, guarded, save_png, user_error
-from .page import DEFAULT_OPACITY, frame_preview
+from .page import frame_preview
 from .results import MAX_VOLUME_VOXELS, InputError, check_threshold, open_upload, result_labels, upload_frame
 from .views import ResultViews
 
