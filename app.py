@@ -71,7 +71,7 @@ EXAMPLES = [
 ]
 # No file_types on the uploads: DICOM exports often have no extension; the reader decides and explains.
 MEDICAL_HINT = ("PNG, JPEG, BMP, TIFF (8 or 16 bit), DICOM (.dcm or none), NIfTI (.nii, .nii.gz), or a DICOM series: "
-                "its files together or a .zip")
+                "a .zip of its files")
 MAX_SAMPLES = 16
 MAX_PIXELS = int(os.environ.get("GMS_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
 MAX_BATCH_FILES = int(os.environ.get("GMS_MAX_BATCH_FILES", 50))
@@ -226,10 +226,9 @@ def image_inputs(model_choices: ModelChoices) -> ImageInputs:
     )
     source = gr.Markdown(describe_source("busi"), elem_id="model-source")
     # No file_types: DICOM exports often have no extension; the reader decides and explains.
-    # Several files at once are the slices of one DICOM series (a volume, like a NIfTI volume or a zip of a series).
+    # One file: a DICOM series comes as a zip of its files (a multiple box would append a new drop to the last one).
     image_file = gr.File(
         label=f"Image: drop, paste or click to choose ({MEDICAL_HINT})",
-        file_count="multiple",
         height=120,
         elem_id="image-file",
     )
