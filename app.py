@@ -71,7 +71,7 @@ EXAMPLES = [
 ]
 # No file_types on the uploads: DICOM exports often have no extension; the reader decides and explains.
 MEDICAL_HINT = ("PNG, JPEG, BMP, TIFF (8 or 16 bit), DICOM (.dcm or none), NIfTI (.nii, .nii.gz), or a DICOM series: "
-                "a .zip of its files")
+                "a .zip of its files, or its files in the box below")
 MAX_SAMPLES = 16
 MAX_PIXELS = int(os.environ.get("GMS_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
 MAX_BATCH_FILES = int(os.environ.get("GMS_MAX_BATCH_FILES", 50))
@@ -123,6 +123,10 @@ show_frame = volume_views.show_frame
 show_page = volume_views.show_page
 update_page = volume_views.update_page
 show_slice = volume_views.show_slice
+segment_upload = volume_views.segment_upload  # the page's two upload boxes: one file, or a DICOM series' files
+show_upload = volume_views.show_upload
+take_series = volume_views.take_series
+show_upload_frame = volume_views.show_upload_frame
 update_view = views.update_view
 show_result = views.show_result
 describe_source = model_info.describe_source
@@ -226,12 +230,19 @@ def image_inputs(model_choices: ModelChoices) -> ImageInputs:
     )
     source = gr.Markdown(describe_source("busi"), elem_id="model-source")
     # No file_types: DICOM exports often have no extension; the reader decides and explains.
-    # One file: a DICOM series comes as a zip of its files (a multiple box would append a new drop to the last one).
+    # One file: a multiple box appends a new drop to the files already there, so a series has a box of its own.
     image_file = gr.File(
         label=f"Image: drop, paste or click to choose ({MEDICAL_HINT})",
         height=120,
         elem_id="image-file",
     )
+    # A DICOM series' single-frame files, dropped together; an upload here empties the box above and the reverse.
+    # No file_types either: series files often have no extension (IM0001).
+    with gr.Accordion("DICOM series: several files of one scan", open=False, elem_id="series-accordion"):
+        series_files = gr.File(
+            label="DICOM series: drop or choose all its files at once (replaces the image above)",
+            file_count="multiple", height=120, elem_id="series-files",
+        )
     preview = gr.Image(
         label="Your image (as the model sees it)", type="filepath", interactive=False,
         height=300, buttons=["fullscreen"], elem_id="preview",
@@ -255,7 +266,8 @@ def image_inputs(model_choices: ModelChoices) -> ImageInputs:
             value=examples, label="Examples (click one to segment it)", columns=4, rows=1,
             height=180, allow_preview=False, object_fit="contain", buttons=[], elem_id="examples",
         )
-    return ImageInputs(model=model, source=source, image_file=image_file, preview=preview, frame=frame,
+    return ImageInputs(model=model, source=source, image_file=image_file, series_files=series_files,
+                       preview=preview, frame=frame,
                        threshold=threshold, num_samples=num_samples, tta=tta, button=button, gallery=gallery)
 
 
@@ -282,6 +294,7 @@ def result_outputs() -> ResultOutputs:
     # Shown for a segmented volume (NIfTI, DICOM series): moves the views to slice k without running the model.
     slice_slider = gr.Slider(1, 2, value=1, step=1, label="Slice of the segmented volume", visible=False,
                              elem_id="slice")
+    surface = gr.Model3D(label="3D surface of the mask", visible=False, height=320, elem_id="surface")  # volumes only
     table = gr.HTML("<p>Segment an image to see its numbers here.</p>", label="Result",
                     elem_id="result-table")
     mask_file = gr.File(label="Mask PNG (input size, values 0/255; 0..K for several classes)",
@@ -293,7 +306,7 @@ def result_outputs() -> ResultOutputs:
                            interactive=False, visible=False, elem_id="volume-files")
     return ResultOutputs(overlay=overlay, legend=legend, opacity=opacity, compare=compare, heatmap=heatmap,
                          uncertainty=uncertainty, table=table, mask_file=mask_file, seg_file=seg_file,
-                         seg_note=seg_note, slice_slider=slice_slider, volume_files=volume_files)
+                         seg_note=seg_note, slice_slider=slice_slider, volume_files=volume_files, surface=surface)
 
 
 def api_components() -> ApiComponents:
@@ -338,12 +351,13 @@ def wire_single_image_page(demo: gr.Blocks, single: SingleImageTab, result: gr.S
     """The page's own events (private: not part of the API)."""
     inputs, out = single.inputs, single.outputs
     page_views = [out.overlay, out.compare, out.mask_file, out.table, out.legend, out.seg_file, out.seg_note,
-                  out.heatmap, out.uncertainty, out.volume_files, out.slice_slider]
-    updated_views = page_views[:7] + [out.volume_files]  # a threshold or opacity change
-    page_inputs = [inputs.image_file, inputs.model, inputs.threshold, inputs.frame, inputs.num_samples, inputs.tta]
+                  out.heatmap, out.uncertainty, out.volume_files, out.slice_slider, out.surface]
+    updated_views = page_views[:7] + [out.volume_files, out.surface]  # a threshold or opacity change
+    uploads = [inputs.image_file, inputs.series_files]  # one of the two holds what is segmented
+    page_inputs = [*uploads, inputs.model, inputs.threshold, inputs.frame, inputs.num_samples, inputs.tta]
     view_inputs = [result, inputs.threshold, out.opacity, out.slice_slider]
 
-    inputs.button.click(segment_page, inputs=page_inputs, outputs=result, api_visibility="private").success(
+    inputs.button.click(segment_upload, inputs=page_inputs, outputs=result, api_visibility="private").success(
         show_page, inputs=view_inputs, outputs=page_views, api_visibility="private"
     ).then(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private")
     for control in (inputs.threshold, out.opacity):
@@ -353,9 +367,15 @@ def wire_single_image_page(demo: gr.Blocks, single: SingleImageTab, result: gr.S
         )
     out.slice_slider.release(show_slice, inputs=view_inputs, outputs=[out.overlay, out.compare, out.mask_file, out.heatmap],
                              api_visibility="private", concurrency_id="rethreshold", concurrency_limit=4)
-    inputs.image_file.change(show_preview, inputs=inputs.image_file, outputs=[inputs.preview, inputs.frame],
+    preview_views = [inputs.preview, inputs.frame, inputs.series_files]
+    inputs.image_file.change(show_upload, inputs=uploads, outputs=preview_views,
                              api_visibility="private", concurrency_id="preview", concurrency_limit=4)
-    inputs.frame.release(show_frame, inputs=[inputs.image_file, inputs.frame], outputs=inputs.preview,
+    inputs.series_files.upload(take_series, inputs=inputs.series_files,
+                               outputs=[inputs.image_file, inputs.preview, inputs.frame],
+                               api_visibility="private", concurrency_id="preview", concurrency_limit=4)
+    inputs.series_files.clear(show_upload, inputs=uploads, outputs=preview_views,
+                              api_visibility="private", concurrency_id="preview", concurrency_limit=4)
+    inputs.frame.release(show_upload_frame, inputs=[*uploads, inputs.frame], outputs=inputs.preview,
                          api_visibility="private", concurrency_id="preview", concurrency_limit=4)
     inputs.model.change(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private",
                         queue=False)
@@ -364,7 +384,7 @@ def wire_single_image_page(demo: gr.Blocks, single: SingleImageTab, result: gr.S
     if inputs.gallery is not None:
         inputs.gallery.select(load_example, outputs=[inputs.image_file, inputs.model, inputs.frame],
                               api_visibility="private", queue=False).then(
-            segment_page, inputs=page_inputs, outputs=result, api_visibility="private",
+            segment_upload, inputs=page_inputs, outputs=result, api_visibility="private",
         ).success(
             show_page, inputs=view_inputs, outputs=page_views, api_visibility="private"
         ).then(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private")

@@ -19,6 +19,7 @@ class ImageInputs:
     model: gr.Dropdown
     source: gr.Markdown
     image_file: gr.File
+    series_files: gr.File
     preview: gr.Image
     frame: gr.Slider
     threshold: gr.Slider
@@ -44,6 +45,7 @@ class ResultOutputs:
     seg_note: gr.Markdown
     slice_slider: gr.Slider
     volume_files: gr.File
+    surface: gr.Model3D
 
 
 @dataclass

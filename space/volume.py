@@ -34,6 +34,7 @@ from gms_hub.io.series import group_dicom_series, open_series
 from .handlers import check_frame, guarded, save_png, user_error
 from .page import frame_preview
 from .results import MAX_VOLUME_VOXELS, InputError, check_threshold, open_upload, result_labels, upload_frame
+from .surface import write_surface_obj
 from .views import ResultViews
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,41 @@ class VolumeViews:
 
     def _context(self, key: str) -> int:
         return int(getattr(self.segmenter.registry.get(key).model, "context_slices", 0))
+
+    # ------------------------------------------------------------------ the page's two upload boxes
+    @staticmethod
+    def page_upload(image_file, series_files):
+        """What the page segments: the single-file box's file, else the series box's files. The two never both
+        count: an upload into one box empties the other (`take_series`, `show_upload`).
+
+        Example:
+            >>> VolumeViews.page_upload(None, ["b.dcm", "a.dcm"]), VolumeViews.page_upload("x.png", ["a.dcm"])
+            (['b.dcm', 'a.dcm'], 'x.png')
+        """
+        return image_file if upload_paths(image_file) else (upload_paths(series_files) or None)
+
+    def take_series(self, series_files):
+        """Files dropped into the series box: the single-file box is emptied and the preview shows the series
+        (slice 1, and the slice selector). Returns (single-file box, preview, selector)."""
+        preview, selector = self.show_preview(upload_paths(series_files) or None)
+        return gr.update(value=None), preview, selector
+
+    def show_upload(self, image_file, series_files):
+        """The single-file box changed (upload, clear, example) or the series box was cleared: the preview of what
+        the page now segments; a file in the single box empties the series box. Returns (preview, selector,
+        series box)."""
+        replace = bool(upload_paths(image_file)) and bool(upload_paths(series_files))
+        preview, selector = self.show_preview(self.page_upload(image_file, series_files))
+        return preview, selector, gr.update(value=None) if replace else gr.skip()
+
+    def show_upload_frame(self, image_file, series_files, frame):
+        """The preview's selector moved: `show_frame` of what the page segments."""
+        return self.show_frame(self.page_upload(image_file, series_files), frame)
+
+    def segment_upload(self, image_file, series_files, model_name, threshold, frame=1, num_samples=0, tta=False):
+        """The page's Segment button with its two upload boxes: `segment_page` of what the page segments."""
+        return self.segment_page(self.page_upload(image_file, series_files), model_name, threshold, frame,
+                                 num_samples, tta)
 
     # ------------------------------------------------------------------ preview
     def show_preview(self, value):
@@ -355,36 +391,49 @@ class VolumeViews:
         probs = one["probs"] if one["probs"].ndim == 2 else 1.0 - one["probs"][0]
         return self.views.heatmap_png(probs, one, "heatmap", "viridis")
 
+    def surface_view(self, result: dict, labels: np.ndarray, folder: Path):
+        """The 3D view's update: the classes' surfaces (`space.surface`) in mm, or hidden when nothing is segmented."""
+        spacing, slice_spacing = result.get("spacing"), result.get("slice_spacing")
+        voxel = (slice_spacing, *spacing) if spacing is not None and slice_spacing else None
+        names = class_names(len(result["id2label"]) - 1, result["id2label"])
+        path = write_surface_obj(labels, names, folder / f"{result['stem']}_surface.obj", spacing=voxel)
+        if path is None:
+            return gr.update(value=None, visible=False)
+        unit = "mm" if voxel is not None else "voxels (the file gives no voxel size)"
+        return gr.update(value=str(path), visible=True, label=f"3D surface of the mask ({unit}; drag to turn)")
+
     def update_page(self, result, threshold, opacity, slice_number=1):
-        """Threshold or opacity moved: `ResultViews.update_view`'s seven views, then the volume files."""
+        """Threshold or opacity moved: `ResultViews.update_view`'s seven views, then the volume files and the 3D
+        surface."""
         if not result or not result.get("volume"):
-            return (*self.views.update_view(result, threshold, opacity), gr.skip())
+            return (*self.views.update_view(result, threshold, opacity), gr.skip(), gr.skip())
         try:
             threshold = check_threshold(threshold)
             overlay, compare, mask_path, _ = self.slice_views(result, threshold, opacity, check_frame(slice_number))
             labels = self.volume_labels(result, threshold)
             files, row = self.write_volume_files(result, labels, Path(overlay).parent)
+            surface = self.surface_view(result, labels, Path(overlay).parent)
         except (InputError, ValueError) as err:
             raise user_error(err) from None
         hidden = gr.update(value=None, visible=False)
         return (overlay, compare, mask_path, self.volume_table(result, row, threshold), gr.update(visible=False),
-                hidden, gr.update(value="", visible=False), gr.update(value=files, visible=True))
+                hidden, gr.update(value="", visible=False), gr.update(value=files, visible=True), surface)
 
     def show_page(self, result, threshold, opacity, slice_number=1):
         """After Segment: `ResultViews.show_result`'s views (overlay, ..., heat map, uncertainty), the volume
-        files, and the slice slider (shown for a volume, at its middle slice)."""
+        files, the slice slider (shown for a volume, at its middle slice) and the 3D surface (volumes only)."""
         hidden_slider = gr.update(visible=False, value=1)
         if not result:
-            return (gr.skip(),) * 11
+            return (gr.skip(),) * 12
         if not result.get("volume"):
-            return (*self.views.show_result(result, threshold, opacity), gr.update(value=None, visible=False),
-                    hidden_slider)
+            hidden = gr.update(value=None, visible=False)
+            return (*self.views.show_result(result, threshold, opacity), hidden, hidden_slider, hidden)
         middle = result["num_frames"] // 2 + 1
         views = self.update_page(result, threshold, opacity, middle)
         heatmap = self._heatmap(self.slice_result(result, middle - 1))
         slider = gr.update(visible=True, value=middle, maximum=result["num_frames"],
                            label=f"Slice of the segmented volume (1 to {result['num_frames']})")
-        return (*views[:7], heatmap, None, views[7], slider)
+        return (*views[:7], heatmap, None, views[7], slider, views[8])
 
 
 def _is_grey(display: np.ndarray) -> bool:

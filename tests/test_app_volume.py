@@ -163,7 +163,7 @@ def test_volume_table_and_download_give_the_hand_counted_ml(app_module, nifti):
     assert float(rows[0]["volume_ml_foreground"]) == pytest.approx(ml, abs=1e-6)
 
     # A new threshold rewrites the numbers and the files from the saved probabilities.
-    *_, table_1, _, _, _, files_1 = app_module.update_page(result, 1.0, 0.45, 3)
+    _, _, _, table_1, _, _, _, files_1, _ = app_module.update_page(result, 1.0, 0.45, 3)
     assert "0.000 mL" in table_1
     with open([f for f in files_1["value"] if f.endswith(".csv")][0], newline="") as handle:
         assert float(next(csv.DictReader(handle))["volume_ml_foreground"]) == 0.0
@@ -274,3 +274,79 @@ def test_context_model_gets_its_neighbours_in_the_space(context_model_dir, nifti
     finally:
         sys.modules.pop("app", None)
         shutil.rmtree(app_module.OUTPUT_DIR, ignore_errors=True)
+
+
+def test_series_box_and_single_box_replace_each_other(app_module, series, nifti):
+    """The page's two upload boxes: files dropped into the series box empty the single-file box and are what
+    Segment segments; a file in the single box empties the series box and wins."""
+    shuffled = [str(p) for p in sorted(series, key=lambda p: p.name)]
+    image_box, preview, selector = app_module.take_series(shuffled)
+    assert image_box["value"] is None and selector["visible"] is True and selector["maximum"] == 3
+    assert Path(preview).is_file()
+    assert app_module.volume_views.page_upload(None, shuffled) == shuffled
+    result = app_module.segment_upload(None, shuffled, "busi", 0.5)
+    assert result["volume"] is True and result["num_frames"] == 3 and result["series"] is True
+
+    # The single box's own upload (or an example) replaces the series: the series box is emptied.
+    preview, selector, series_box = app_module.show_upload(str(nifti), shuffled)
+    assert series_box["value"] is None and selector["maximum"] == 5
+    assert app_module.volume_views.page_upload(str(nifti), shuffled) == str(nifti)
+    assert app_module.segment_upload(str(nifti), shuffled, "busi", 0.5)["num_frames"] == 5
+    # The single box emptied by a series upload: the preview stays on the series, the series box is kept.
+    preview, selector, series_box = app_module.show_upload(None, shuffled)
+    assert selector["maximum"] == 3 and series_box == app_module.gr.skip()  # an update without a value
+    assert Path(app_module.show_upload_frame(None, shuffled, 2)).is_file()
+    # Both boxes empty: no preview.
+    preview, selector, _ = app_module.show_upload(None, None)
+    assert preview is None and selector["visible"] is False
+
+
+def _obj_vertices(path) -> np.ndarray:
+    return _obj_vertices_text(Path(path).read_text())
+
+
+def test_surface_bounds_are_the_mask_extent_times_the_voxel_size(tmp_path):
+    from space.surface import write_surface_obj
+
+    labels = np.zeros((6, 20, 24), np.uint8)  # (slices, rows, columns)
+    labels[1:4, 5:12, 3:20] = 1  # a box: slices 1..3, rows 5..11, columns 3..19
+    labels[4, 15:18, 6:9] = 2  # a second class, one slice thick
+    spacing = (2.5, 0.9, 0.7)
+    path = write_surface_obj(labels, ["liver", "tumour"], tmp_path / "s.obj", spacing=spacing)
+    text = path.read_text()
+    assert text.count("\no ") == 2 and "o liver" in text and "o tumour" in text
+    liver_text, tumour_text = text.split("o tumour")
+    liver = _obj_vertices_text(liver_text)
+    # The surface passes half a voxel outside the outermost voxel centres: (first - 0.5, last + 0.5) x spacing.
+    for axis, (first, last, size) in enumerate([(3, 19, 0.7), (5, 11, 0.9), (1, 3, 2.5)]):  # x, y, z
+        assert liver[:, axis].min() == pytest.approx((first - 0.5) * size, abs=1e-4)
+        assert liver[:, axis].max() == pytest.approx((last + 0.5) * size, abs=1e-4)
+    tumour = _obj_vertices_text(tumour_text)
+    assert tumour[:, 2].max() - tumour[:, 2].min() == pytest.approx(1 * 2.5, abs=1e-4)  # one slice thick
+    faces = [line.split()[1:] for line in text.splitlines() if line.startswith("f ")]
+    assert max(int(i) for f in faces for i in f) == len(liver) + len(tumour)  # indices run on across objects
+    assert write_surface_obj(np.zeros((3, 4, 4), np.uint8), ["liver"], tmp_path / "none.obj") is None
+
+
+def _obj_vertices_text(text) -> np.ndarray:
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("v ")]
+    return np.asarray(rows, dtype=np.float64)  # (N, 3) x = column, y = row, z = slice, mm
+
+
+def test_volume_gets_a_surface_view_and_a_2d_image_does_not(app_module, nifti):
+    result = app_module.segment_page(str(nifti), "busi", 0.5)
+    views = app_module.show_page(result, 0.5, 0.45)
+    labels = app_module.volume_views.volume_labels(result, 0.5)
+    assert labels.any()  # the tiny model's mask of this scan is not empty, so there is a surface to check
+    surface = views[11]
+    assert surface["visible"] is True and surface["value"].endswith("head_surface.obj")
+    vertices = _obj_vertices(surface["value"])
+    filled = np.argwhere(labels)  # (N, 3) slice, row, column
+    # x = column x 0.9 mm (NIfTI y axis), y = row x 0.7 mm (NIfTI x axis), z = slice x 2.5 mm
+    for axis, (column, size) in enumerate([(2, 0.9), (1, 0.7), (0, 2.5)]):
+        assert vertices[:, axis].min() == pytest.approx((filled[:, column].min() - 0.5) * size, abs=1e-3)
+        assert vertices[:, axis].max() == pytest.approx((filled[:, column].max() + 0.5) * size, abs=1e-3)
+    assert app_module.update_page(result, 1.0, 0.45, 3)[8]["visible"] is False  # nothing above 1.0: no surface
+
+    two_d = app_module.segment_page(str(ROOT / "examples" / "ultrasound.png"), "busi", 0.5)
+    assert app_module.show_page(two_d, 0.5, 0.45)[11]["visible"] is False
