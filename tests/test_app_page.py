@@ -573,3 +573,49 @@ def test_volume_slice_slider(server, browser, medical, width, height):
     assert _no_horizontal_overflow(page)
     page.screenshot(path=str(ARTIFACTS / f"page_volume_{width}.png"), full_page=True)
     page.close()
+
+
+@pytest.fixture(scope="module")
+def dicom_series(tmp_path_factory):
+    """A 3-slice DICOM series whose file names and instance numbers disagree with the slice positions."""
+    from _series_utils import write_series
+
+    datasets = write_series(tmp_path_factory.mktemp("page_series") / "study", 3)
+    return sorted(Path(ds.filename) for ds in datasets)  # by name: not the spatial order
+
+
+@pytest.mark.browser
+def test_dicom_series_files_dropped_together(server, browser, images, dicom_series):
+    """Three DICOM files of one series chosen together in the series box: they replace the single box's image,
+    make one volume (slice slider, mL) and one DICOM SEG with volumes.csv; a new image in the single box then
+    empties the series box."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.locator("#image-file input[type=file]").set_input_files(str(images["gray8"]))
+    _image_ready(page, "#preview img")
+    page.locator("#series-accordion").get_by_text("DICOM series: several files of one scan").click()
+    page.locator("#series-files input[type=file]").set_input_files([str(p) for p in dicom_series])
+    expect_text(page.locator("#series-files"), dicom_series[0].stem)
+    expect(page.locator("#frame")).to_be_visible(timeout=30_000)
+    expect(page.get_by_label("number input for Slice (1 to 3", exact=False)).to_be_visible()
+    expect(page.locator("#image-file input[type=file]")).to_have_count(1, timeout=30_000)  # the single box emptied
+    expect(page.locator("#image-file")).not_to_contain_text("gray8.png")
+    page.locator("#segment-button").click()
+    table = page.locator("#result-table")
+    expect_text(table, "mL")
+    expect_text(table, "Slices")
+    expect(page.locator("#slice")).to_be_visible(timeout=30_000)
+    expect(page.get_by_label("number input for Slice of the segmented volume (1 to 3)")).to_have_value("2")
+    expect_text(page.locator("#volume-files"), "series7_seg")  # the page shows "series7_seg .dcm"
+    expect_text(page.locator("#volume-files"), "volumes.csv")
+    # The 3D view is offered with its OBJ (whether headless Chromium draws it is gradio's Model3D, not checked).
+    expect(page.locator("#surface")).to_be_visible()
+    expect(page.locator("#surface [data-testid=model3d-download-link]")).to_have_attribute(
+        "download", "series7_surface.obj")
+    page.screenshot(path=str(ARTIFACTS / "page_series_1280.png"), full_page=True)
+
+    page.locator("#image-file input[type=file]").set_input_files(str(images["gray8"]))
+    expect(page.locator("#series-files")).not_to_contain_text(dicom_series[0].stem, timeout=30_000)
+    page.close()
