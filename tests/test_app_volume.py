@@ -86,7 +86,6 @@ def series(tmp_path_factory):
 
 def _library_labels(model, path):
     """Every slice's mask as the library segments it (with the model's context slices)."""
-    from gms_hub.inference.volumes import segment_volume
 
     return segment_volume(model, path, threshold=0.5)  # (F, H, W) uint8
 
@@ -350,3 +349,29 @@ def test_volume_gets_a_surface_view_and_a_2d_image_does_not(app_module, nifti):
 
     two_d = app_module.segment_page(str(ROOT / "examples" / "ultrasound.png"), "busi", 0.5)
     assert app_module.show_page(two_d, 0.5, 0.45)[11]["visible"] is False
+
+
+def test_batch_gives_a_context_model_its_neighbouring_slices(context_model_dir, nifti, tmp_path, monkeypatch):
+    """The Batch tab segments a volume with a 2.5D model as the library does (slices k-1, k, k+1 as channels),
+    not slice by slice without context."""
+    import nibabel as nib
+
+    from gms_hub import GMS
+    from gms_hub.io.reading import read_input
+
+    model = GMS.from_pretrained(context_model_dir)
+    expected = _library_labels(model, nifti)  # with context
+    scan = read_input(nifti)
+    without = np.stack([np.asarray(m, np.uint8) for m in model.segment(list(scan.frames), value_range=scan.value_range)])
+    assert not np.array_equal(expected, without)  # the test can tell context from no context on this scan
+    app_module = _import_app(context_model_dir, tmp_path, monkeypatch)
+    try:
+        zip_path, csv_path, table = app_module.segment_batch([str(nifti)], "busi", 0.5)
+        assert [row[-1] for row in table] == [""] * 5  # no error
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extract("head_mask.nii.gz", tmp_path)
+        written = np.moveaxis(np.asarray(nib.load(tmp_path / "head_mask.nii.gz").dataobj), -1, 0)  # (F, x, y)
+        np.testing.assert_array_equal(written, expected)
+    finally:
+        sys.modules.pop("app", None)
+        shutil.rmtree(app_module.OUTPUT_DIR, ignore_errors=True)
