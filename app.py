@@ -294,7 +294,9 @@ def result_outputs() -> ResultOutputs:
     # Shown for a segmented volume (NIfTI, DICOM series): moves the views to slice k without running the model.
     slice_slider = gr.Slider(1, 2, value=1, step=1, label="Slice of the segmented volume", visible=False,
                              elem_id="slice")
-    surface = gr.Model3D(label="3D surface of the mask", visible=False, height=320, elem_id="surface")  # volumes only
+    # Volumes only. visible="hidden" (rendered, not displayed), not False: a Model3D first shown by the update that
+    # also brings its file never mounts its canvas (gradio 6.31; checked in Chromium).
+    surface = gr.Model3D(label="3D surface of the mask", visible="hidden", height=320, elem_id="surface")
     table = gr.HTML("<p>Segment an image to see its numbers here.</p>", label="Result",
                     elem_id="result-table")
     mask_file = gr.File(label="Mask PNG (input size, values 0/255; 0..K for several classes)",

@@ -67,7 +67,8 @@ def write_surface_obj(labels: np.ndarray, names: Sequence[str], path, spacing=No
     Returns:
         `Path` of the file, or `None` when no class has a voxel (nothing to draw).
 
-    The coordinates are x = column, y = row, z = slice, in mm, with the first voxel's centre at the origin.
+    The coordinates are x = column, y = -row (up in the 3D view is up in the slice), z = slice, in mm, with the
+    first voxel's centre at the origin.
 
     Example:
         >>> write_surface_obj(labels, ["tumour"], "out/surface.obj", spacing=(2.5, 0.7, 0.7))
@@ -86,15 +87,16 @@ def write_surface_obj(labels: np.ndarray, names: Sequence[str], path, spacing=No
         vertices, faces = _class_mesh(mask, spacing, step)  # vertices (N, 3) in (slice, row, column) mm
         if not len(faces):
             continue
-        xyz = vertices[:, ::-1].ravel().tolist()  # x = column, y = row, z = slice
+        xyz = vertices[:, ::-1] * np.array([1.0, -1.0, 1.0])  # x = column, y = -row, z = slice
+        faces = faces[:, ::-1]  # one axis mirrored: reversed winding keeps the faces' outward side
         parts.append(f"o {name}\n")
-        parts.append(("v %.4f %.4f %.4f\n" * len(vertices)) % tuple(xyz))
+        parts.append(("v %.4f %.4f %.4f\n" * len(xyz)) % tuple(xyz.ravel().tolist()))
         parts.append(("f %d %d %d\n" * len(faces)) % tuple((faces + offset).ravel().tolist()))
         offset += len(vertices)
     if not parts:
         return None
     path = Path(path)
     with atomic_path(path) as temporary:
-        Path(temporary).write_text("# gms_hub surface: x = column, y = row, z = slice, in mm\n" + "".join(parts))
+        Path(temporary).write_text("# gms_hub surface: x = column, y = -row, z = slice, in mm\n" + "".join(parts))
     logger.info("Surface of %d class(es) written (marching cubes step %d).", len(parts) // 3, step)
     return path

@@ -398,7 +398,7 @@ class VolumeViews:
         names = class_names(len(result["id2label"]) - 1, result["id2label"])
         path = write_surface_obj(labels, names, folder / f"{result['stem']}_surface.obj", spacing=voxel)
         if path is None:
-            return gr.update(value=None, visible=False)
+            return gr.update(value=None, visible="hidden")  # "hidden", not False: see app.py's surface
         unit = "mm" if voxel is not None else "voxels (the file gives no voxel size)"
         return gr.update(value=str(path), visible=True, label=f"3D surface of the mask ({unit}; drag to turn)")
 
@@ -427,7 +427,8 @@ class VolumeViews:
             return (gr.skip(),) * 12
         if not result.get("volume"):
             hidden = gr.update(value=None, visible=False)
-            return (*self.views.show_result(result, threshold, opacity), hidden, hidden_slider, hidden)
+            return (*self.views.show_result(result, threshold, opacity), hidden, hidden_slider,
+                    gr.update(value=None, visible="hidden"))
         middle = result["num_frames"] // 2 + 1
         views = self.update_page(result, threshold, opacity, middle)
         heatmap = self._heatmap(self.slice_result(result, middle - 1))

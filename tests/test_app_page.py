@@ -610,10 +610,12 @@ def test_dicom_series_files_dropped_together(server, browser, images, dicom_seri
     expect(page.get_by_label("number input for Slice of the segmented volume (1 to 3)")).to_have_value("2")
     expect_text(page.locator("#volume-files"), "series7_seg")  # the page shows "series7_seg .dcm"
     expect_text(page.locator("#volume-files"), "volumes.csv")
-    # The 3D view is offered with its OBJ (whether headless Chromium draws it is gradio's Model3D, not checked).
+    # The 3D view shows the OBJ in a mounted viewer (a canvas of the box's size).
     expect(page.locator("#surface")).to_be_visible()
     expect(page.locator("#surface [data-testid=model3d-download-link]")).to_have_attribute(
         "download", "series7_surface.obj")
+    expect(page.locator("#surface canvas")).to_have_count(1, timeout=30_000)
+    assert page.locator("#surface canvas").evaluate("c => c.clientWidth > 200 && c.clientHeight > 200")
     page.screenshot(path=str(ARTIFACTS / "page_series_1280.png"), full_page=True)
 
     page.locator("#image-file input[type=file]").set_input_files(str(images["gray8"]))

@@ -86,6 +86,7 @@ def series(tmp_path_factory):
 
 def _library_labels(model, path):
     """Every slice's mask as the library segments it (with the model's context slices)."""
+    from gms_hub.inference.volumes import segment_volume
 
     return segment_volume(model, path, threshold=0.5)  # (F, H, W) uint8
 
@@ -317,9 +318,11 @@ def test_surface_bounds_are_the_mask_extent_times_the_voxel_size(tmp_path):
     liver_text, tumour_text = text.split("o tumour")
     liver = _obj_vertices_text(liver_text)
     # The surface passes half a voxel outside the outermost voxel centres: (first - 0.5, last + 0.5) x spacing.
-    for axis, (first, last, size) in enumerate([(3, 19, 0.7), (5, 11, 0.9), (1, 3, 2.5)]):  # x, y, z
-        assert liver[:, axis].min() == pytest.approx((first - 0.5) * size, abs=1e-4)
-        assert liver[:, axis].max() == pytest.approx((last + 0.5) * size, abs=1e-4)
+    # y is -row (up in the view is up in the slice).
+    for axis, (first, last, size) in enumerate([(3, 19, 0.7), (5, 11, -0.9), (1, 3, 2.5)]):  # x, y, z
+        ends = sorted([(first - 0.5) * size, (last + 0.5) * size])
+        assert liver[:, axis].min() == pytest.approx(ends[0], abs=1e-4)
+        assert liver[:, axis].max() == pytest.approx(ends[1], abs=1e-4)
     tumour = _obj_vertices_text(tumour_text)
     assert tumour[:, 2].max() - tumour[:, 2].min() == pytest.approx(1 * 2.5, abs=1e-4)  # one slice thick
     faces = [line.split()[1:] for line in text.splitlines() if line.startswith("f ")]
@@ -329,7 +332,7 @@ def test_surface_bounds_are_the_mask_extent_times_the_voxel_size(tmp_path):
 
 def _obj_vertices_text(text) -> np.ndarray:
     rows = [line.split()[1:] for line in text.splitlines() if line.startswith("v ")]
-    return np.asarray(rows, dtype=np.float64)  # (N, 3) x = column, y = row, z = slice, mm
+    return np.asarray(rows, dtype=np.float64)  # (N, 3) x = column, y = -row, z = slice, mm
 
 
 def test_volume_gets_a_surface_view_and_a_2d_image_does_not(app_module, nifti):
@@ -341,14 +344,15 @@ def test_volume_gets_a_surface_view_and_a_2d_image_does_not(app_module, nifti):
     assert surface["visible"] is True and surface["value"].endswith("head_surface.obj")
     vertices = _obj_vertices(surface["value"])
     filled = np.argwhere(labels)  # (N, 3) slice, row, column
-    # x = column x 0.9 mm (NIfTI y axis), y = row x 0.7 mm (NIfTI x axis), z = slice x 2.5 mm
-    for axis, (column, size) in enumerate([(2, 0.9), (1, 0.7), (0, 2.5)]):
-        assert vertices[:, axis].min() == pytest.approx((filled[:, column].min() - 0.5) * size, abs=1e-3)
-        assert vertices[:, axis].max() == pytest.approx((filled[:, column].max() + 0.5) * size, abs=1e-3)
-    assert app_module.update_page(result, 1.0, 0.45, 3)[8]["visible"] is False  # nothing above 1.0: no surface
+    # x = column x 0.9 mm (NIfTI y axis), y = -row x 0.7 mm (NIfTI x axis), z = slice x 2.5 mm
+    for axis, (column, size) in enumerate([(2, 0.9), (1, -0.7), (0, 2.5)]):
+        ends = sorted([(filled[:, column].min() - 0.5) * size, (filled[:, column].max() + 0.5) * size])
+        assert vertices[:, axis].min() == pytest.approx(ends[0], abs=1e-3)
+        assert vertices[:, axis].max() == pytest.approx(ends[1], abs=1e-3)
+    assert app_module.update_page(result, 1.0, 0.45, 3)[8]["visible"] == "hidden"  # nothing above 1.0: no surface
 
     two_d = app_module.segment_page(str(ROOT / "examples" / "ultrasound.png"), "busi", 0.5)
-    assert app_module.show_page(two_d, 0.5, 0.45)[11]["visible"] is False
+    assert app_module.show_page(two_d, 0.5, 0.45)[11]["visible"] == "hidden"
 
 
 def test_batch_gives_a_context_model_its_neighbouring_slices(context_model_dir, nifti, tmp_path, monkeypatch):
