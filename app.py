@@ -5,8 +5,9 @@ Run locally with `python app.py` (http://127.0.0.1:7860). The API endpoint `/seg
 `/segment_uncertainty` adds posterior samples, test-time augmentation, a seed and the frame of a DICOM/NIfTI
 file, and returns the uncertainty map too; `/segment_batch` segments several images, DICOM files and NIfTI volumes.
 This file builds the page and wires its events; what they do lives in the `space/` package beside it (the
-segmenter in `space.handlers`, the API in `space.api`, the page's result in `space.views` (volumes: every slice, a slice slider, mL and the series box, in `space.volume`; the 3D surface in `space.surface`), the upload preview in
-`space.preview`, the model panel in `space.about`, the examples in `space.gallery`, the batch tab in
+segmenter in `space.handlers`, the API in `space.api`, the page's result in `space.views`, volumes (every slice,
+the slice slider, mL, the DICOM series box) in `space.volume` and their 3D surface in `space.surface`, the upload
+preview in `space.preview`, the model panel in `space.about`, the examples in `space.gallery`, the batch tab in
 `space.batch`, the model registry in `space.registry`, upload handling in `space.results`, rendering in
 `space.page`, settings in `space.config`). Environment: `GMS_MODELS`, `GMS_MODELS_FILE`,
 `GMS_DEMO_MODEL`, `GMS_DEVICE`, `GMS_PRECISION`, `GMS_MAX_IMAGE_PIXELS`, `GMS_MAX_BATCH_FILES`,
