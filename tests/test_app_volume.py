@@ -233,7 +233,7 @@ def test_several_files_that_are_not_one_series_are_refused(app_module, series, t
 
 
 def test_zip_members_cannot_escape_the_results_folder(tmp_path):
-    from space.volume import extract_series_zip
+    from space.uploads import extract_series_zip
 
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as handle:
