@@ -5,8 +5,9 @@ Run locally with `python app.py` (http://127.0.0.1:7860). The API endpoint `/seg
 `/segment_uncertainty` adds posterior samples, test-time augmentation, a seed and the frame of a DICOM/NIfTI
 file, and returns the uncertainty map too; `/segment_batch` segments several images, DICOM files and NIfTI volumes.
 This file builds the page and wires its events; what they do lives in the `space/` package beside it (the
-segmenter in `space.handlers`, the API in `space.api`, the page's result in `space.views`, the upload preview in
-`space.preview`, the model panel in `space.about`, the examples in `space.gallery`, the batch tab in
+segmenter in `space.handlers`, the API in `space.api`, the page's result in `space.views`, volumes (every slice,
+the slice slider, mL, the DICOM series box) in `space.volume` and their 3D surface in `space.surface`, the upload
+preview in `space.preview`, the model panel in `space.about`, the examples in `space.gallery`, the batch tab in
 `space.batch`, the model registry in `space.registry`, upload handling in `space.results`, rendering in
 `space.page`, settings in `space.config`). Environment: `GMS_MODELS`, `GMS_MODELS_FILE`,
 `GMS_DEMO_MODEL`, `GMS_DEVICE`, `GMS_PRECISION`, `GMS_MAX_IMAGE_PIXELS`, `GMS_MAX_BATCH_FILES`,
@@ -53,6 +54,7 @@ from space.registry import ModelRegistry
 from space.results import InputError, read_upload
 from space.retention import RETENTION_S, prune_stale, remove_at_exit
 from space.views import ResultViews
+from space.volume import VolumeViews
 
 logger = logging.getLogger("gms_app")
 if __name__ == "__main__":
@@ -69,7 +71,8 @@ EXAMPLES = [
     ("brain_t1.png", "brain-mri", "T1 brain MRI, axial (MNI template test slab; scripts/make_brain_example.py)"),
 ]
 # No file_types on the uploads: DICOM exports often have no extension; the reader decides and explains.
-MEDICAL_HINT = "PNG, JPEG, BMP, TIFF (8 or 16 bit), DICOM (.dcm or none), NIfTI (.nii, .nii.gz)"
+MEDICAL_HINT = ("PNG, JPEG, BMP, TIFF (8 or 16 bit), DICOM (.dcm or none), NIfTI (.nii, .nii.gz), or a DICOM series: "
+                "a .zip of its files, or its files in the box below")
 MAX_SAMPLES = 16
 MAX_PIXELS = int(os.environ.get("GMS_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
 MAX_BATCH_FILES = int(os.environ.get("GMS_MAX_BATCH_FILES", 50))
@@ -105,6 +108,7 @@ segmenter = Segmenter(registry, _forward, OUTPUT_DIR, MAX_PIXELS, max_samples=MA
                       output_max_age_s=RETENTION_S)
 api = ApiEndpoints(segmenter)
 views = ResultViews(segmenter)
+volume_views = VolumeViews(views)  # a NIfTI volume or a DICOM series: every slice, a slice slider, mL
 previews = UploadPreview(segmenter)
 model_info = ModelInfo(registry)
 example_gallery = ExampleGallery([e for e in EXAMPLES if e[1] in registry.names()],  # a model not configured: no example
@@ -114,9 +118,16 @@ batch = BatchHandler(segmenter, max_files=MAX_BATCH_FILES, max_frames=MAX_BATCH_
 segment = api.segment
 segment_uncertainty = api.segment_uncertainty
 rethreshold = views.rethreshold
-segment_page = views.segment_page
-show_preview = previews.show_preview
-show_frame = previews.show_frame
+segment_page = volume_views.segment_page  # one file: as before; a volume: every slice
+show_preview = volume_views.show_preview
+show_frame = volume_views.show_frame
+show_page = volume_views.show_page
+update_page = volume_views.update_page
+show_slice = volume_views.show_slice
+segment_upload = volume_views.segment_upload  # the page's two upload boxes: one file, or a DICOM series' files
+show_upload = volume_views.show_upload
+take_series = volume_views.take_series
+show_upload_frame = volume_views.show_upload_frame
 update_view = views.update_view
 show_result = views.show_result
 describe_source = model_info.describe_source
@@ -220,11 +231,19 @@ def image_inputs(model_choices: ModelChoices) -> ImageInputs:
     )
     source = gr.Markdown(describe_source("busi"), elem_id="model-source")
     # No file_types: DICOM exports often have no extension; the reader decides and explains.
+    # One file: a multiple box appends a new drop to the files already there, so a series has a box of its own.
     image_file = gr.File(
         label=f"Image: drop, paste or click to choose ({MEDICAL_HINT})",
         height=120,
         elem_id="image-file",
     )
+    # A DICOM series' single-frame files, dropped together; an upload here empties the box above and the reverse.
+    # No file_types either: series files often have no extension (IM0001).
+    with gr.Accordion("DICOM series: several files of one scan", open=False, elem_id="series-accordion"):
+        series_files = gr.File(
+            label="DICOM series: drop or choose all its files at once (replaces the image above)",
+            file_count="multiple", height=120, elem_id="series-files",
+        )
     preview = gr.Image(
         label="Your image (as the model sees it)", type="filepath", interactive=False,
         height=300, buttons=["fullscreen"], elem_id="preview",
@@ -248,7 +267,8 @@ def image_inputs(model_choices: ModelChoices) -> ImageInputs:
             value=examples, label="Examples (click one to segment it)", columns=4, rows=1,
             height=180, allow_preview=False, object_fit="contain", buttons=[], elem_id="examples",
         )
-    return ImageInputs(model=model, source=source, image_file=image_file, preview=preview, frame=frame,
+    return ImageInputs(model=model, source=source, image_file=image_file, series_files=series_files,
+                       preview=preview, frame=frame,
                        threshold=threshold, num_samples=num_samples, tta=tta, button=button, gallery=gallery)
 
 
@@ -272,6 +292,12 @@ def result_outputs() -> ResultOutputs:
                         "augmentation, then Segment.")
             uncertainty = gr.Image(label="Uncertainty map", type="filepath", interactive=False,
                                    height=360, buttons=[], elem_id="uncertainty")
+    # Shown for a segmented volume (NIfTI, DICOM series): moves the views to slice k without running the model.
+    slice_slider = gr.Slider(1, 2, value=1, step=1, label="Slice of the segmented volume", visible=False,
+                             elem_id="slice")
+    # Volumes only. visible="hidden" (rendered, not displayed), not False: a Model3D first shown by the update that
+    # also brings its file never mounts its canvas (gradio 6.31; checked in Chromium).
+    surface = gr.Model3D(label="3D surface of the mask", visible="hidden", height=320, elem_id="surface")
     table = gr.HTML("<p>Segment an image to see its numbers here.</p>", label="Result",
                     elem_id="result-table")
     mask_file = gr.File(label="Mask PNG (input size, values 0/255; 0..K for several classes)",
@@ -279,9 +305,11 @@ def result_outputs() -> ResultOutputs:
     seg_file = gr.File(label="DICOM SEG of the mask", interactive=False, visible=False,
                        elem_id="seg-file")
     seg_note = gr.Markdown("", visible=False, elem_id="seg-note")
+    volume_files = gr.File(label="Volume: NIfTI mask (or DICOM SEG of a series) and volumes.csv", file_count="multiple",
+                           interactive=False, visible=False, elem_id="volume-files")
     return ResultOutputs(overlay=overlay, legend=legend, opacity=opacity, compare=compare, heatmap=heatmap,
                          uncertainty=uncertainty, table=table, mask_file=mask_file, seg_file=seg_file,
-                         seg_note=seg_note)
+                         seg_note=seg_note, slice_slider=slice_slider, volume_files=volume_files, surface=surface)
 
 
 def api_components() -> ApiComponents:
@@ -289,6 +317,7 @@ def api_components() -> ApiComponents:
     # and its button takes the frame and the uncertainty controls, which /segment does not.
     with gr.Group(visible=False):
         return ApiComponents(
+            image_file=gr.File(),  # one file: the page's upload box also takes a series' files
             overlay=gr.Image(type="filepath", format="png"),
             mask=gr.File(),
             prob=gr.Image(type="filepath", format="png"),
@@ -305,14 +334,14 @@ def wire_api_endpoints(single: SingleImageTab) -> None:
     inputs, api = single.inputs, single.api
     api.segment.click(
         segment,
-        inputs=[inputs.image_file, inputs.model, inputs.threshold],
+        inputs=[api.image_file, inputs.model, inputs.threshold],
         outputs=[api.overlay, api.mask, api.prob, api.stats],
         api_name="segment",
         api_description="Segment an image: (image file, model name, threshold) -> (overlay, mask PNG, probability map, stats).",
     )
     api.uncertain.click(
         segment_uncertainty,
-        inputs=[inputs.image_file, inputs.model, inputs.threshold, inputs.num_samples, inputs.tta, api.seed, api.frame],
+        inputs=[api.image_file, inputs.model, inputs.threshold, inputs.num_samples, inputs.tta, api.seed, api.frame],
         outputs=[api.overlay, api.mask, api.prob, api.uncertainty, api.stats],
         api_name="segment_uncertainty",
         api_description="Segment one image or one DICOM/NIfTI frame with posterior samples and test-time "
@@ -325,21 +354,31 @@ def wire_single_image_page(demo: gr.Blocks, single: SingleImageTab, result: gr.S
     """The page's own events (private: not part of the API)."""
     inputs, out = single.inputs, single.outputs
     page_views = [out.overlay, out.compare, out.mask_file, out.table, out.legend, out.seg_file, out.seg_note,
-                  out.heatmap, out.uncertainty]
-    page_inputs = [inputs.image_file, inputs.model, inputs.threshold, inputs.frame, inputs.num_samples, inputs.tta]
-    view_inputs = [result, inputs.threshold, out.opacity]
+                  out.heatmap, out.uncertainty, out.volume_files, out.slice_slider, out.surface]
+    updated_views = page_views[:7] + [out.volume_files, out.surface]  # a threshold or opacity change
+    uploads = [inputs.image_file, inputs.series_files]  # one of the two holds what is segmented
+    page_inputs = [*uploads, inputs.model, inputs.threshold, inputs.frame, inputs.num_samples, inputs.tta]
+    view_inputs = [result, inputs.threshold, out.opacity, out.slice_slider]
 
-    inputs.button.click(segment_page, inputs=page_inputs, outputs=result, api_visibility="private").success(
-        show_result, inputs=view_inputs, outputs=page_views, api_visibility="private"
+    inputs.button.click(segment_upload, inputs=page_inputs, outputs=result, api_visibility="private").success(
+        show_page, inputs=view_inputs, outputs=page_views, api_visibility="private"
     ).then(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private")
     for control in (inputs.threshold, out.opacity):
         control.release(
-            update_view, inputs=view_inputs, outputs=page_views[:7],
+            update_page, inputs=view_inputs, outputs=updated_views,
             api_visibility="private", concurrency_id="rethreshold", concurrency_limit=4,
         )
-    inputs.image_file.change(show_preview, inputs=inputs.image_file, outputs=[inputs.preview, inputs.frame],
+    out.slice_slider.release(show_slice, inputs=view_inputs, outputs=[out.overlay, out.compare, out.mask_file, out.heatmap],
+                             api_visibility="private", concurrency_id="rethreshold", concurrency_limit=4)
+    preview_views = [inputs.preview, inputs.frame, inputs.series_files]
+    inputs.image_file.change(show_upload, inputs=uploads, outputs=preview_views,
                              api_visibility="private", concurrency_id="preview", concurrency_limit=4)
-    inputs.frame.release(show_frame, inputs=[inputs.image_file, inputs.frame], outputs=inputs.preview,
+    inputs.series_files.upload(take_series, inputs=inputs.series_files,
+                               outputs=[inputs.image_file, inputs.preview, inputs.frame],
+                               api_visibility="private", concurrency_id="preview", concurrency_limit=4)
+    inputs.series_files.clear(show_upload, inputs=uploads, outputs=preview_views,
+                              api_visibility="private", concurrency_id="preview", concurrency_limit=4)
+    inputs.frame.release(show_upload_frame, inputs=[*uploads, inputs.frame], outputs=inputs.preview,
                          api_visibility="private", concurrency_id="preview", concurrency_limit=4)
     inputs.model.change(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private",
                         queue=False)
@@ -348,9 +387,9 @@ def wire_single_image_page(demo: gr.Blocks, single: SingleImageTab, result: gr.S
     if inputs.gallery is not None:
         inputs.gallery.select(load_example, outputs=[inputs.image_file, inputs.model, inputs.frame],
                               api_visibility="private", queue=False).then(
-            segment_page, inputs=page_inputs, outputs=result, api_visibility="private",
+            segment_upload, inputs=page_inputs, outputs=result, api_visibility="private",
         ).success(
-            show_result, inputs=view_inputs, outputs=page_views, api_visibility="private"
+            show_page, inputs=view_inputs, outputs=page_views, api_visibility="private"
         ).then(describe_source, inputs=inputs.model, outputs=inputs.source, api_visibility="private")
 
 

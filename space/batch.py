@@ -4,7 +4,9 @@ Images give a PNG mask each; a NIfTI file gives one NIfTI mask with its geometry
 that references it (PNGs per frame, with a note, where a SEG cannot reference the source), all written by the
 library's `gms_hub.io.mask_files.MaskWriter`, as `python -m gms_hub.predict` writes them. The CSV has one row per
 frame (DICOM frames from 1, NIfTI slices by their voxel index, as the predict CLI counts them) and one row for a
-file that could not be segmented, with the reason.
+file that could not be segmented, with the reason. A 2.5D model (`context_slices = 1`) sees each slice of a volume
+with its neighbours as the predict CLI gives them (`gms_hub.data.context.context_input`); a single image is its
+own neighbour.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import gradio as gr
 
+from gms_hub.data.context import context_input
 from gms_hub.io.mask_files import MaskWriter, class_names
 from gms_hub.io.safety import atomic_path, describe_error, output_stems, write_csv
 
@@ -142,6 +145,10 @@ class BatchHandler:
         """Every frame of one upload of `kind` (`upload_kind`): (its CSV rows, {name in the zip: mask file})."""
         segmenter, registry = self.segmenter, self.segmenter.registry
         opened = open_upload(image_file, max_pixels=segmenter.max_pixels, kind=kind)  # not sniffed again
+        try:  # a 2.5D model: slice k of a volume with k-1 and k+1 as channels, as the predict CLI reads it
+            opened = context_input(opened, int(getattr(registry.get(key).model, "context_slices", 0)))
+        except ValueError as err:  # a colour volume cannot carry context
+            raise InputError(str(err)) from None
         if opened.num_frames > self.max_frames:
             raise InputError(f"'{opened.path.name}' has {opened.num_frames} frames; a batch segments at most "
                              f"{self.max_frames} per file. Use `python -m gms_hub.predict` for larger volumes.")

@@ -19,6 +19,7 @@ class ImageInputs:
     model: gr.Dropdown
     source: gr.Markdown
     image_file: gr.File
+    series_files: gr.File
     preview: gr.Image
     frame: gr.Slider
     threshold: gr.Slider
@@ -42,12 +43,16 @@ class ResultOutputs:
     mask_file: gr.File
     seg_file: gr.File
     seg_note: gr.Markdown
+    slice_slider: gr.Slider
+    volume_files: gr.File
+    surface: gr.Model3D
 
 
 @dataclass
 class ApiComponents:
-    """The API endpoints' own (hidden) outputs and buttons."""
+    """The API endpoints' own (hidden) upload, outputs and buttons."""
 
+    image_file: gr.File
     overlay: gr.Image
     mask: gr.File
     prob: gr.Image

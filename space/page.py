@@ -234,6 +234,7 @@ def stats_table_html(
     mean_uncertainty: Optional[float] = None,
     classes: Sequence[ClassRow] = (),
     frame: Optional[Tuple[int, int]] = None,
+    volume: Optional[Sequence[Tuple[str, str]]] = None,
 ) -> str:
     """The result as a small two-column HTML table (styled with gradio's CSS variables, so dark mode works).
 
@@ -246,6 +247,8 @@ def stats_table_html(
         mean_uncertainty (`float`, *optional*): mean uncertainty inside the mask (only when it was computed).
         classes (`Sequence[ClassRow]`, defaults to `()`): per-class rows for multi-class models.
         frame (`tuple(int, int)`, *optional*): (frame number from 1, frame count) of a DICOM/NIfTI file with several.
+        volume (`Sequence[tuple(str, str)]`, *optional*): (heading, text) rows of a segmented volume (slices, mL per
+            class, voxel size), shown instead of the one frame's segmented area.
 
     Returns:
         `str`: HTML; every value is escaped.
@@ -260,10 +263,13 @@ def stats_table_html(
         # Demo and reference labels already say what they are; Hub and folder labels get the kind.
         suffix = f" ({SOURCE_KINDS[kind]})" if kind in ("hub", "local") else ""
         rows.append(("Source", f"{stats['source']}{suffix}"))
-    area = f"{_fmt_int(stats.get('area_px', 0))} px ({float(stats.get('area_percent', 0.0)):.2f} %)"
-    if area_mm2 is not None:
-        area += f", {float(area_mm2):.1f} mm²"
-    rows.append(("Segmented area", area))
+    if volume is not None:
+        rows.extend((str(head), str(text)) for head, text in volume)
+    else:
+        area = f"{_fmt_int(stats.get('area_px', 0))} px ({float(stats.get('area_percent', 0.0)):.2f} %)"
+        if area_mm2 is not None:
+            area += f", {float(area_mm2):.1f} mm²"
+        rows.append(("Segmented area", area))
     for row in classes:
         swatch = ""
         if row.color is not None:

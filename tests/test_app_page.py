@@ -353,13 +353,14 @@ def test_desktop_dicom_nifti_and_uncertainty(server, browser, medical, tmp_path)
     assert hd.seg.segread(tmp_path / "seg.dcm").SegmentSequence[0].SegmentLabel == "foreground"
     page.screenshot(path=str(ARTIFACTS / "page_desktop_dicom.png"), full_page=True)
 
-    # A NIfTI volume: the slice selector appears; slice 3 is previewed and segmented.
+    # A NIfTI volume: the slice selector appears; with posterior samples slice 3 alone is segmented.
     page.locator("#image-file").get_by_label("Clear").click()
     page.locator("#image-file input[type=file]").set_input_files(str(medical["nifti"]))
     expect(page.locator("#frame")).to_be_visible(timeout=30_000)
     expect_text(page.locator("#frame"), "Slice (1 to 5")
     first = page.locator("#preview img").get_attribute("src")
-    number = page.get_by_label("number input for Slice (1 to 5; segmentation runs on this one)")
+    number = page.get_by_label("number input for Slice (1 to 5; Segment runs on every slice, on this one only with "
+                               "posterior samples or TTA)")
     number.fill("3")
     number.press("Tab")
     expect(page.locator("#preview img")).not_to_have_attribute("src", first, timeout=30_000)
@@ -540,3 +541,83 @@ def test_segment_batch_api_gives_per_class_areas(server, images, multiclass_mode
         (row,) = list(csv.DictReader(handle))
     assert int(row["area_px_benign"]) == counts[1] and int(row["area_px_malignant"]) == counts[2]
     assert int(row["area_px"]) == counts[1] + counts[2]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width, height", [(1280, 900), (390, 844)])
+def test_volume_slice_slider(server, browser, medical, width, height):
+    """A NIfTI volume: every slice is segmented; the slice slider under the overlay changes the picture without the
+    model, the table gives mL, the download holds the mask and volumes.csv; a phone shows it without overflow."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.locator("#image-file input[type=file]").set_input_files(str(medical["nifti"]))
+    expect(page.locator("#frame")).to_be_visible(timeout=30_000)
+    page.locator("#segment-button").click()
+    table = page.locator("#result-table")
+    expect_text(table, "mL")
+    expect_text(table, "Slices")
+    slider = page.locator("#slice")
+    expect(slider).to_be_visible(timeout=30_000)
+    expect_text(page.locator("#volume-files"), "volumes.csv")
+    expect_text(page.locator("#volume-files"), "volume_mask.nii")
+    _image_ready(page, "#overlay img")
+    before = page.locator("#overlay img").get_attribute("src")
+    number = page.get_by_label("number input for Slice of the segmented volume (1 to 5)")
+    expect(number).to_have_value("3")  # the middle slice first
+    number.fill("5")
+    number.press("Tab")
+    expect(page.locator("#overlay img")).not_to_have_attribute("src", before, timeout=30_000)
+    assert "slice5" in page.locator("#overlay img").get_attribute("src")
+    assert _no_horizontal_overflow(page)
+    page.screenshot(path=str(ARTIFACTS / f"page_volume_{width}.png"), full_page=True)
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def dicom_series(tmp_path_factory):
+    """A 3-slice DICOM series whose file names and instance numbers disagree with the slice positions."""
+    from _series_utils import write_series
+
+    datasets = write_series(tmp_path_factory.mktemp("page_series") / "study", 3)
+    return sorted(Path(ds.filename) for ds in datasets)  # by name: not the spatial order
+
+
+@pytest.mark.browser
+def test_dicom_series_files_dropped_together(server, browser, images, dicom_series):
+    """Three DICOM files of one series chosen together in the series box: they replace the single box's image,
+    make one volume (slice slider, mL) and one DICOM SEG with volumes.csv; a new image in the single box then
+    empties the series box."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.locator("#image-file input[type=file]").set_input_files(str(images["gray8"]))
+    _image_ready(page, "#preview img")
+    page.locator("#series-accordion").get_by_text("DICOM series: several files of one scan").click()
+    page.locator("#series-files input[type=file]").set_input_files([str(p) for p in dicom_series])
+    expect_text(page.locator("#series-files"), dicom_series[0].stem)
+    expect(page.locator("#frame")).to_be_visible(timeout=30_000)
+    expect(page.get_by_label("number input for Slice (1 to 3", exact=False)).to_be_visible()
+    expect(page.locator("#image-file input[type=file]")).to_have_count(1, timeout=30_000)  # the single box emptied
+    expect(page.locator("#image-file")).not_to_contain_text("gray8.png")
+    page.locator("#segment-button").click()
+    table = page.locator("#result-table")
+    expect_text(table, "mL")
+    expect_text(table, "Slices")
+    expect(page.locator("#slice")).to_be_visible(timeout=30_000)
+    expect(page.get_by_label("number input for Slice of the segmented volume (1 to 3)")).to_have_value("2")
+    expect_text(page.locator("#volume-files"), "series7_seg")  # the page shows "series7_seg .dcm"
+    expect_text(page.locator("#volume-files"), "volumes.csv")
+    # The 3D view shows the OBJ in a mounted viewer (a canvas of the box's size).
+    expect(page.locator("#surface")).to_be_visible()
+    expect(page.locator("#surface [data-testid=model3d-download-link]")).to_have_attribute(
+        "download", "series7_surface.obj")
+    expect(page.locator("#surface canvas")).to_have_count(1, timeout=30_000)
+    assert page.locator("#surface canvas").evaluate("c => c.clientWidth > 200 && c.clientHeight > 200")
+    page.screenshot(path=str(ARTIFACTS / "page_series_1280.png"), full_page=True)
+
+    page.locator("#image-file input[type=file]").set_input_files(str(images["gray8"]))
+    expect(page.locator("#series-files")).not_to_contain_text(dicom_series[0].stem, timeout=30_000)
+    page.close()
