@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from _series_utils import write_series
@@ -23,6 +24,17 @@ from gms_hub.inference import predict
 from gms_hub.inference.resume import RECORD_DIR
 
 TIMEOUT = 120
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread in this process, as in the subprocesses (`subprocess_env`): the in-process runs compute as
+    the launched ones do, and on a few shared cores threads spinning against each other make a run many times
+    slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +85,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def predict_args(model_dir, inputs, out, *extra):
+    return ["--model", str(model_dir), "--input", str(inputs), "--output_dir", str(out), "--batch_size", "2", *extra]
+
+
 def predict_command(model_dir, inputs, out, *extra):
-    return ["-m", "gms_hub.predict", "--model", str(model_dir), "--input", str(inputs), "--output_dir", str(out),
-            "--batch_size", "2", *extra]
+    return ["-m", "gms_hub.predict", *predict_args(model_dir, inputs, out, *extra)]
 
 
-def run_plain(model_dir, inputs, out, *extra):
-    result = subprocess.run([sys.executable, *predict_command(model_dir, inputs, out, *extra)], cwd=REPO_ROOT,
-                            env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+@pytest.fixture(scope="module")
+def reference(model_dir, tmp_path_factory):
+    """Mixed inputs and what one plain process (this one, the saved model loaded as the CLI loads it) writes for
+    them: the outputs every launch is compared with."""
+    root = tmp_path_factory.mktemp("reference")
+    inputs = mixed_inputs(root / "in")
+    assert predict.main(predict_args(model_dir, inputs, root / "one", "--save_overlay")) == 0
+    one = snapshot(root / "one")
+    assert {"predictions.csv", "volumes.csv", "ct_mask.nii.gz", "img00.png", "img00_overlay.png"} <= set(one), \
+        sorted(one)
+    return inputs, one
 
 
 def launch(processes: list, timeout: float = TIMEOUT) -> list:
@@ -114,37 +135,38 @@ def ranks_that_finished(out: Path) -> set:
     return {json.loads(p.read_text())["rank"] for p in (out / RECORD_DIR / "finished").glob("*.json")}
 
 
-def test_two_processes_under_accelerate_launch_equal_one(model_dir, tmp_path):
-    inputs = mixed_inputs(tmp_path / "in")
-    run_plain(model_dir, inputs, tmp_path / "one", "--save_overlay")
+def test_two_processes_under_accelerate_launch_equal_one(model_dir, reference, tmp_path):
+    inputs, one = reference
     port = free_port()
     launch([accelerate("--num_machines", "1", "--num_processes", "2", "--main_process_port", str(port),
                        *predict_command(model_dir, inputs, tmp_path / "two", "--save_overlay"))])
     assert ranks_that_finished(tmp_path / "two") == {1}  # the second process really ran (and said so)
-    one, two = snapshot(tmp_path / "one"), snapshot(tmp_path / "two")
-    assert {"predictions.csv", "volumes.csv", "ct_mask.nii.gz", "img00.png"} <= set(one), sorted(one)
+    two = snapshot(tmp_path / "two")
     assert sorted(one) == sorted(two) and all(one[name] == two[name] for name in one)
     manifest = json.loads((tmp_path / "two" / ".gms_hub_outputs.json").read_text())
     assert set(manifest["files"]) == set(two)  # one record, every process's files in it
     assert not leftovers(tmp_path / "two")
 
 
-def test_simulated_two_machine_launch_over_loopback_equals_one_process(model_dir, tmp_path):
-    inputs = mixed_inputs(tmp_path / "in")
-    run_plain(model_dir, inputs, tmp_path / "one")
+def test_simulated_two_machine_launch_over_loopback_equals_one_process(model_dir, reference, tmp_path):
+    inputs, one = reference
     port, out = free_port(), tmp_path / "two-machines"
     commands = [accelerate("--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
                            "--main_process_port", str(port), "--num_processes", "2",
-                           *predict_command(model_dir, inputs, out)) for rank in (0, 1)]
+                           *predict_command(model_dir, inputs, out, "--save_overlay")) for rank in (0, 1)]
     launch(commands)
     assert ranks_that_finished(out) == {1}
-    one, two = snapshot(tmp_path / "one"), snapshot(out)
+    two = snapshot(out)
     assert sorted(one) == sorted(two) and all(one[name] == two[name] for name in one)
 
 
-def test_a_killed_run_resumes_to_the_same_outputs_and_says_how_many_it_skipped(model_dir, tmp_path):
-    inputs = pngs(tmp_path / "in", 40, size=(96, 96))
-    run_plain(model_dir, inputs, tmp_path / "whole", "--batch_size", "1")
+KILLED_RUN_INPUTS = 64  # tiny images, one per batch: the kill lands long before the last one
+
+
+def test_a_killed_run_resumes_to_the_same_outputs_and_says_how_many_it_skipped(model_dir, tmp_path, caplog):
+    count = KILLED_RUN_INPUTS
+    inputs = pngs(tmp_path / "in", count, size=(32, 32))
+    assert predict.main(predict_args(model_dir, inputs, tmp_path / "whole", "--batch_size", "1")) == 0
     out = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, *predict_command(model_dir, inputs, out, "--batch_size", "1",
                                                                  "--num_workers", "0")],
@@ -154,7 +176,7 @@ def test_a_killed_run_resumes_to_the_same_outputs_and_says_how_many_it_skipped(m
     deadline = time.monotonic() + TIMEOUT
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            if records.is_dir() and len(list(records.glob("*.json"))) >= 3:
+            if records.is_dir() and len(list(records.glob("*.json"))) >= 2:
                 break
             time.sleep(0.005)
         os.killpg(process.pid, signal.SIGKILL)
@@ -162,13 +184,15 @@ def test_a_killed_run_resumes_to_the_same_outputs_and_says_how_many_it_skipped(m
         process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     done = len(list(records.glob("*.json")))
-    assert 3 <= done < 40 and not (out / "predictions.csv").exists()
+    assert 2 <= done < count and not (out / "predictions.csv").exists()
     # a temporary file of our own pattern, as a kill mid-write leaves it, and a user's file that looks alike
-    (out / ".0123456789ab.partial-img39.png").write_bytes(b"half")
+    (out / f".0123456789ab.partial-img{count - 1}.png").write_bytes(b"half")
     (out / ".notes.partial-keep.txt").write_bytes(b"the user's")
-    result = run_plain(model_dir, inputs, out, "--batch_size", "1")
-    skipped = int(result.stderr.split("Skipped ")[1].split(" input(s) already done")[0])
-    assert skipped >= done - 1 and skipped >= 2  # the record of an input is written after all its outputs
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert predict.main(predict_args(model_dir, inputs, out, "--batch_size", "1")) == 0
+    skipped = int(caplog.text.split("Skipped ")[1].split(" input(s) already done")[0])
+    assert skipped >= done - 1 and skipped >= 1  # the record of an input is written after all its outputs
     assert snapshot(out) == snapshot(tmp_path / "whole")
     assert leftovers(out) == [str(out / ".notes.partial-keep.txt")]
     assert json.loads((out / ".gms_hub_outputs.json").read_text())["files"] and \

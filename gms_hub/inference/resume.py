@@ -76,6 +76,23 @@ def file_fingerprint(paths: Iterable[Path]) -> List[List[Any]]:
     return fingerprint
 
 
+OUTPUT_ARGUMENTS = ("model", "input", "dataset", "split", "image_column", "id_column", "revision", "output_format",
+                    "window", "slice_axis", "threshold", "batch_size", "fast", "save_probabilities", "num_samples",
+                    "tta", "save_uncertainty", "seed", "save_overlay", "postprocess")
+"""The arguments that change what a run writes: a rerun resumes only when all of them are the same."""
+
+
+def run_arguments(args) -> Dict[str, Any]:
+    """The predict CLI's parsed arguments of `OUTPUT_ARGUMENTS` (and the model folder's file sizes and times), as the record keeps them."""
+    arguments = {name: getattr(args, name, None) for name in OUTPUT_ARGUMENTS}
+    model = Path(str(args.model))
+    if model.is_dir():
+        arguments["model_files"] = [[str(p.relative_to(model)), *stat[1:]]
+                                    for p, stat in zip(sorted(model.rglob("*")), file_fingerprint(sorted(model.rglob("*"))))
+                                    if p.is_file()]
+    return json.loads(json.dumps(arguments, default=str))
+
+
 def _stat(path: Path) -> Optional[List[int]]:
     try:
         stat = os.stat(path)
