@@ -12,7 +12,7 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -50,6 +50,8 @@ class Job:
     queued: int = 0  # frames handed to the model
     processed: int = 0  # frames whose outputs are written (or given up)
     closed: bool = False  # every frame queued (and a volume's file-level output written)
+    group: int = 0  # its batch group (`batch_groups`): the inputs whose frames may share a forward pass
+    ends_group: bool = False  # the last input of its group: the pending frames are segmented after it
 
     @property
     def key(self) -> str:
@@ -108,6 +110,29 @@ def make_jobs(files: List[Path]) -> List[Job]:
     jobs += [Job(path=path, stem=stem, series=item)
              for path, stem, item in zip(paths[len(singles):], stems[len(singles):], series)]
     return jobs
+
+
+def batch_groups(jobs: Iterable[Job], size: int) -> Iterator[List[Job]]:
+    """The sorted `jobs` in consecutive groups of `size` (`--batch_size`), numbered from 0 in `Job.group`.
+
+    Frames of different inputs share a forward pass only within a group, and a group is the unit a sharded run
+    deals out and a resumed run redoes: every batch of a run is then the same set of frames in the same order
+    however many processes run it, and whether or not it was resumed. (A batch's arithmetic depends on its
+    size, so a frame segmented beside other frames can come out a rounding step away from the same frame
+    segmented alone; fixed groups make the outputs of such runs identical bytes.)
+    """
+    group: List[Job] = []
+    number = 0
+    for job in jobs:
+        job.group, job.ends_group = number, False
+        group.append(job)
+        if len(group) == size:
+            group[-1].ends_group = True
+            yield group
+            group, number = [], number + 1
+    if group:
+        group[-1].ends_group = True
+        yield group
 
 
 def dataset_jobs(args, shard: Shard):

@@ -43,7 +43,7 @@ from ..io.mask_files import OUTPUT_FORMATS
 from ..io.safety import OutputManifest, UnsafeOutputError, check_output_dir, write_csv
 from ..models.resolver import ACCEPTED_FORMS, load_model
 from . import sources, volumes
-from .jobs import (TOOL, Job, csv_columns, dataset_jobs, find_inputs, make_jobs, one_line, record_entry,
+from .jobs import (TOOL, Job, batch_groups, csv_columns, dataset_jobs, find_inputs, make_jobs, one_line, record_entry,
                    write_volume_entries)
 from .predictor import Predictor, decode_job
 from .resume import RunRecord, remove_stale_temporaries, run_arguments
@@ -290,24 +290,26 @@ def _take_share(args, shard: Shard, manifest: OutputManifest, record: RunRecord)
             job.order = order
     streamed = not isinstance(all_jobs, list)
     share = _Share(dataset=dataset, streamed=streamed, total=None if streamed else len(all_jobs))
-    pending = _pending(all_jobs if streamed else shard.take(all_jobs), share, manifest, record)
+    groups = batch_groups(all_jobs, args.batch_size)  # the unit a process takes and a resumed run redoes
+    pending = _pending(groups if streamed else shard.take(list(groups)), share, manifest, record)
     share.todo = pending if streamed else list(pending)
     if not streamed:
         _log_skipped(share.skipped, shard)
     return share
 
 
-def _pending(mine, share: _Share, manifest: OutputManifest, record: RunRecord):
-    """The jobs of `mine` that the run record does not hold as done; the keys of all and the entries of the done
-    ones go to `share` as they pass."""
-    for job in mine:
-        share.keys.append(job.key)
-        entry = record.done(job.key, job.fingerprint(), manifest.previous)
-        if entry is not None:
-            share.entries.append(entry)
-            share.skipped += 1
+def _pending(groups, share: _Share, manifest: OutputManifest, record: RunRecord):
+    """The jobs of the batch groups the run record does not hold as wholly done (a group an earlier run left
+    half done is redone whole, so that its batches are those of an uninterrupted run); the keys of all, and the
+    entries of the groups done, go to `share` as they pass."""
+    for group in groups:
+        share.keys.extend(job.key for job in group)
+        entries = [record.done(job.key, job.fingerprint(), manifest.previous) for job in group]
+        if all(entry is not None for entry in entries):
+            share.entries.extend(entries)
+            share.skipped += len(group)
         else:
-            yield job
+            yield from group
 
 
 def _segment_share(share: _Share, predictor: Predictor, progress_bar, workers: int, shard: Shard,

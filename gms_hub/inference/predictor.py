@@ -58,6 +58,7 @@ class Predictor:
         self.generator = None
         if args.seed is not None:
             self.generator = torch.Generator(device=model.device).manual_seed(args.seed)
+        self._seeded_group = 0
         self.pending: List[Tuple[Job, int, Any]] = []  # (job, frame index, frame)
         self.pending_range = None
         self.progress = None  # a tqdm bar of frames: its total grows as files are opened, it moves as frames are done
@@ -247,12 +248,22 @@ class Predictor:
         return InputFile(path=job.path, kind="image", frames=FrameSequence(1, lambda start, stop: [image]))
 
     def run(self, job: Job, decoded=None) -> None:
-        """Segment one input: `decoded` is what a DataLoader worker made of it (`sources.prefetch`), if any."""
+        """Segment one input: `decoded` is what a DataLoader worker made of it (`sources.prefetch`), if any.
+
+        Frames wait to fill a batch across inputs until the last input of a batch group (`Job.ends_group`,
+        `jobs.batch_groups`); with `--seed`, group g draws its posterior samples from seed + g, so a group's
+        outputs do not depend on which process ran it or on what ran before it."""
+        if self.generator is not None and job.group != self._seeded_group:
+            self.flush()
+            self.generator.manual_seed(self.args.seed + job.group)
+            self._seeded_group = job.group
         self.submit(self.open_jobs.append, job)
         try:
             self._run(job, decoded)
         finally:
             self.submit(self._close, job)
+        if job.ends_group:
+            self.flush()
 
     def _run(self, job: Job, decoded) -> None:
         args = self.args

@@ -2,9 +2,9 @@
 
 Without a launcher (no `WORLD_SIZE` above 1 in the environment) there is one process, no Accelerate state is
 created, and prediction runs exactly as it always did. Under `accelerate launch --num_processes N` (on one or
-many machines) each process gets `PartialState`'s rank and device, and takes the inputs `rank, rank + N, ...` of
-the sorted job list (round-robin: a folder of mixed sizes spreads evenly; a volume or a DICOM series is one job,
-so it stays whole on one process).
+many machines) each process gets `PartialState`'s rank and device, and takes the batch groups `rank, rank + N, ...` of
+the sorted job list (`jobs.batch_groups`: `--batch_size` consecutive inputs; round-robin, so a folder of mixed
+sizes spreads evenly; a volume or a DICOM series is one job, so it stays whole on one process).
 
 On a machine without CUDA the processes need a CPU state: `PartialState(cpu=True)` is what this module asks for
 (plain `PartialState()` there reports one process of one, and every process would do the whole job).
