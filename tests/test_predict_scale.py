@@ -61,8 +61,10 @@ def pngs(folder: Path, count: int, size=(40, 48), seed=0):
 
 
 def mixed_inputs(folder: Path) -> Path:
-    """PNGs, a DICOM series (3 slices) and a NIfTI volume (4 slices)."""
-    pngs(folder, 5)
+    """3 PNGs, a DICOM series (3 slices) and a NIfTI volume (4 slices). With `--batch_size 2`, a run that dealt
+    out single inputs instead of batch groups would segment some PNG alone in one run and beside another in the
+    other: its probability map would differ by a rounding step."""
+    pngs(folder, 3)
     write_series(folder / "series", num=3)
     volume = np.random.default_rng(1).integers(0, 1000, (40, 36, 4)).astype(np.int16)
     nib.save(nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.0, 1.0])), str(folder / "ct.nii.gz"))
@@ -93,16 +95,22 @@ def predict_command(model_dir, inputs, out, *extra):
     return ["-m", "gms_hub.predict", *predict_args(model_dir, inputs, out, *extra)]
 
 
+# 16-bit probability maps show a rounding step that a thresholded mask hides: a frame batched with other frames
+# than in the reference run would differ there. Batches are fixed groups of inputs (`jobs.batch_groups`), so a
+# sharded run's maps equal the reference's bytes.
+LAUNCH_FLAGS = ("--save_overlay", "--save_probabilities")
+
+
 @pytest.fixture(scope="module")
 def reference(model_dir, tmp_path_factory):
     """Mixed inputs and what one plain process (this one, the saved model loaded as the CLI loads it) writes for
     them: the outputs every launch is compared with."""
     root = tmp_path_factory.mktemp("reference")
     inputs = mixed_inputs(root / "in")
-    assert predict.main(predict_args(model_dir, inputs, root / "one", "--save_overlay")) == 0
+    assert predict.main(predict_args(model_dir, inputs, root / "one", *LAUNCH_FLAGS)) == 0
     one = snapshot(root / "one")
-    assert {"predictions.csv", "volumes.csv", "ct_mask.nii.gz", "img00.png", "img00_overlay.png"} <= set(one), \
-        sorted(one)
+    assert {"predictions.csv", "volumes.csv", "ct_mask.nii.gz", "img00.png", "img00_overlay.png",
+            "img00_prob.png"} <= set(one), sorted(one)
     return inputs, one
 
 
@@ -139,7 +147,7 @@ def test_two_processes_under_accelerate_launch_equal_one(model_dir, reference, t
     inputs, one = reference
     port = free_port()
     launch([accelerate("--num_machines", "1", "--num_processes", "2", "--main_process_port", str(port),
-                       *predict_command(model_dir, inputs, tmp_path / "two", "--save_overlay"))])
+                       *predict_command(model_dir, inputs, tmp_path / "two", *LAUNCH_FLAGS))])
     assert ranks_that_finished(tmp_path / "two") == {1}  # the second process really ran (and said so)
     two = snapshot(tmp_path / "two")
     assert sorted(one) == sorted(two) and all(one[name] == two[name] for name in one)
@@ -153,22 +161,23 @@ def test_simulated_two_machine_launch_over_loopback_equals_one_process(model_dir
     port, out = free_port(), tmp_path / "two-machines"
     commands = [accelerate("--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
                            "--main_process_port", str(port), "--num_processes", "2",
-                           *predict_command(model_dir, inputs, out, "--save_overlay")) for rank in (0, 1)]
+                           *predict_command(model_dir, inputs, out, *LAUNCH_FLAGS)) for rank in (0, 1)]
     launch(commands)
     assert ranks_that_finished(out) == {1}
     two = snapshot(out)
     assert sorted(one) == sorted(two) and all(one[name] == two[name] for name in one)
 
 
-KILLED_RUN_INPUTS = 64  # tiny images, one per batch: the kill lands long before the last one
+KILLED_RUN_INPUTS = 64  # tiny images: the kill lands long before the last one
+KILLED_RUN_BATCH = ("--batch_size", "3", "--save_probabilities")  # groups of 3: a half-done group is redone whole
 
 
 def test_a_killed_run_resumes_to_the_same_outputs_and_says_how_many_it_skipped(model_dir, tmp_path, caplog):
     count = KILLED_RUN_INPUTS
     inputs = pngs(tmp_path / "in", count, size=(32, 32))
-    assert predict.main(predict_args(model_dir, inputs, tmp_path / "whole", "--batch_size", "1")) == 0
+    assert predict.main(predict_args(model_dir, inputs, tmp_path / "whole", *KILLED_RUN_BATCH)) == 0
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, *predict_command(model_dir, inputs, out, "--batch_size", "1",
+    process = subprocess.Popen([sys.executable, *predict_command(model_dir, inputs, out, *KILLED_RUN_BATCH,
                                                                  "--num_workers", "0")],
                                cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
@@ -176,7 +185,7 @@ def test_a_killed_run_resumes_to_the_same_outputs_and_says_how_many_it_skipped(m
     deadline = time.monotonic() + TIMEOUT
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            if records.is_dir() and len(list(records.glob("*.json"))) >= 2:
+            if records.is_dir() and len(list(records.glob("*.json"))) >= 4:
                 break
             time.sleep(0.005)
         os.killpg(process.pid, signal.SIGKILL)
@@ -184,15 +193,16 @@ def test_a_killed_run_resumes_to_the_same_outputs_and_says_how_many_it_skipped(m
         process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     done = len(list(records.glob("*.json")))
-    assert 2 <= done < count and not (out / "predictions.csv").exists()
+    assert 4 <= done < count and not (out / "predictions.csv").exists()
     # a temporary file of our own pattern, as a kill mid-write leaves it, and a user's file that looks alike
     (out / f".0123456789ab.partial-img{count - 1}.png").write_bytes(b"half")
     (out / ".notes.partial-keep.txt").write_bytes(b"the user's")
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        assert predict.main(predict_args(model_dir, inputs, out, "--batch_size", "1")) == 0
+        assert predict.main(predict_args(model_dir, inputs, out, *KILLED_RUN_BATCH)) == 0
     skipped = int(caplog.text.split("Skipped ")[1].split(" input(s) already done")[0])
-    assert skipped >= done - 1 and skipped >= 1  # the record of an input is written after all its outputs
+    # whole groups of 3 are skipped; a group the kill cut is redone whole (its batch as in the uninterrupted run)
+    assert skipped % 3 == 0 and done - 3 < skipped <= done and skipped >= 3, (skipped, done)
     assert snapshot(out) == snapshot(tmp_path / "whole")
     assert leftovers(out) == [str(out / ".notes.partial-keep.txt")]
     assert json.loads((out / ".gms_hub_outputs.json").read_text())["files"] and \
@@ -271,3 +281,15 @@ def test_dataset_input_names_masks_by_id_and_equals_the_files(tiny, tmp_path, st
     assert not list((tmp_path / "ds").rglob("*.png"))  # no image of the dataset written to disk
     caplog_free_rerun = predict.main(["--dataset", str(tmp_path / "ds"), "--output_dir", str(out), *flags])
     assert caplog_free_rerun == 0 and _files(out) == from_dataset
+
+
+def test_batch_groups_are_consecutive_numbered_and_end_where_a_batch_may_end():
+    from gms_hub.inference.jobs import Job, batch_groups
+
+    jobs = [Job(path=Path(f"in/img{k}.png"), stem=f"img{k}") for k in range(7)]
+    groups = list(batch_groups(jobs, 3))
+    assert [[job.stem for job in group] for group in groups] == [["img0", "img1", "img2"], ["img3", "img4", "img5"],
+                                                                  ["img6"]]
+    assert [job.group for job in jobs] == [0, 0, 0, 1, 1, 1, 2]
+    assert [job.ends_group for job in jobs] == [False, False, True, False, False, True, True]
+    assert list(batch_groups([], 3)) == []
