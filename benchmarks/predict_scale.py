@@ -10,8 +10,8 @@ Four sections (`--sections`, all by default), each a table with the baseline, th
    `--num_workers`, the CLI with each of `--num_workers_list`.
 2. processes: under `accelerate launch`, 1 process x T threads against 2 processes x T/2 threads, and a simulated
    2-machine launch over loopback (two launchers, `--num_machines 2 --machine_rank 0/1 --main_process_ip
-   127.0.0.1`, one shared output folder), with every output file and `predictions.csv` hashed against the
-   1-process run; frames/s = frames / (wall time - start-up), start-up being the same launch over 2 small images
+   127.0.0.1`, one shared output folder), with every output file and `predictions.csv` hashed against a
+   1-process run with T/2 threads (the thread count, not the process count, can move a rounding step); frames/s = frames / (wall time - start-up), start-up being the same launch over 2 small images
    (Python, Accelerate, the model load). Run only when the predict code shards (it uses
    Accelerate's `PartialState` or `split_between_processes`); otherwise a "not available" line says why (every
    process would run the whole job into the same folder; `--assume_sharding` runs it anyway). A loopback launcher
@@ -509,23 +509,28 @@ def run_processes(args, model_spec: str, inputs: Path, work: Path, frames: int) 
     half = max(1, args.threads // 2)
     start_up_inputs = work / "start_up_inputs"  # one small image per process: start-up, model load, a frame
     write_small_images(start_up_inputs, 2)
-    configurations = [("1 process", 1, args.threads, None), ("2 processes", 2, half, None),
-                      ("2 machines (loopback)", 2, half, (0, 1))]
+    # Outputs are compared with a 1-process run whose process has the same threads as each of the 2: torch's CPU
+    # kernels split their sums by thread, so the thread count (not the process count) can move a rounding step.
+    configurations = [("1 process", 1, args.threads, None)]
+    if half != args.threads:
+        configurations.append(("1 process, threads of each of 2", 1, half, None))
+    configurations += [("2 processes", 2, half, None), ("2 machines (loopback)", 2, half, (0, 1))]
     rows, reference = [], None
     for name, processes, threads, ranks in configurations:
-        tag = f"{processes}_{'machines' if ranks else 'local'}"
+        tag = f"{processes}x{threads}_{'machines' if ranks else 'local'}"
         start_up, _ = launch(args, model_spec, start_up_inputs, work / f"start_up_{tag}", processes, threads, ranks)
         out = work / f"processes_{tag}"
         seconds, runs = launch(args, model_spec, inputs, out, processes, threads, ranks)
         hashes = output_hashes(out)
-        first = reference is None
+        first = processes == 1 and threads == half  # the identity reference
         reference = hashes if first else reference
         rows.append({"run": name, "processes x threads": f"{processes} x {threads}",
                      "exit": ",".join(str(run.returncode) for run in runs),
                      "frames ok": f"{ok_rows(out / 'predictions.csv')}/{frames}", "wall s": f"{seconds:.1f}",
                      "start-up s": f"{start_up:.1f}",
                      "frames/s": f"{frames / (seconds - start_up):.1f}" if seconds > start_up else "n/a",
-                     "outputs vs 1 process": "(reference)" if first else compare_outputs(reference, hashes),
+                     "outputs vs 1 process": "(reference)" if first else (
+                         compare_outputs(reference, hashes) if processes > 1 else "(other threads)"),
                      "_seconds": seconds - start_up})
         failed = next((run for run in runs if run.returncode != 0), None)
         if failed is not None:
@@ -535,7 +540,7 @@ def run_processes(args, model_spec: str, inputs: Path, work: Path, frames: int) 
         row["ratio"] = f"{rows[0]['_seconds'] / row['_seconds']:.3f}" if usable else "n/a"
     command = " ".join(launch_command(2, 29500, predict_argv(args, model_spec, inputs, Path("OUT"), half)))
     show(f"processes: frames/s against 1 process x {args.threads} threads; frames/s = frames / (wall - start-up), "
-         "start-up = the same launch on 2 small images", rows,
+         f"start-up = the same launch on 2 small images; outputs against 1 process x {half} thread(s)", rows,
          ["run", "processes x threads", "exit", "frames ok", "wall s", "start-up s", "frames/s", "ratio",
           "outputs vs 1 process"], "ACCELERATE_USE_CPU=1 " + command.replace(str(work), "WORK"))
 
