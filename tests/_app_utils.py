@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -12,6 +13,27 @@ import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def imported_app(model_dir: Path, tmp_path: Path, monkeypatch):
+    """app.py imported in this process (offline, the demo = the model at `model_dir`, no other model) without
+    launching it; forgotten, with its output folder, on exit."""
+    import importlib
+    import shutil
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GMS_DEMO_MODEL", str(model_dir))
+    monkeypatch.setenv("GMS_MODELS_FILE", str(tmp_path / "none.json"))
+    monkeypatch.delenv("GMS_MODELS", raising=False)
+    monkeypatch.syspath_prepend(str(ROOT))
+    sys.modules.pop("app", None)
+    module = importlib.import_module("app")
+    try:
+        yield module
+    finally:
+        sys.modules.pop("app", None)
+        shutil.rmtree(module.OUTPUT_DIR, ignore_errors=True)
 
 
 def make_tiny_model(path: Path, seed: int = 0, num_classes: int = 1, id2label: dict | None = None) -> Path:

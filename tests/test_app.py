@@ -6,10 +6,7 @@ serves the demo model; `GMS_DEMO_MODEL` points it at a tiny random GMS saved wit
 
 from __future__ import annotations
 
-import importlib
-import shutil
 import socket
-import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _app_utils import ROOT, AppServer, free_port, make_tiny_model, write_png_bomb
+from _app_utils import ROOT, AppServer, free_port, imported_app, make_tiny_model, write_png_bomb
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -204,16 +201,8 @@ def test_browser_upload_segment_and_rethreshold(server):
 @pytest.fixture
 def app_module(tiny_model_dir, tmp_path, monkeypatch):
     """Import app.py in this process (offline, demo = the tiny model) without launching it."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("GMS_DEMO_MODEL", str(tiny_model_dir))
-    monkeypatch.setenv("GMS_MODELS_FILE", str(tmp_path / "none.json"))
-    monkeypatch.delenv("GMS_MODELS", raising=False)
-    monkeypatch.syspath_prepend(str(ROOT))
-    sys.modules.pop("app", None)
-    module = importlib.import_module("app")
-    yield module
-    sys.modules.pop("app", None)
-    shutil.rmtree(module.OUTPUT_DIR, ignore_errors=True)
+    with imported_app(tiny_model_dir, tmp_path, monkeypatch) as module:
+        yield module
 
 
 def test_threshold_change_reuses_cached_probabilities(app_module, tiny_model, monkeypatch):

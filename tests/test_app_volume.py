@@ -5,11 +5,9 @@ the slice slider shows slice k without the model, the table gives mL per class, 
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import re
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from _app_utils import ROOT, make_tiny_model
+from _app_utils import ROOT, imported_app, make_tiny_model
 
 AFFINE = np.diag([0.7, 0.9, 2.5, 1.0])
 VOXEL_MM3 = 0.7 * 0.9 * 2.5
@@ -39,22 +37,10 @@ def context_model_dir(tmp_path_factory):
     return path
 
 
-def _import_app(model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("GMS_DEMO_MODEL", str(model_dir))
-    monkeypatch.setenv("GMS_MODELS_FILE", str(tmp_path / "none.json"))
-    monkeypatch.delenv("GMS_MODELS", raising=False)
-    monkeypatch.syspath_prepend(str(ROOT))
-    sys.modules.pop("app", None)
-    return importlib.import_module("app")
-
-
 @pytest.fixture
 def app_module(tiny_model_dir, tmp_path, monkeypatch):
-    module = _import_app(tiny_model_dir, tmp_path, monkeypatch)
-    yield module
-    sys.modules.pop("app", None)
-    shutil.rmtree(module.OUTPUT_DIR, ignore_errors=True)
+    with imported_app(tiny_model_dir, tmp_path, monkeypatch) as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +248,7 @@ def test_two_d_image_keeps_the_single_image_views(app_module):
 def test_context_model_gets_its_neighbours_in_the_space(context_model_dir, nifti, tmp_path, monkeypatch):
     from gms_hub import GMS
 
-    app_module = _import_app(context_model_dir, tmp_path, monkeypatch)
-    try:
+    with imported_app(context_model_dir, tmp_path, monkeypatch) as app_module:
         model = GMS.from_pretrained(context_model_dir)
         assert model.context_slices == 1
         expected = _library_labels(model, nifti)  # slices k-1, k, k+1 as channels
@@ -271,8 +256,6 @@ def test_context_model_gets_its_neighbours_in_the_space(context_model_dir, nifti
         for k in range(5):
             mask_path = app_module.show_slice(result, 0.5, 0.45, k + 1)[2]
             np.testing.assert_array_equal(np.asarray(Image.open(mask_path)) == 255, expected[k].astype(bool))
-    finally:
-        sys.modules.pop("app", None)
         shutil.rmtree(app_module.OUTPUT_DIR, ignore_errors=True)
 
 
@@ -368,14 +351,10 @@ def test_batch_gives_a_context_model_its_neighbouring_slices(context_model_dir, 
     scan = read_input(nifti)
     without = np.stack([np.asarray(m, np.uint8) for m in model.segment(list(scan.frames), value_range=scan.value_range)])
     assert not np.array_equal(expected, without)  # the test can tell context from no context on this scan
-    app_module = _import_app(context_model_dir, tmp_path, monkeypatch)
-    try:
+    with imported_app(context_model_dir, tmp_path, monkeypatch) as app_module:
         zip_path, csv_path, table = app_module.segment_batch([str(nifti)], "busi", 0.5)
         assert [row[-1] for row in table] == [""] * 5  # no error
         with zipfile.ZipFile(zip_path) as archive:
             archive.extract("head_mask.nii.gz", tmp_path)
         written = np.moveaxis(np.asarray(nib.load(tmp_path / "head_mask.nii.gz").dataobj), -1, 0)  # (F, x, y)
         np.testing.assert_array_equal(written, expected)
-    finally:
-        sys.modules.pop("app", None)
-        shutil.rmtree(app_module.OUTPUT_DIR, ignore_errors=True)
