@@ -12,6 +12,8 @@ import torch
 
 from tests._training_utils import TRAIN_SCRIPT, accelerate_command, run_launch, subprocess_env
 
+pytestmark = pytest.mark.slow  # trains a GMS for several epochs (~50 s on 2 cores): opt-in with `-m slow`
+
 IMAGE_SIZE = 64
 NUM_TRAIN, NUM_VALIDATION = 64, 16
 EPOCHS, BATCH_SIZE = 6, 4

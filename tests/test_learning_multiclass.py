@@ -18,6 +18,8 @@ import pytest
 
 from tests._training_utils import REPO_ROOT, TRAIN_SCRIPT, accelerate_command, run_launch, subprocess_env
 
+pytestmark = pytest.mark.slow  # trains a coded-mask VAE and a 2-class GMS (~3 min on 2 cores): opt-in with `-m slow`
+
 IMAGE_SIZE = 64
 NUM_CLASSES = 2
 NUM_TRAIN, NUM_VALIDATION = 64, 16
