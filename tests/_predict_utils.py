@@ -3,6 +3,7 @@ label maps computed from the pixels by a rule the tests can recompute, and a rec
 
 from __future__ import annotations
 
+import csv
 from typing import List
 
 import numpy as np
@@ -37,3 +38,26 @@ class StandInMultiClass:
         outputs = [masks] + ([probs] if return_probabilities else []) + ([uncertainty] if return_uncertainty else [])
         outputs = [o[0] for o in outputs] if single else outputs
         return tuple(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def run_predict(*args) -> int:
+    """The predict CLI in this process (`gms_hub.inference.predict.main`), every argument as a string."""
+    from gms_hub.inference import predict
+
+    return predict.main([str(a) for a in args])
+
+
+def read_csv(path) -> List[dict]:
+    """The rows of a CSV the CLI wrote, as dicts."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def use_stand_in(monkeypatch, id2label: dict) -> StandInMultiClass:
+    """A `StandInMultiClass` with the classes of `id2label` (0 = background), which the predict CLI loads whatever
+    `--model` names."""
+    from gms_hub.inference import predict
+
+    model = StandInMultiClass(num_classes=len(id2label) - 1, id2label=id2label)
+    monkeypatch.setattr(predict, "load_model", lambda spec, device: model)
+    return model

@@ -1,6 +1,5 @@
 """The predict CLI on DICOM and NIfTI: output formats, frame/slice counts, geometry, DICOM SEG, mm², bad files."""
 
-import csv
 import os
 import shutil
 
@@ -10,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 from _medical_utils import PATIENT, write_dicom, write_enhanced_ct
-from _predict_utils import StandInMultiClass, brightness_labels
+from _predict_utils import brightness_labels, read_csv, run_predict as run, use_stand_in
 from nibabel.testing import data_path
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -21,11 +20,6 @@ from gms_hub.io.reading import list_input_files, read_input, read_medical_image
 AFFINE = np.array([[0.0, -0.8, 0.0, 30.0], [1.2, 0.0, 0.0, -12.0], [0.0, 0.0, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]])
 
 
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 @pytest.fixture
 def binary(tiny_gms, monkeypatch):
     monkeypatch.setattr(predict, "load_model", lambda spec, device: tiny_gms)
@@ -34,13 +28,7 @@ def binary(tiny_gms, monkeypatch):
 
 @pytest.fixture
 def multi(monkeypatch):
-    model = StandInMultiClass(num_classes=2, id2label={0: "background", 1: "polyp", 2: "instrument"})
-    monkeypatch.setattr(predict, "load_model", lambda spec, device: model)
-    return model
-
-
-def run(*args):
-    return predict.main([str(a) for a in args])
+    return use_stand_in(monkeypatch, {0: "background", 1: "polyp", 2: "instrument"})
 
 
 def test_reader_opens_every_format_and_lists_extensionless_dicom(tmp_path):

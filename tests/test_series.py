@@ -1,6 +1,5 @@
 """A DICOM series is one volume: grouping, spatial order, geometry checks, one SEG / NIfTI per series."""
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -9,11 +8,10 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from _predict_utils import StandInMultiClass, brightness_labels
+from _predict_utils import brightness_labels, read_csv, run_predict as run, use_stand_in
 from _series_utils import STEP_MM, oblique_orientation, pixel_position, write_series
 from pydicom.data import get_testdata_file
 
-from gms_hub.inference import predict
 from gms_hub.io.medical import MedicalImageError
 from gms_hub.io.reading import list_input_files, read_medical_image
 from gms_hub.io.series import group_dicom_series, order_series, read_series
@@ -21,18 +19,7 @@ from gms_hub.io.series import group_dicom_series, order_series, read_series
 
 @pytest.fixture
 def multi(monkeypatch):
-    model = StandInMultiClass(num_classes=2, id2label={0: "background", 1: "bone", 2: "air"})
-    monkeypatch.setattr(predict, "load_model", lambda spec, device: model)
-    return model
-
-
-def run(*args):
-    return predict.main([str(a) for a in args])
-
-
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    return use_stand_in(monkeypatch, {0: "background", 1: "bone", 2: "air"})
 
 
 def expected_labels(datasets):

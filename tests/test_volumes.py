@@ -1,12 +1,11 @@
 """Volume results: mL per class, 3D components, the largest-component postprocess, and volumes.csv from predict."""
 
-import csv
 
 import nibabel as nib
 import numpy as np
 import pytest
 from _medical_utils import write_enhanced_ct
-from _predict_utils import StandInMultiClass
+from _predict_utils import read_csv, use_stand_in
 from PIL import Image
 
 from gms_hub.inference import predict
@@ -23,11 +22,6 @@ def labelled_volume():
     volume[3, 8, 8] = 1
     volume[1, 6, 2:7] = 2  # 5 voxels in a row
     return volume
-
-
-def read_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_volume_row_counts_ml_and_face_connected_components():
@@ -73,9 +67,7 @@ def write_scan(path):
 
 @pytest.fixture
 def multi(monkeypatch):
-    model = StandInMultiClass(num_classes=2, id2label={0: "background", 1: "liver", 2: "spleen"})
-    monkeypatch.setattr(predict, "load_model", lambda spec, device: model)
-    return model
+    return use_stand_in(monkeypatch, {0: "background", 1: "liver", 2: "spleen"})
 
 
 def test_predict_writes_volumes_csv_for_a_nifti_volume(multi, tmp_path):
