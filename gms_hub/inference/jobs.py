@@ -144,8 +144,8 @@ def dataset_jobs(args, shard: Shard):
         return Job(path=Path(args.split) / row_id, stem=sources.dataset_stem(row_id), **where)
 
     if not args.streaming:
-        ids = dataset[id_column] if id_column is not None else [f"{i:06d}" for i in range(len(dataset))]
-        jobs = [job(str(value), row=index, order=index) for index, value in enumerate(ids)]
+        ids = dataset[id_column] if id_column is not None else [None] * len(dataset)
+        jobs = [job(sources.row_id(value, index), row=index, order=index) for index, value in enumerate(ids)]
         return dataset, sorted(jobs, key=lambda item: str(item.path))
     if id_column is None:
         dataset = dataset.map(lambda example, index: {"__row_index": index}, with_indices=True)
@@ -157,8 +157,8 @@ def dataset_jobs(args, shard: Shard):
     def stream():
         for position, example in enumerate(dataset):
             index = example["__row_index"] if id_column is None else position
-            row_id = f"{index:06d}" if id_column is None else str(example[id_column])
-            yield job(row_id, image=example[args.image_column], order=index)
+            value = None if id_column is None else example[id_column]
+            yield job(sources.row_id(value, index), image=example[args.image_column], order=index)
 
     return dataset, stream()
 

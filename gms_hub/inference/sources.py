@@ -66,8 +66,9 @@ def dataset_stem(row_id: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(row_id)).strip("._") or "row"
 
 
-def row_id(row: dict, id_column: Optional[str], index: int) -> str:
-    return f"{index:06d}" if id_column is None else str(row[id_column])
+def row_id(value: Any, index: int) -> str:
+    """A row's id: the value of its id column, or (`None`, no id column) its index zero-padded to 6 digits."""
+    return f"{index:06d}" if value is None else str(value)
 
 
 def dataset_image(value: Any, name: str) -> Image.Image:
